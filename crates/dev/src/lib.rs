@@ -1,0 +1,1 @@
+//! postern-dev (placeholder)

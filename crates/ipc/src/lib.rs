@@ -1,0 +1,1 @@
+//! postern-ipc (placeholder)

@@ -1,0 +1,1 @@
+//! postern-lmtp-delivery (placeholder)

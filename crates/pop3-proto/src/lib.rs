@@ -1,0 +1,1 @@
+//! postern-pop3-proto (placeholder)

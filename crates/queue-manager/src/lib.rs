@@ -1,0 +1,1 @@
+//! postern-queue-manager (placeholder)

@@ -1,0 +1,1 @@
+//! postern-smtp-proto (placeholder)

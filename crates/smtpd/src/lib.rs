@@ -1,0 +1,1 @@
+//! postern-smtpd (placeholder)
