@@ -77,6 +77,12 @@ impl Receiver {
         !self.line.is_empty() || self.discarding
     }
 
+    /// Octets of a partial line held internally; never more than the line
+    /// bound of the current mode minus one.
+    pub fn buffered(&self) -> usize {
+        self.line.len()
+    }
+
     /// Forgets any partial line. Call after STLS succeeds.
     pub fn reset(&mut self) {
         self.line.clear();
