@@ -1,1 +1,7 @@
-//! postern-directory (placeholder)
+//! postern-directory: users, domains, aliases, password schemes, SASL.
+//! (crate documentation at the end of the work)
+
+pub mod scheme;
+pub mod secret;
+
+pub use secret::Secret;
