@@ -1,1 +1,19 @@
-//! postern-common (placeholder)
+//! Plumbing shared by every postern daemon: configuration ([`config`]),
+//! logging ([`logging`]), systemd notification and socket activation
+//! ([`systemd`], [`listen`]), signals and graceful shutdown ([`shutdown`],
+//! [`daemon`]), TLS ([`tls`]) and time values ([`duration`]).
+//!
+//! A daemon's `main.rs` is one call to [`daemon::main`].
+
+pub mod config;
+pub mod daemon;
+pub mod duration;
+pub mod listen;
+pub mod logging;
+pub mod shutdown;
+pub mod systemd;
+pub mod tls;
+
+pub use config::{Config, ConfigError};
+pub use daemon::Context;
+pub use shutdown::Shutdown;

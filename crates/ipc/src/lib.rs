@@ -42,6 +42,7 @@ use tonic::transport::{Channel, Endpoint};
 /// Generated code for the `postern.auth.*` packages.
 pub mod auth {
     /// `postern.auth.v1`: directory and SASL service of authd.
+    #[allow(clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("postern.auth.v1");
     }
@@ -50,6 +51,7 @@ pub mod auth {
 /// Generated code for the `postern.queue.*` packages.
 pub mod queue {
     /// `postern.queue.v1`: the mail queue of queue-manager.
+    #[allow(clippy::all, clippy::pedantic)]
     pub mod v1 {
         tonic::include_proto!("postern.queue.v1");
     }
