@@ -555,3 +555,34 @@ fn errors_map_to_safe_err_replies() {
         }
     }
 }
+
+#[test]
+fn buffer_never_exceeds_bound() {
+    let mut rx = Receiver::new();
+    let part = vec![b'a'; MAX_COMMAND_LINE - 1];
+    let mut input: &[u8] = &part;
+    assert_eq!(rx.feed(&mut input), Ok(None));
+    // Still possibly valid if an LF comes next.
+    assert_eq!(rx.buffered(), MAX_COMMAND_LINE - 1);
+    let mut input: &[u8] = b"a";
+    assert_eq!(rx.feed(&mut input), Ok(None));
+    // Cannot be valid any more: dropped, only skipping to the line end.
+    assert_eq!(rx.buffered(), 0);
+    assert!(rx.has_partial_line());
+    let mut input: &[u8] = b"\n";
+    assert_eq!(
+        rx.feed(&mut input),
+        Err(ParseError::LineTooLong {
+            limit: MAX_COMMAND_LINE
+        })
+    );
+    // MAX_COMMAND_LINE - 1 octets + LF is exactly the bound: accepted.
+    let mut rx = Receiver::new();
+    let mut input: &[u8] = &part;
+    assert_eq!(rx.feed(&mut input), Ok(None));
+    let mut input: &[u8] = b"\n";
+    assert_eq!(
+        rx.feed(&mut input),
+        Ok(Some(Command::Unknown("A".repeat(16))))
+    );
+}
