@@ -1,6 +1,7 @@
 //! postern-directory: users, domains, aliases, password schemes, SASL.
 //! (crate documentation at the end of the work)
 
+pub mod aliases;
 pub mod sasl;
 pub mod scheme;
 pub mod secret;
