@@ -225,10 +225,14 @@ pub fn parse_str(text: &str, source: &str, policy: AliasPolicy) -> ParsedAliases
         }
         match parse_entry(&logical, policy) {
             Ok((name, targets)) => {
-                if out.table.entries.contains_key(&name) {
-                    out.errors.push(err(AliasErrorKind::Duplicate(name)));
-                } else {
-                    out.table.entries.insert(name, targets);
+                use std::collections::btree_map::Entry;
+                match out.table.entries.entry(name) {
+                    Entry::Occupied(o) => out
+                        .errors
+                        .push(err(AliasErrorKind::Duplicate(o.key().clone()))),
+                    Entry::Vacant(v) => {
+                        v.insert(targets);
+                    }
                 }
             }
             Err(kind) => out.errors.push(err(kind)),
