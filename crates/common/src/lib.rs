@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod devcert;
 pub mod duration;
 pub mod listen;
 pub mod logging;

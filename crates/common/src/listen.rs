@@ -115,3 +115,60 @@ fn sockaddr_to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> 
     }
     None
 }
+
+/// Accept connections on `listener` until shutdown begins; each connection
+/// runs `session` as a task that shutdown drains. Accept errors (e.g. out of
+/// file descriptors) are logged and retried after a short pause.
+pub async fn accept_tcp<F, Fut>(
+    name: String,
+    listener: tokio::net::TcpListener,
+    shutdown: crate::Shutdown,
+    session: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    shutdown.spawn(session(stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(listener = %name, "stopped accepting");
+}
+
+/// [`accept_tcp`] for Unix stream sockets (LMTP, local submission).
+pub async fn accept_unix<F, Fut>(
+    name: String,
+    listener: tokio::net::UnixListener,
+    shutdown: crate::Shutdown,
+    session: F,
+) where
+    F: Fn(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.triggered() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shutdown.spawn(session(stream));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(listener = %name, "stopped accepting");
+}

@@ -51,3 +51,16 @@ pub fn server_config(
         .with_single_cert(certs, key)?;
     Ok(Arc::new(config))
 }
+
+/// Load `[tls]` of the configuration; a failure is a configuration error
+/// (exit 78) naming `tls.cert_file` or `tls.key_file`.
+pub fn from_config(cfg: &crate::Config, file: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    server_config(&cfg.tls.cert_file, &cfg.tls.key_file).map_err(|e| {
+        let key = match e {
+            TlsError::Cert { .. } => "tls.cert_file",
+            TlsError::Key { .. } => "tls.key_file",
+            TlsError::Config(_) => "tls",
+        };
+        crate::daemon::config_error(file, key, e)
+    })
+}

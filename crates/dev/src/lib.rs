@@ -1,1 +1,326 @@
-//! postern-dev (placeholder)
+//! # NAME
+//! postern-dev — run the whole postern stack in the foreground for development
+//!
+//! # SYNOPSIS
+//! `postern-dev [--config dev/postern.toml] [--bin-dir DIR]` (what `make run` calls)
+//!
+//! # DESCRIPTION
+//! A small supervisor for development only; production uses one systemd unit
+//! per daemon (`deploy/`). It
+//!
+//! 1. loads the configuration like every daemon (a bad file stops it with 78);
+//! 2. creates the state directories and, on first run, a private CA and a
+//!    server certificate for `myhostname`, `localhost`, 127.0.0.1 and ::1
+//!    (`<tls dir>/ca.pem` is what clients should trust);
+//! 3. starts the daemons as child processes in dependency order (authd,
+//!    lmtp-delivery, queue-manager, smtpd, pop3d, imapd), each with its own
+//!    `NOTIFY_SOCKET`, and waits for each one's `READY=1` before the next —
+//!    the same readiness protocol systemd uses with `Type=notify`;
+//! 4. prefixes each child's output lines with its name;
+//! 5. prints how to connect;
+//! 6. on Ctrl-C (SIGINT) or SIGTERM stops the daemons in reverse order with
+//!    SIGTERM (SIGKILL after the drain timeout) and exits 0. If a daemon dies
+//!    on its own, the others are stopped and postern-dev exits 1.
+//!
+//! The children run in their own process group, so the terminal's Ctrl-C
+//! reaches only the supervisor, which then stops them in order.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use postern_common::Config;
+use postern_common::config::CONFIG_ENV;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+
+/// Start order; stop order is the reverse.
+pub const DAEMONS: [&str; 6] = [
+    "authd",
+    "lmtp-delivery",
+    "queue-manager",
+    "smtpd",
+    "pop3d",
+    "imapd",
+];
+
+/// How long a daemon may take to report `READY=1`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postern-dev",
+    version,
+    about = "Run the postern stack in the foreground (development)"
+)]
+pub struct Args {
+    /// Configuration file.
+    #[arg(short, long, env = CONFIG_ENV, default_value = "dev/postern.toml")]
+    pub config: PathBuf,
+    /// Where the daemon binaries are (default: next to postern-dev).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postern-dev: configuration error: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("postern-dev: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(supervise(args, cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("postern-dev: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Running {
+    name: &'static str,
+    child: Child,
+}
+
+async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
+    let bin_dir = match args.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for the current executable")?
+            .to_path_buf(),
+    };
+    prepare(&cfg)?;
+    let notify_dir = cfg.global.run_directory.join("dev-notify");
+    std::fs::create_dir_all(&notify_dir)?;
+    let notify_dir = std::fs::canonicalize(&notify_dir)?;
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut running: Vec<Running> = Vec::new();
+    for name in DAEMONS {
+        let started = tokio::select! {
+            r = start(name, &bin_dir, &args.config, &notify_dir) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted during start-up")),
+            _ = term.recv() => Err(anyhow::anyhow!("terminated during start-up")),
+        };
+        match started {
+            Ok(child) => running.push(Running { name, child }),
+            Err(e) => {
+                eprintln!("postern-dev: {name}: {e:#}");
+                stop_all(&mut running, cfg.global.shutdown_timeout).await;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    print_banner(&cfg);
+
+    let code = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { eprintln!("postern-dev: Ctrl-C, stopping"); ExitCode::SUCCESS }
+        _ = term.recv() => { eprintln!("postern-dev: SIGTERM, stopping"); ExitCode::SUCCESS }
+        (name, status) = first_exit(&mut running) => {
+            eprintln!("postern-dev: {name} exited on its own ({status}); stopping the others");
+            ExitCode::FAILURE
+        }
+    };
+    stop_all(&mut running, cfg.global.shutdown_timeout).await;
+    Ok(code)
+}
+
+/// Directories and the development certificate.
+fn prepare(cfg: &Config) -> anyhow::Result<()> {
+    for dir in [&cfg.global.state_directory, &cfg.global.run_directory] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tls_dir = cfg.tls.cert_file.parent().unwrap_or(Path::new("."));
+    let names = [cfg.global.myhostname.as_str(), "localhost"];
+    postern_common::devcert::ensure(tls_dir, &names)?;
+    Ok(())
+}
+
+async fn start(
+    name: &'static str,
+    bin_dir: &Path,
+    config: &Path,
+    notify_dir: &Path,
+) -> anyhow::Result<Child> {
+    let socket_path = notify_dir.join(format!("{name}.sock"));
+    let _ = std::fs::remove_file(&socket_path);
+    let notify = UnixDatagram::bind(&socket_path)
+        .with_context(|| format!("cannot bind {}", socket_path.display()))?;
+    let bin = bin_dir.join(name);
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{name:>13} | {line}");
+            }
+        });
+    }
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::sleep(READY_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            r = notify.recv(&mut buf) => {
+                let n = r?;
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                if msg.lines().any(|l| l == "READY=1") {
+                    // Keep reading later notifications (RELOADING, STOPPING,
+                    // WATCHDOG) so the daemon's sd_notify calls succeed.
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        while notify.recv(&mut buf).await.is_ok() {}
+                    });
+                    return Ok(child);
+                }
+            }
+            status = child.wait() => bail!("exited before it was ready ({})", status?),
+            _ = &mut deadline => bail!("not ready after {READY_TIMEOUT:?}"),
+        }
+    }
+}
+
+async fn first_exit(running: &mut [Running]) -> (&'static str, String) {
+    loop {
+        for r in running.iter_mut() {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                return (r.name, status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stop_all(running: &mut Vec<Running>, drain: Duration) {
+    while let Some(mut r) = running.pop() {
+        if let Some(pid) = r.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        match tokio::time::timeout(drain + Duration::from_secs(5), r.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("postern-dev: {} stopped with {status}", r.name),
+            _ => {
+                eprintln!("postern-dev: {} did not stop in time, killing it", r.name);
+                let _ = r.child.kill().await;
+            }
+        }
+    }
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap_or(addr)
+}
+
+fn print_banner(cfg: &Config) {
+    let g = &cfg.global;
+    let find = |list: Vec<(&str, &str)>, name: &str| {
+        list.into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| port_of(a).to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let smtp: Vec<_> = cfg
+        .smtpd
+        .listener
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.as_str()))
+        .collect();
+    let pop: Vec<_> = cfg
+        .pop3d
+        .listener
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.as_str()))
+        .collect();
+    let imap: Vec<_> = cfg
+        .imapd
+        .listener
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.as_str()))
+        .collect();
+    let ca = cfg
+        .tls
+        .cert_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("ca.pem");
+    eprintln!(
+        "
+postern is running (development stack, Ctrl-C stops it).
+  domain {domain}, host {host}; state under {state}
+  SMTP        127.0.0.1:{mx}   (MX, STARTTLS)
+  submission  127.0.0.1:{sub}  (STARTTLS + AUTH)   submissions 127.0.0.1:{subs} (TLS)
+  POP3        127.0.0.1:{pop}  (STLS)              POP3S       127.0.0.1:{pops}
+  IMAP        127.0.0.1:{imapp}  (STARTTLS)          IMAPS       127.0.0.1:{imaps}
+  TLS: trust the development CA {ca}
+
+Try:
+  swaks --server 127.0.0.1:{mx} --to alice@{domain} --from bob@{domain}
+  mutt -f 'imaps://alice%40{domain}@127.0.0.1:{imaps}/'   (after: export SSL_CERT_FILE={ca})
+  Thunderbird: IMAP 127.0.0.1:{imaps} SSL/TLS, SMTP 127.0.0.1:{sub} STARTTLS,
+               user alice@{domain}; import {ca} under Certificates > Authorities.
+
+Not built yet (see README \"Status\"): the protocol engines answer 421/-ERR/BYE
+until their issues land; the stack, config, logging and shutdown are real.
+",
+        domain = g.mydomain,
+        host = g.myhostname,
+        state = g.state_directory.display(),
+        mx = find(smtp.clone(), "smtp"),
+        sub = find(smtp.clone(), "submission"),
+        subs = find(smtp, "submissions"),
+        pop = find(pop.clone(), "pop3"),
+        pops = find(pop, "pop3s"),
+        imapp = find(imap.clone(), "imap"),
+        imaps = find(imap, "imaps"),
+        ca = ca.display(),
+    );
+}
