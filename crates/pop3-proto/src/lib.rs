@@ -136,6 +136,17 @@
 //! (STLS), RFC 3206 (SYS and AUTH response codes), RFC 5034 (AUTH / SASL),
 //! RFC 4422 (SASL mechanism names).
 //!
+//! # TESTING
+//!
+//! `tests/` holds table-driven tests: every command and error fed whole,
+//! split at every byte and byte-at-a-time with identical results; pipelined
+//! streams; line bounds to the octet; the SASL mode; the RETR/TOP encoder
+//! against a simple model on pseudo-random messages with random chunking;
+//! the command table against the RFC state lists; maildrop answers.
+//! `fuzz/` is a cargo-fuzz package (not in the workspace) with the targets
+//! `command_parser` and `retr_encoder`; their checks are in
+//! `fuzz/src/lib.rs` and also run on stable with `cargo test` there.
+//!
 //! # SEE ALSO
 //!
 //! `crates/pop3d` (the daemon), `crates/smtp-proto` (the same design for SMTP).

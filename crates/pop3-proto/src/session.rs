@@ -376,9 +376,13 @@ impl Session {
     }
 
     /// [`CommandTable::check`] for the current situation, plus the one
-    /// sequencing rule the table cannot express: PASS must follow a
-    /// successful USER (RFC 1939 section 7).
-    pub fn check(&self, cmd: &Command) -> Result<(), Response> {
+    /// sequencing rule the table cannot express: PASS is valid only
+    /// immediately after a successful USER (RFC 1939 section 7). Any command
+    /// other than USER and PASS therefore forgets a pending USER name.
+    pub fn check(&mut self, cmd: &Command) -> Result<(), Response> {
+        if !matches!(cmd, Command::User { .. } | Command::Pass { .. }) {
+            self.user = None;
+        }
         self.table
             .check(cmd, self.state, self.tls_active, self.plaintext_allowed)?;
         if matches!(cmd, Command::Pass { .. }) && self.user.is_none() {
@@ -392,8 +396,7 @@ impl Session {
         self.user = Some(name);
     }
 
-    /// Takes the name recorded by USER, for the PASS that follows. Any other
-    /// command between USER and PASS should call [`Session::clear_user`].
+    /// Takes the name recorded by USER, for the PASS that follows.
     pub fn take_user(&mut self) -> Option<String> {
         self.user.take()
     }

@@ -237,6 +237,14 @@ fn session_flow() {
     s.set_user("alice".into());
     s.clear_user();
     assert!(s.check(&pass).is_err());
+    // PASS only immediately after USER: anything in between forgets it.
+    s.set_user("alice".into());
+    assert!(s.check(&Command::Capa).is_ok());
+    assert_eq!(err_text(s.check(&pass)), "-ERR No username given\r\n");
+    // USER immediately followed by PASS passes the check.
+    s.set_user("alice".into());
+    assert!(s.check(&user).is_ok());
+    assert!(s.check(&pass).is_ok());
     assert!(s.check(&Command::Stat).is_err());
     s.logged_in();
     assert_eq!(s.state(), State::Transaction);
