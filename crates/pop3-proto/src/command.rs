@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::error::ParseError;
 use crate::secret::Secret;
+use crate::session::COMMANDS;
 
 /// Largest command line, in octets including the terminating CRLF.
 ///
@@ -158,6 +159,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         *d = s.to_ascii_uppercase();
     }
     let kw = &buf[..verb.len()];
+    // The command table is the one list of keywords.
+    if !COMMANDS.iter().any(|c| c.name.as_bytes() == kw) {
+        return Ok(Command::Unknown(unknown_verb(verb)));
+    }
     // PASS takes the raw rest of the line: spaces and non-UTF-8 octets are
     // part of the password (RFC 1939 section 7, PASS discussion).
     if kw == b"PASS" {
@@ -172,6 +177,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
         Some(r) => std::str::from_utf8(r).map_err(|_| ParseError::InvalidUtf8)?,
         None => "",
     };
+    // Names and numbers never contain control characters; refusing them
+    // here keeps CR, ESC and friends out of logs and directory lookups.
+    if rest.chars().any(char::is_control) {
+        return Err(ParseError::ControlCharacter);
+    }
     // Arguments are separated by single spaces (RFC 1939 section 3); runs of
     // spaces and a trailing space, which some clients send, are tolerated.
     let mut args = rest.split(' ').filter(|a| !a.is_empty());

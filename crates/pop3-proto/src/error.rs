@@ -27,6 +27,10 @@ pub enum ParseError {
     /// An argument (other than the PASS password) is not valid UTF-8.
     #[error("argument is not valid UTF-8")]
     InvalidUtf8,
+    /// An argument (other than the PASS password) contains a control
+    /// character (C0, DEL or C1), such as a bare CR or a tab.
+    #[error("control character in argument")]
+    ControlCharacter,
     /// A required argument is absent.
     #[error("{command}: missing argument")]
     MissingArgument {

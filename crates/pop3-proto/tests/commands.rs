@@ -287,6 +287,17 @@ fn cases() -> Vec<(&'static [u8], Result<Command, ParseError>)> {
         (b"PASS a\0b", Err(E::NulByte)),
         (b"STA", Ok(C::Unknown("STA".into()))),
         (b"GET / HTTP/1.1", Ok(C::Unknown("GET".into()))),
+        // unknown verbs are unknown whatever their arguments
+        (b"XTND \xff\x01", Ok(C::Unknown("XTND".into()))),
+        (b"X \r", Ok(C::Unknown("X".into()))),
+        // control characters in arguments
+        (b"USER a\rb", Err(E::ControlCharacter)),
+        (b"USER a\tb", Err(E::ControlCharacter)),
+        (b"USER a\x1b[2J", Err(E::ControlCharacter)),
+        (b"USER a\xc2\x85", Err(E::ControlCharacter)),
+        (b"LIST 1\r2", Err(E::ControlCharacter)),
+        (b"STAT\rX", Ok(C::Unknown("STAT?X".into()))),
+        (b"PASS a\rb", pass(b"a\rb")),
     ]
 }
 
