@@ -1,1 +1,0 @@
-//! postern-examples (placeholder)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite needs, if they are missing.
+# Used by `make test` (and so by .ci/run). Needs root or sudo for apt-get.
+set -euo pipefail
+
+# Each package is here because a test uses it:
+#   systemd       systemd-analyze verify of the units in deploy/ (tests/tests/deploy.rs)
+#   make          the install test runs `make install DESTDIR=...`
+PACKAGES=(systemd make)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "test-deps: all present (${PACKAGES[*]})"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
