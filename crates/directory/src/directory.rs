@@ -12,6 +12,7 @@ use crate::model::{
     AuthError, AuthenticatedUser, Delivery, DirectoryError, Domain, DroppedReason, LocalMailbox,
     NewUser, Resolution, User,
 };
+use crate::sasl::{Authenticated, Credentials};
 use crate::scheme::{self, HashParams, Scheme, ScramSecret, VerifyPolicy};
 use crate::secret::Secret;
 use crate::sql::{SqlStore, mailbox_path};
@@ -259,10 +260,82 @@ impl Directory {
             tracing::info!(user = %addr, reason = "account disabled", "authentication failed");
             return Err(AuthError::Failed);
         }
+        if !self.domain_allows_login(&addr).await? {
+            tracing::info!(user = %addr, reason = "domain disabled", "authentication failed");
+            return Err(AuthError::Failed);
+        }
         if verified.deprecated {
             tracing::warn!(user = %addr, scheme = %verified.scheme, "login with a deprecated password scheme; rehash it");
         }
         Ok(AuthenticatedUser { user, verified })
+    }
+
+    /// A disabled domain (SQL `domains.enabled = 0`) blocks its users' logins.
+    async fn domain_allows_login(&self, addr: &Address) -> Result<bool, AuthError> {
+        match &self.store {
+            Store::Sql(s) if !self.is_local_domain(addr.domain()) => {
+                match s.domain_enabled(addr.domain()).await {
+                    Ok(e) => Ok(e != Some(false)),
+                    Err(e) => {
+                        tracing::error!(user = %addr, error = %e, "directory lookup failed during authentication");
+                        Err(AuthError::Temporary)
+                    }
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// Finish a SASL PLAIN/LOGIN exchange: verify the password of
+    /// `creds.id.authcid`, then apply the authorization rule (an authzid
+    /// other than the authcid needs a master user, and the target user must
+    /// exist and be enabled). Returns the authenticated user and the
+    /// identity the session acts as.
+    pub async fn authenticate_credentials(
+        &self,
+        creds: &Credentials,
+    ) -> Result<(AuthenticatedUser, String), AuthError> {
+        let user = self
+            .authenticate(&creds.id.authcid, &creds.password)
+            .await?;
+        let acting = self.authorize(&creds.id, &user.user).await?;
+        Ok((user, acting))
+    }
+
+    /// Apply the authorization rule to a finished exchange (SCRAM's
+    /// [`Step::Done`](crate::sasl::Step::Done), or PLAIN/LOGIN after
+    /// [`Directory::authenticate`]); `user` is the authenticated user.
+    /// Returns the identity the session acts as (an address).
+    pub async fn authorize(&self, id: &Authenticated, user: &User) -> Result<String, AuthError> {
+        let Some(z) = id.authzid.as_deref() else {
+            return Ok(user.address.clone());
+        };
+        let master = self.is_master(&id.authcid) || self.is_master(&user.address);
+        let Some(target) = self.login_address(z) else {
+            tracing::info!(user = %user.address, "authorization identity is not an address");
+            return Err(AuthError::Failed);
+        };
+        if target.to_string() == user.address {
+            return Ok(user.address.clone());
+        }
+        if id.authorize(master).is_err() {
+            tracing::info!(user = %user.address, authzid = %target, "authorization denied: not a master user");
+            return Err(AuthError::Failed);
+        }
+        match self.store_user(&target).await {
+            Ok(Some(u)) if u.enabled => {
+                tracing::info!(user = %user.address, authzid = %u.address, "master user login");
+                Ok(u.address)
+            }
+            Ok(_) => {
+                tracing::info!(user = %user.address, authzid = %target, "master login to unknown or disabled user");
+                Err(AuthError::Failed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "directory lookup failed during authorization");
+                Err(AuthError::Temporary)
+            }
+        }
     }
 
     /// SCRAM-SHA-256 keys of a login, for

@@ -20,4 +20,5 @@ pub use model::{
     AuthError, AuthenticatedUser, Delivery, DirectoryError, Domain, DroppedReason, LocalMailbox,
     NewUser, Resolution, User,
 };
+pub use sasl::{Authenticated, Credentials};
 pub use secret::Secret;

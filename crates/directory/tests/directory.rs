@@ -822,3 +822,152 @@ async fn mysql_scenario() {
 async fn postgres_scenario() {
     server_scenario(BackendKind::Postgres, "POSTERN_TEST_PG_URL").await;
 }
+
+/// The exchanges authd runs: SASL mechanism → directory → authorization.
+mod sasl_flows {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use directory::sasl::{Mechanism, SaslServer, Step, decode_response};
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// A SCRAM-SHA-256 client (RFC 5802), independent of the server code.
+    fn client_final(
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+    ) -> (String, Vec<u8>) {
+        let attrs: Vec<&str> = server_first.split(',').collect();
+        let nonce = attrs[0].strip_prefix("r=").unwrap();
+        let salt = B64.decode(attrs[1].strip_prefix("s=").unwrap()).unwrap();
+        let iters: u32 = attrs[2].strip_prefix("i=").unwrap().parse().unwrap();
+        let mut salted = hmac(
+            password.as_bytes(),
+            &[&salt[..], &1u32.to_be_bytes()].concat(),
+        );
+        let mut u = salted.clone();
+        for _ in 1..iters {
+            u = hmac(password.as_bytes(), &u);
+            salted.iter_mut().zip(&u).for_each(|(s, x)| *s ^= x);
+        }
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key = Sha256::digest(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let sig = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        let server_sig = hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes());
+        let mut v = b"v=".to_vec();
+        v.extend_from_slice(B64.encode(server_sig).as_bytes());
+        (format!("{without_proof},p={}", B64.encode(proof)), v)
+    }
+
+    async fn setup(tmp: &tempfile::TempDir) -> Directory {
+        let dir = open(DirectoryConfig {
+            default_scheme: "SCRAM-SHA-256".into(),
+            master_users: vec!["admin@example.org".into()],
+            ..sqlite_config(tmp)
+        })
+        .await;
+        dir.domain_add("example.org").await.unwrap();
+        for u in ["alice@example.org", "admin@example.org", "bob@example.org"] {
+            dir.user_add(NewUser::new(u, pw("pencil"))).await.unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn plain_then_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = setup(&tmp).await;
+        // (base64 initial response, expected acting identity or None for failure)
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"\0alice@example.org\0pencil", Some("alice@example.org")),
+            (
+                b"Alice@example.org\0alice@example.org\0pencil",
+                Some("alice@example.org"),
+            ),
+            (b"\0alice@example.org\0wrong", None),
+            (b"\0ghost@example.org\0pencil", None),
+            (b"bob@example.org\0alice@example.org\0pencil", None),
+            (
+                b"bob@example.org\0admin@example.org\0pencil",
+                Some("bob@example.org"),
+            ),
+            (b"ghost@example.org\0admin@example.org\0pencil", None),
+        ];
+        for (raw, want) in cases {
+            let line = B64.encode(raw);
+            let decoded = decode_response(line.as_bytes()).unwrap();
+            let mut s = SaslServer::new(Mechanism::Plain);
+            let Step::Credentials(c) = s.start(Some(&decoded)) else {
+                panic!()
+            };
+            let got = dir
+                .authenticate_credentials(&c)
+                .await
+                .map(|(_, acting)| acting);
+            match want {
+                Some(w) => assert_eq!(got.as_deref(), Ok(*w), "{raw:?}"),
+                None => assert_eq!(got, Err(AuthError::Failed), "{raw:?}"),
+            }
+        }
+        // disabled domain blocks logins
+        dir.sql()
+            .unwrap()
+            .domain_set_enabled("example.org", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            dir.authenticate("alice@example.org", &pw("pencil")).await,
+            Err(AuthError::Failed)
+        );
+    }
+
+    #[tokio::test]
+    async fn scram_then_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = setup(&tmp).await;
+        for (user, password, ok) in [
+            ("alice@example.org", "pencil", true),
+            ("alice@example.org", "crayon", false),
+            ("ghost@example.org", "pencil", false),
+        ] {
+            let bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
+            let mut s = SaslServer::new(Mechanism::ScramSha256);
+            let Step::NeedScramSecret { authcid } = s.start(Some(format!("n,,{bare}").as_bytes()))
+            else {
+                panic!()
+            };
+            let secret = dir.scram_secret(&authcid).await.unwrap();
+            let Step::Challenge(server_first) = s.scram_secret(secret) else {
+                panic!()
+            };
+            let (fin, expected_v) =
+                client_final(password, &bare, std::str::from_utf8(&server_first).unwrap());
+            match s.step(fin.as_bytes()) {
+                Step::Challenge(v) => {
+                    assert!(ok, "{user}/{password} must not pass");
+                    assert_eq!(v, expected_v, "server signature");
+                    let Step::Done(id) = s.step(b"") else {
+                        panic!()
+                    };
+                    let user = dir.lookup_user(&id.authcid).await.unwrap().unwrap();
+                    assert_eq!(
+                        dir.authorize(&id, &user).await.unwrap(),
+                        "alice@example.org"
+                    );
+                }
+                Step::Failed(_) => assert!(!ok, "{user}/{password} must pass"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
