@@ -6,6 +6,7 @@
 //! A daemon's `main.rs` is one call to [`daemon::main`].
 
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod devcert;
 pub mod duration;

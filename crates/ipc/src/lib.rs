@@ -26,6 +26,8 @@
 //! the minor is informative. [`AUTH_VERSION`] and [`QUEUE_VERSION`] are the
 //! versions this build speaks.
 
+pub mod sasl;
+
 use std::fmt;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
