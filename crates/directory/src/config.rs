@@ -52,7 +52,10 @@ pub struct DirectoryConfig {
     pub max_connections: u32,
     /// Create the postern schema (`CREATE TABLE IF NOT EXISTS`) on open for
     /// MySQL/PostgreSQL too. Default false (an existing classic schema is
-    /// used through `queries`). Always done for SQLite.
+    /// used through `queries`). Always done for SQLite. Where postern owns
+    /// the schema (SQLite, or `create_schema = true`) and `queries` is left
+    /// at its default, [`SqlQueries::postern`] is used. Management
+    /// functions (`mailctl`) need the postern schema.
     pub create_schema: bool,
     /// Lookup queries (Postfix `mysql_table(5)` style). Defaults fit both
     /// the postern schema and the classic virtual-mail schema.

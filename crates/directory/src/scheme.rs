@@ -16,6 +16,7 @@
 //! | `SCRAM-SHA-256` | `iterations,b64(salt),b64(StoredKey),b64(ServerKey)` (Dovecot) | yes | yes |
 //! | `PLAIN`/`CLEAR`/`CLEARTEXT` | the password itself                      | yes  | only if [`VerifyPolicy::allow_plaintext`] |
 //! | `MD5-CRYPT`     | `$1$salt$hash`                                       | no   | yes, flagged [`Verified::deprecated`] |
+//! | (`CRYPT`)       | yescrypt `$y$`, `$gy$`, scrypt `$7$`                 | no   | yes, via the system libxcrypt when present |
 //!
 //! Comparisons of derived values are constant time ([`subtle`]). Errors never
 //! contain the password. Unknown user handling: callers should run
@@ -70,6 +71,10 @@ pub enum Scheme {
     Plain,
     /// MD5 crypt (`$1$`), verify only, for migration.
     Md5Crypt,
+    /// yescrypt (`$y$`), gost-yescrypt (`$gy$`), scrypt (`$7$`): verify
+    /// only, through the system's libxcrypt (see `libcrypt`); the
+    /// `/etc/shadow` default of current Linux distributions.
+    SystemCrypt,
 }
 
 impl Scheme {
@@ -89,6 +94,7 @@ impl Scheme {
             Scheme::ScramSha256 => "SCRAM-SHA-256",
             Scheme::Plain => "PLAIN",
             Scheme::Md5Crypt => "MD5-CRYPT",
+            Scheme::SystemCrypt => "CRYPT",
         }
     }
 
@@ -114,7 +120,10 @@ impl Scheme {
 
     /// Whether [`hash`] can produce this scheme.
     pub fn can_hash(self) -> bool {
-        !matches!(self, Scheme::Md5Crypt | Scheme::Argon2i)
+        !matches!(
+            self,
+            Scheme::Md5Crypt | Scheme::Argon2i | Scheme::SystemCrypt
+        )
     }
 
     /// Whether the scheme stores the password in clear.
@@ -157,6 +166,9 @@ pub enum SchemeError {
     /// longer than [`MAX_STORED_LEN`].
     #[error("input too long")]
     TooLong,
+    /// The scheme needs the system's libxcrypt, which is not available.
+    #[error("scheme {0} needs libxcrypt (libcrypt.so.1), not available")]
+    Unavailable(Scheme),
     /// The hashing library failed (bad parameters).
     #[error("hashing failed: {0}")]
     Hash(String),
@@ -278,7 +290,9 @@ pub fn hash_with(
         }
         Scheme::Plain => String::from_utf8(pw.to_vec())
             .map_err(|_| SchemeError::Hash("PLAIN needs a UTF-8 password".into()))?,
-        Scheme::Md5Crypt | Scheme::Argon2i => return Err(SchemeError::VerifyOnly(scheme)),
+        Scheme::Md5Crypt | Scheme::Argon2i | Scheme::SystemCrypt => {
+            return Err(SchemeError::VerifyOnly(scheme));
+        }
     };
     Ok(format!("{{{}}}{}", scheme.name(), body))
 }
@@ -321,6 +335,8 @@ fn identify_crypt(s: &str) -> Result<(Scheme, &str), SchemeError> {
         Scheme::Sha256Crypt
     } else if s.starts_with("$1$") {
         Scheme::Md5Crypt
+    } else if s.starts_with("$y$") || s.starts_with("$gy$") || s.starts_with("$7$") {
+        Scheme::SystemCrypt
     } else {
         return Err(SchemeError::UnknownScheme("CRYPT".into()));
     };
@@ -386,6 +402,18 @@ pub fn verify(
         Scheme::Md5Crypt => {
             let computed = md5_crypt_from_setting(pw, body)?;
             bool::from(computed.as_bytes().ct_eq(body.as_bytes()))
+        }
+        Scheme::SystemCrypt => {
+            if !crate::libcrypt::available() {
+                return Err(SchemeError::Unavailable(scheme));
+            }
+            match crate::libcrypt::crypt(pw, body) {
+                Some(computed) => bool::from(computed.as_bytes().ct_eq(body.as_bytes())),
+                // a NUL in the password cannot match; otherwise the
+                // library refused the setting
+                None if pw.contains(&0) => false,
+                None => return Err(malformed(scheme, "refused by libxcrypt")),
+            }
         }
     };
     if !ok {
@@ -882,7 +910,9 @@ mod tests {
             ("{NOPE}abc", "unknown"),
             ("{CRYPT}abc", "unknown"),
             ("", "unknown"),
-            ("$7$foo", "unknown"),
+            ("$3$foo", "unknown"),
+            ("_J9..salt", "unknown"),
+            ("saQ0fJ8lYkTfA", "unknown"),
             (
                 "{SHA512-CRYPT}$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5",
                 "malformed",
@@ -926,6 +956,39 @@ mod tests {
             format!("{s:?}"),
             "ScramSecret { iterations: 4096, keys: \"***\" }"
         );
+    }
+
+    #[test]
+    fn yescrypt_through_system_libxcrypt() {
+        // python3 crypt.crypt("Hello world!", "$y$j9T$saltsaltsaltsaltsalt$")
+        let stored = "$y$j9T$saltsaltsaltsaltsalt$adBKrFn3hwbqWG03oiRp.xMiX7C30iKL3zON1ZA2hy9";
+        if !crate::libcrypt::available() {
+            println!("SKIPPED: libcrypt.so.1 with crypt_rn not found on this system");
+            assert_eq!(
+                verify(stored, &pw("Hello world!"), STRICT),
+                Err(SchemeError::Unavailable(Scheme::SystemCrypt))
+            );
+            return;
+        }
+        let v = verify(stored, &pw("Hello world!"), STRICT).unwrap();
+        assert_eq!(v.scheme, Scheme::SystemCrypt);
+        assert!(v.needs_rehash && !v.deprecated);
+        assert_eq!(
+            verify(stored, &pw("Hello world?"), STRICT),
+            Err(SchemeError::Mismatch)
+        );
+        assert_eq!(
+            verify(stored, &pw("Hello\0world!"), STRICT),
+            Err(SchemeError::Mismatch)
+        );
+        assert_eq!(
+            verify(&format!("{{CRYPT}}{stored}"), &pw("Hello world!"), STRICT).map(|v| v.scheme),
+            Ok(Scheme::SystemCrypt)
+        );
+        assert!(matches!(
+            verify("$y$garbage", &pw("x"), STRICT),
+            Err(SchemeError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -225,8 +225,10 @@ impl SqlStore {
             .max_connections(cfg.max_connections.max(1))
             .connect(&url)
             .await?;
-        let queries = if cfg.backend == BackendKind::Sqlite && cfg.queries == SqlQueries::default()
-        {
+        // Where postern owns the schema, default queries mean the postern
+        // ones (which read enabled, quota, maildir, ...).
+        let owns_schema = cfg.backend == BackendKind::Sqlite || cfg.create_schema;
+        let queries = if owns_schema && cfg.queries == SqlQueries::default() {
             SqlQueries::postern()
         } else {
             cfg.queries.clone()
