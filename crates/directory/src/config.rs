@@ -154,7 +154,8 @@ impl DirectoryConfig {
 }
 
 /// Lookup queries. Placeholders, as in Postfix `mysql_table(5)`:
-/// `%s` the whole key, `%u` its local part, `%d` its domain, `%%` a `%`.
+/// `%s` the whole key, `%u` its local part, `%d` its domain, `%%` a `%`
+/// (for a key without `@` — a domain — `%u` and `%d` are the whole key).
 /// They are passed as bound parameters, never spliced into the SQL.
 ///
 /// Result columns are read by name; missing optional columns take defaults.

@@ -248,7 +248,7 @@ impl Directory {
         };
         let stored = user.password_hash.expose().clone();
         let result = run_blocking(move || scheme::verify(&stored, &pw, policy)).await;
-        let verified = match result {
+        let mut verified = match result {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
                 tracing::info!(user = %addr, reason = %e, "authentication failed");
@@ -264,6 +264,8 @@ impl Directory {
             tracing::info!(user = %addr, reason = "domain disabled", "authentication failed");
             return Err(AuthError::Failed);
         }
+        // "needs rehash" is relative to the configured default scheme
+        verified.needs_rehash = verified.scheme != self.default_scheme;
         if verified.deprecated {
             tracing::warn!(user = %addr, scheme = %verified.scheme, "login with a deprecated password scheme; rehash it");
         }
@@ -589,6 +591,17 @@ impl Directory {
     pub async fn user_add(&self, new: NewUser) -> Result<User, DirectoryError> {
         let store = self.sql()?;
         let addr = SqlStore::parse_address(&new.address)?;
+        if new.mailbox.is_none() {
+            // The local part becomes a path component through
+            // mailbox_template: no separators, no dot files, no "..".
+            let l = addr.local();
+            if l.contains(['/', '\\']) || l.starts_with('.') {
+                return Err(DirectoryError::bad_address(
+                    &new.address,
+                    "local part unsafe in a mailbox path; give an explicit mailbox",
+                ));
+            }
+        }
         let hash = self.hash_blocking(new.password).await?;
         let address = addr.to_string();
         let maildir = new

@@ -150,7 +150,10 @@ impl Delivery {
 pub struct AuthenticatedUser {
     /// The user (hash included, Debug-safe).
     pub user: User,
-    /// Scheme details: `deprecated` (log a warning), `needs_rehash`.
+    /// Scheme details: `deprecated` (already logged as a warning),
+    /// `needs_rehash` (not in the configured `default_scheme`: the caller
+    /// may call `Directory::user_passwd` with the password it now knows;
+    /// nothing is rehashed automatically).
     pub verified: Verified,
 }
 

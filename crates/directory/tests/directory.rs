@@ -114,10 +114,24 @@ async fn scenario(dir: &Directory) {
             .await,
         Err(DirectoryError::UnknownDomain(_))
     ));
-    assert!(matches!(
-        dir.user_add(NewUser::new("not an address", pw("x"))).await,
-        Err(DirectoryError::BadAddress { .. })
-    ));
+    for bad in [
+        "not an address",
+        "../etc@example.org",
+        "a/b@example.org",
+        ".hidden@example.org",
+    ] {
+        assert!(
+            matches!(
+                dir.user_add(NewUser::new(bad, pw("x"))).await,
+                Err(DirectoryError::BadAddress { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let mut explicit = NewUser::new("a/b@example.net", pw("x"));
+    explicit.mailbox = Some("/srv/mail/ab".into());
+    dir.user_add(explicit).await.unwrap();
+    dir.user_del("a/b@example.net").await.unwrap();
     let list: Vec<_> = dir
         .user_list(Some("example.org"))
         .await
@@ -442,6 +456,25 @@ async fn scenario(dir: &Directory) {
         dir.domain_del("example.net").await,
         Err(DirectoryError::UnknownDomain(_))
     ));
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[tokio::test]
+async fn api_is_usable_from_spawned_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Directory>();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::sync::Arc::new(open(sqlite_config(&tmp)).await);
+    let p = pw("x");
+    assert_send(&dir.resolve_recipient("a@b.test"));
+    assert_send(&dir.authenticate("a@b.test", &p));
+    assert_send(&dir.lookup_user("a@b.test"));
+    let d = dir.clone();
+    let r = tokio::spawn(async move { d.resolve_recipient("a@b.test").await.unwrap() })
+        .await
+        .unwrap();
+    assert_eq!(r, Resolution::NotOurs);
 }
 
 #[tokio::test]
