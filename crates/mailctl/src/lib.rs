@@ -4,6 +4,9 @@
 //! # SYNOPSIS
 //! `mailctl [--config FILE] config check [-n]`
 //!
+//! `sendmail [-t] [-i] [-f sender] [-F name] [-C config] [recipient ...]`
+//! (mailctl installed or linked under the name `sendmail`; see [`cmd::sendmail`])
+//!
 //! # DESCRIPTION
 //! One entry point for the operator. Each subcommand group lives in its own
 //! module under `cmd/`; later work adds `domain`, `user`, `alias`, `queue`
@@ -44,8 +47,18 @@ pub enum Command {
     Config(cmd::config::ConfigCmd),
 }
 
-/// Parse the command line and run.
+/// Parse the command line and run. Called as `sendmail` (a link to
+/// mailctl), it behaves as sendmail(1).
 pub fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("mailctl");
+    if invoked_as == "sendmail" {
+        return ExitCode::from(cmd::sendmail::run(&argv[1..]));
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -1,2 +1,3 @@
-//! One module per subcommand group.
+//! One module per subcommand group or entry point.
 pub mod config;
+pub mod sendmail;
