@@ -1,7 +1,7 @@
 //! [`Directory`]: the async API authd, queue-manager, smtpd and mailctl use.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::address::{Address, normalize_domain};
@@ -43,6 +43,8 @@ pub struct Directory {
     resolve_cache: TtlCache<String, Resolution>,
     default_scheme: Scheme,
     hash_params: HashParams,
+    /// Hash of a random password in the default scheme, for unknown users.
+    dummy: Arc<OnceLock<String>>,
 }
 
 /// One level of resolution of an address.
@@ -100,6 +102,7 @@ impl Directory {
             aliases: RwLock::new(AliasTable::default()),
             default_scheme,
             hash_params: HashParams::default(),
+            dummy: Arc::new(OnceLock::new()),
         };
         dir.reload_aliases()?;
         Ok(dir)
@@ -108,6 +111,7 @@ impl Directory {
     /// Cost parameters for new hashes (tests use cheap ones).
     pub fn set_hash_params(&mut self, params: HashParams) {
         self.hash_params = params;
+        self.dummy = Arc::new(OnceLock::new());
     }
 
     /// The configuration in use.
@@ -227,7 +231,7 @@ impl Directory {
     ) -> Result<AuthenticatedUser, AuthError> {
         let pw = Secret::new(password.expose().as_ref().to_vec());
         let Some(addr) = self.login_address(login) else {
-            run_blocking(move || scheme::dummy_verify(&pw)).await;
+            self.dummy_verify(pw).await;
             tracing::info!(reason = "bad login syntax", "authentication failed");
             return Err(AuthError::Failed);
         };
@@ -239,7 +243,7 @@ impl Directory {
             }
         };
         let Some(user) = user else {
-            run_blocking(move || scheme::dummy_verify(&pw)).await;
+            self.dummy_verify(pw).await;
             tracing::info!(user = %addr, reason = "unknown user", "authentication failed");
             return Err(AuthError::Failed);
         };
@@ -270,6 +274,24 @@ impl Directory {
             tracing::warn!(user = %addr, scheme = %verified.scheme, "login with a deprecated password scheme; rehash it");
         }
         Ok(AuthenticatedUser { user, verified })
+    }
+
+    /// Verify against a hash of a random password in the configured scheme
+    /// and parameters: an unknown user costs what a known one costs.
+    async fn dummy_verify(&self, pw: Secret<Vec<u8>>) {
+        let dummy = self.dummy.clone();
+        let (scheme, params) = (self.default_scheme, self.hash_params);
+        run_blocking(move || {
+            let stored = dummy.get_or_init(|| scheme::dummy_hash(scheme, &params));
+            let _ = scheme::verify(
+                stored,
+                &pw,
+                VerifyPolicy {
+                    allow_plaintext: true,
+                },
+            );
+        })
+        .await;
     }
 
     /// A disabled domain (SQL `domains.enabled = 0`) blocks its users' logins.

@@ -25,8 +25,8 @@
 //! - **No user enumeration.** [`Directory::authenticate`] answers
 //!   [`AuthError::Failed`] for an unknown user, a wrong password, a disabled
 //!   account or domain, and an unusable hash alike; an unknown user costs a
-//!   dummy verification of the default scheme ([`scheme::dummy_verify`]), so
-//!   timing does not tell either. SCRAM exchanges for unknown users go on
+//!   dummy verification in the configured scheme and cost parameters
+//!   ([`scheme::dummy_hash`]), so timing does not tell either. SCRAM exchanges for unknown users go on
 //!   with a stable fake salt and fail at the proof. The reason is logged
 //!   server-side (`info`), never sent.
 //! - **Constant time.** Derived values are compared with [`subtle`]

@@ -426,15 +426,33 @@ pub fn verify(
     })
 }
 
-/// Spend about the time of a real verification of the default scheme, for
-/// unknown users. The result is always discarded by the caller.
+/// Spend about the time of a real verification of the default scheme with
+/// default parameters, for unknown users. The result is discarded.
+/// [`crate::Directory`] uses [`dummy_hash`] with its configured scheme and
+/// parameters instead, so the dummy costs what a real user's check costs.
 pub fn dummy_verify(password: &Secret<impl AsRef<[u8]>>) {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let stored = DUMMY.get_or_init(|| {
-        hash(Scheme::DEFAULT, &Secret::new(random_bytes::<16>()))
-            .unwrap_or_else(|_| "{SSHA512}".to_string())
-    });
-    let _ = verify(stored, password, VerifyPolicy::default());
+    let stored = DUMMY.get_or_init(|| dummy_hash(Scheme::DEFAULT, &HashParams::default()));
+    let _ = verify(
+        stored,
+        password,
+        VerifyPolicy {
+            allow_plaintext: true,
+        },
+    );
+}
+
+/// A hash of a random password, in `scheme` with `params` (falls back to
+/// the default scheme if `scheme` cannot hash).
+pub fn dummy_hash(scheme: Scheme, params: &HashParams) -> String {
+    let random: String = random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let pw = Secret::new(random);
+    hash_with(scheme, &pw, params)
+        .or_else(|_| hash_with(Scheme::DEFAULT, &pw, params))
+        .unwrap_or_else(|_| "{SSHA512}".to_string())
 }
 
 fn malformed(scheme: Scheme, reason: &'static str) -> SchemeError {
@@ -989,6 +1007,22 @@ mod tests {
             verify("$y$garbage", &pw("x"), STRICT),
             Err(SchemeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn dummy_hash_follows_the_scheme() {
+        let p = cheap();
+        for (scheme, prefix) in [
+            (Scheme::Sha512Crypt, "{SHA512-CRYPT}$6$rounds=1000$"),
+            (Scheme::Argon2id, "{ARGON2ID}$argon2id$v=19$m=64,t=1,p=1$"),
+            (Scheme::Plain, "{PLAIN}"),
+            (Scheme::Md5Crypt, "{ARGON2ID}"),
+        ] {
+            let h = dummy_hash(scheme, &p);
+            assert!(h.starts_with(prefix), "{h}");
+            assert_eq!(verify(&h, &pw(""), LAX), Err(SchemeError::Mismatch));
+        }
+        assert_ne!(dummy_hash(Scheme::Plain, &p), dummy_hash(Scheme::Plain, &p));
     }
 
     #[test]
