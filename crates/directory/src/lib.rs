@@ -85,8 +85,9 @@
 //!         Step::NeedScramSecret { authcid } => s.scram_secret(dir.scram_secret(&authcid).await?),
 //!         // PLAIN / LOGIN: the directory verifies the password and the authzid
 //!         Step::Credentials(c) => break dir.authenticate_credentials(&c).await?.1,
-//!         // SCRAM verified the proof; apply the authzid rule
-//!         Step::Done(id) => {
+//!         // SCRAM verified the proof; apply the authzid rule; final_data
+//!         // (server-final) goes to the client as AuthOk.final_data
+//!         Step::Done { id, final_data: _ } => {
 //!             let user = dir.lookup_user(&id.authcid).await.ok().flatten().ok_or(AuthError::Failed)?;
 //!             break dir.authorize(&id, &user).await?;
 //!         }

@@ -18,7 +18,8 @@
 //!     Step::Credentials(c)  => verify c.password for c.authcid (Directory::authenticate),
 //!                              then c.authorize(is_master) for the effective user
 //!     Step::NeedScramSecret { authcid } => look the user up, s.scram_secret(secret_or_none)
-//!     Step::Done(a)         => authenticated; a.authorize(is_master)
+//!     Step::Done { id, final_data } => authenticated; Directory::authorize(id, user);
+//!                              send final_data (SCRAM server-final) as the protocol allows
 //!     Step::Failed(e)       => fail the exchange (never say why to the client)
 //! }
 //! ```
@@ -32,9 +33,12 @@
 //! exchange continues with a fake salt derived from the name (so it looks
 //! the same as for a real user) and fails at the proof.
 //!
-//! SCRAM's server-final message (`v=...`) is sent as a last challenge; the
-//! client answers with an empty response and only then the mechanism says
-//! [`Step::Done`] (the SMTP AUTH way, RFC 4954; it works in IMAP too).
+//! SCRAM's server-final message (`v=...`) comes with [`Step::Done`] as
+//! `final_data` ("additional data with success", `AuthOk.final_data` in
+//! `postern.auth.v1`). The protocol daemon sends it the way its protocol
+//! says: SMTP (RFC 4954) and POP3 as a last challenge answered by an empty
+//! response, then success; IMAP in the tagged OK when SASL-IR style
+//! success data is allowed, else the same as SMTP.
 //!
 //! # Authorization identity
 //!
@@ -64,7 +68,7 @@ pub const MAX_IDENTITY_LEN: usize = 512;
 /// Longest password.
 pub const MAX_PASSWORD_LEN: usize = crate::scheme::MAX_PASSWORD_LEN;
 /// Number of client responses after which an exchange is failed (SCRAM needs
-/// 3, LOGIN 2).
+/// 2, LOGIN 2, PLAIN 1; one spare).
 pub const MAX_STEPS: usize = 4;
 /// Length of the random server nonce part (before base64).
 const SERVER_NONCE_LEN: usize = 18;
@@ -191,7 +195,12 @@ pub enum Step {
         authcid: String,
     },
     /// SCRAM: authenticated.
-    Done(Authenticated),
+    Done {
+        /// The identities.
+        id: Authenticated,
+        /// Additional data with success (SCRAM server-final `v=...`), raw.
+        final_data: Option<Vec<u8>>,
+    },
     /// The exchange failed.
     Failed(SaslError),
 }
@@ -225,7 +234,6 @@ enum State {
     ScramFirst,
     ScramWaitSecret(ScramClientFirst),
     ScramFinal(Box<ScramPending>),
-    ScramAck(Authenticated),
     End,
 }
 
@@ -334,15 +342,6 @@ impl SaslServer {
                 Step::NeedScramSecret { authcid }
             }),
             State::ScramFinal(p) => self.scram_final(*p, response),
-            State::ScramAck(a) => {
-                if response.is_empty() {
-                    Ok(Step::Done(a))
-                } else {
-                    Err(SaslError::Malformed(
-                        "expected empty response after server-final",
-                    ))
-                }
-            }
             State::Start | State::ScramWaitSecret(_) | State::End => Err(SaslError::Unexpected),
         };
         match r {
@@ -427,13 +426,13 @@ impl SaslServer {
             return Err(SaslError::AuthFailed);
         }
         let server_signature = hmac_sha256(&p.secret.server_key, auth_message.as_bytes());
-        self.state = State::ScramAck(Authenticated {
-            authcid: p.first.authcid,
-            authzid: p.first.authzid,
-        });
-        Ok(Step::Challenge(
-            format!("v={}", B64.encode(server_signature)).into_bytes(),
-        ))
+        Ok(Step::Done {
+            id: Authenticated {
+                authcid: p.first.authcid,
+                authzid: p.first.authzid,
+            },
+            final_data: Some(format!("v={}", B64.encode(server_signature)).into_bytes()),
+        })
     }
 
     fn fail(&mut self, e: SaslError) -> Step {
@@ -761,15 +760,16 @@ mod tests {
         );
         assert_eq!(
             s.step(RFC_CLIENT_FINAL),
-            Step::Challenge(RFC_SERVER_FINAL.to_vec())
+            Step::Done {
+                id: Authenticated {
+                    authcid: "user".into(),
+                    authzid: None
+                },
+                final_data: Some(RFC_SERVER_FINAL.to_vec())
+            }
         );
-        assert_eq!(
-            s.step(b""),
-            Step::Done(Authenticated {
-                authcid: "user".into(),
-                authzid: None
-            })
-        );
+        // nothing after the end
+        assert_eq!(s.step(b""), Step::Failed(SaslError::Unexpected));
     }
 
     #[test]
@@ -899,8 +899,10 @@ mod tests {
         let sig = hmac_sha256(&secret.stored_key, am.as_bytes());
         let proof: Vec<u8> = ck.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
         let fin = format!("{without_proof},p={}", B64.encode(proof));
-        assert!(matches!(s.step(fin.as_bytes()), Step::Challenge(v) if v.starts_with(b"v=")));
-        let Step::Done(a) = s.step(b"") else { panic!() };
+        let Step::Done { id: a, final_data } = s.step(fin.as_bytes()) else {
+            panic!()
+        };
+        assert!(final_data.unwrap().starts_with(b"v="));
         assert_eq!(a.authzid.as_deref(), Some("boss"));
         assert_eq!(a.authorize(false), Err(SaslError::NotAuthorized));
     }
