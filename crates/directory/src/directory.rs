@@ -186,10 +186,14 @@ impl Directory {
         }
     }
 
-    /// Look a user up by address (cached, negative answers too). For the
-    /// system backend the address is `login@<mydestination domain>`.
+    /// Look a user up by address or login (cached, negative answers too).
+    /// A login without `@` gets `default_login_domain` (virtual users) or
+    /// the origin (system users), as in [`Directory::authenticate`]. No
+    /// plus-address stripping: this is the user, not a recipient.
     pub async fn lookup_user(&self, address: &str) -> Result<Option<User>, DirectoryError> {
-        let addr = Address::parse(address).map_err(|r| DirectoryError::bad_address(address, r))?;
+        let addr = self
+            .login_address(address)
+            .ok_or_else(|| DirectoryError::bad_address(address, "not an address or login"))?;
         let key = addr.to_string();
         if let Some(hit) = self.user_cache.get(&key) {
             return Ok(hit);
