@@ -81,6 +81,12 @@ impl Directory {
                     .map_err(|r| DirectoryError::Config(format!("mydestination {d:?}: {r}")))?,
             );
         }
+        if cfg.backend == BackendKind::System && local_domains.is_empty() {
+            return Err(DirectoryError::Config(
+                "the system backend needs mydestination (the domains its users receive mail for)"
+                    .into(),
+            ));
+        }
         let origin = cfg.origin();
         let store = match cfg.backend {
             BackendKind::System => Store::System(SystemStore::new(
