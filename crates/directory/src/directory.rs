@@ -452,7 +452,7 @@ impl Directory {
                     .into_iter()
                     .map(|t| (t, vec![top_key.clone()]))
                     .collect();
-                let mut seen: HashSet<String> = HashSet::new();
+                let mut seen: HashSet<(String, bool)> = HashSet::new();
                 let mut processed = 0usize;
                 while let Some((target, chain)) = queue.pop_front() {
                     processed += 1;
@@ -479,17 +479,16 @@ impl Directory {
                         continue;
                     };
                     let key = addr.to_string();
+                    // Self-reference: the target is the alias being expanded,
+                    // extensions aside (`a+x@d` expanded through `a@d -> a@d, b@x`).
                     let parent = chain.last().map(String::as_str).unwrap_or("");
-                    let base = addr
-                        .strip_extension(&self.cfg.recipient_delimiter)
-                        .map(|(b, _)| b.to_string());
-                    let self_ref = key == parent || base.as_deref() == Some(parent);
+                    let self_ref = self.without_extension(&key) == self.without_extension(parent);
                     if !self_ref && chain.contains(&key) {
                         tracing::warn!(recipient = %top_key, target = %key, "alias loop, target dropped");
                         out.dropped.push((key, DroppedReason::Loop));
                         continue;
                     }
-                    if !seen.insert(key.clone()) {
+                    if !seen.insert((key.clone(), self_ref)) {
                         continue; // reached twice through different aliases
                     }
                     if chain.len() > MAX_ALIAS_DEPTH {
@@ -518,6 +517,16 @@ impl Directory {
             }
         }
         Ok(Resolution::Deliver(out))
+    }
+
+    fn without_extension(&self, address: &str) -> String {
+        match Address::parse(address) {
+            Ok(a) => match a.strip_extension(&self.cfg.recipient_delimiter) {
+                Some((base, _)) => base.to_string(),
+                None => a.to_string(),
+            },
+            Err(_) => address.to_string(),
+        }
     }
 
     fn mailbox(user: &User, extension: Option<String>) -> LocalMailbox {

@@ -534,6 +534,79 @@ async fn cache_keeps_negative_entries_until_invalidated() {
 }
 
 #[tokio::test]
+async fn self_referencing_alias_with_extension_keeps_the_mailbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = open(sqlite_config(&tmp)).await;
+    dir.domain_add("example.org").await.unwrap();
+    dir.user_add(NewUser::new("alice@example.org", pw("x")))
+        .await
+        .unwrap();
+    dir.alias_add("alice@example.org", "alice@example.org")
+        .await
+        .unwrap();
+    dir.alias_add("alice@example.org", "copy@remote.test")
+        .await
+        .unwrap();
+    for rcpt in ["alice@example.org", "alice+tag@example.org"] {
+        let r = dir.resolve_recipient(rcpt).await.unwrap();
+        assert_eq!(local_users(&r), ["alice@example.org"], "{rcpt}");
+        assert_eq!(remote(&r), ["copy@remote.test"], "{rcpt}");
+        let Resolution::Deliver(d) = r else { panic!() };
+        assert!(d.dropped.is_empty(), "{rcpt}: {:?}", d.dropped);
+    }
+    // a three-step loop with no mailbox anywhere delivers nothing and says why
+    dir.alias_add("x@example.org", "y@example.org")
+        .await
+        .unwrap();
+    dir.alias_add("y@example.org", "z@example.org")
+        .await
+        .unwrap();
+    dir.alias_add("z@example.org", "x@example.org")
+        .await
+        .unwrap();
+    let Resolution::Deliver(d) = dir.resolve_recipient("y@example.org").await.unwrap() else {
+        panic!()
+    };
+    assert!(d.is_empty());
+    assert_eq!(
+        d.dropped,
+        [("y@example.org".to_string(), DroppedReason::Loop)]
+    );
+}
+
+#[tokio::test]
+async fn alias_depth_and_expansion_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = open(sqlite_config(&tmp)).await;
+    dir.domain_add("example.org").await.unwrap();
+    dir.user_add(NewUser::new("end@example.org", pw("x")))
+        .await
+        .unwrap();
+    // a chain longer than MAX_ALIAS_DEPTH
+    let n = directory::MAX_ALIAS_DEPTH + 2;
+    for i in 0..n {
+        dir.alias_add(
+            &format!("c{i}@example.org"),
+            &format!("c{}@example.org", i + 1),
+        )
+        .await
+        .unwrap();
+    }
+    dir.alias_add(&format!("c{n}@example.org"), "end@example.org")
+        .await
+        .unwrap();
+    assert!(matches!(
+        dir.resolve_recipient("c0@example.org").await,
+        Err(DirectoryError::AliasLimit(_))
+    ));
+    // a chain within the bound works
+    assert_eq!(
+        local_users(&dir.resolve_recipient("c5@example.org").await.unwrap()),
+        ["end@example.org"]
+    );
+}
+
+#[tokio::test]
 async fn recipient_delimiter_is_configurable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = open(DirectoryConfig {
