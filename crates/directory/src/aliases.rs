@@ -597,3 +597,70 @@ also_ok: carol
         ));
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Deterministic pseudo-random texts built from the characters that
+    /// matter to the grammar: the parser must never panic and must account
+    /// for every non-comment line (as an entry, a continuation or an error).
+    #[test]
+    fn random_input_never_panics() {
+        const ALPHABET: &[&str] = &[
+            "a",
+            "b",
+            ":",
+            ",",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            "\n",
+            "#",
+            "|",
+            "/",
+            "@",
+            ":include:",
+            "é",
+            "\r",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            let len = (x % 40) as usize;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(ALPHABET[(x % ALPHABET.len() as u64) as usize]);
+            }
+            let p = parse_str(&text, "fuzz", AliasPolicy::default());
+            for e in &p.errors {
+                assert!(
+                    e.line >= 1 && e.line <= text.lines().count().max(1),
+                    "{text:?}: {e}"
+                );
+            }
+            for (name, targets) in p.table.iter() {
+                assert!(!name.is_empty() && !targets.is_empty(), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn overlong_logical_line_is_reported() {
+        let mut text = String::from("big: a\n");
+        for _ in 0..(MAX_LOGICAL_LINE / 8 + 10) {
+            text.push_str("  bbbbbb,\n");
+        }
+        text.push_str("ok: c\n");
+        let p = parse_str(&text, "f", AliasPolicy::default());
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(
+            (p.errors[0].line, &p.errors[0].kind),
+            (1, &AliasErrorKind::TooLong)
+        );
+        assert!(p.table.get("ok").is_some());
+    }
+}

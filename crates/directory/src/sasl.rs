@@ -927,3 +927,43 @@ mod tests {
         assert_eq!(Mechanism::from_name("CRAM-MD5"), None);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Pseudo-random responses to every mechanism at every step: no panic,
+    /// and nothing but PLAIN/LOGIN credentials or failures come out (no
+    /// SCRAM success without the right proof).
+    #[test]
+    fn random_responses_never_panic_or_succeed() {
+        const PIECES: &[&[u8]] = &[
+            b"n", b"y", b"p=x", b",", b"=", b"a=", b"n=", b"r=", b"c=", b"p=", b"biws", b"=2C",
+            b"=3D", b"\0", b"user", b"\xff", b"m=", b"s=", b"v=",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..3000 {
+            let mech = Mechanism::ALL[round % 3];
+            let mut s = SaslServer::new(mech);
+            let mut step = s.start(None);
+            for _ in 0..5 {
+                let mut msg = Vec::new();
+                for _ in 0..next(12) {
+                    msg.extend_from_slice(PIECES[next(PIECES.len() as u64) as usize]);
+                }
+                step = match step {
+                    Step::NeedScramSecret { .. } => s.scram_secret(None),
+                    Step::Challenge(_) => s.step(&msg),
+                    Step::Done { .. } => panic!("SCRAM success from noise"),
+                    Step::Credentials(_) | Step::Failed(_) => break,
+                };
+            }
+        }
+    }
+}
