@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::aliases::AliasPolicy;
+use crate::secret::Secret;
 
 /// Which store holds users, domains and forwardings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -45,9 +46,9 @@ pub struct DirectoryConfig {
     /// Created (with the schema, WAL mode) on first open.
     pub path: PathBuf,
     /// Database URL for `mysql` / `postgres` (`mysql://user:pass@host/db`,
-    /// `postgres://...`). Default empty. Keep credentials out of logs: the
-    /// URL is never logged by this crate.
-    pub url: String,
+    /// `postgres://...`). Default empty. It usually holds a password, so it
+    /// is a [`Secret`]: `Debug` (and so `mailctl config check`) prints `***`.
+    pub url: Secret<String>,
     /// Connection pool size. Default 4.
     pub max_connections: u32,
     /// Create the postern schema (`CREATE TABLE IF NOT EXISTS`) on open for
@@ -107,7 +108,7 @@ impl Default for DirectoryConfig {
         DirectoryConfig {
             backend: BackendKind::Sqlite,
             path: PathBuf::from("/var/lib/postern/directory.db"),
-            url: String::new(),
+            url: Secret::default(),
             max_connections: 4,
             create_schema: false,
             queries: SqlQueries::default(),
@@ -227,5 +228,31 @@ mod tests {
         assert_eq!(q.queries.forwardings, SqlQueries::default().forwardings);
         assert_eq!(q.origin(), "mail.example.org");
         assert!(toml::from_str::<DirectoryConfig>("[queries]\nusr = \"x\"").is_err());
+        assert_eq!(c.url.expose(), "mysql://x/y");
+        let printed = format!("{c:?}");
+        assert!(
+            printed.contains("url: ***") && !printed.contains("mysql://"),
+            "{printed}"
+        );
+    }
+
+    /// The example at the top of this module parses.
+    #[test]
+    fn module_doc_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start().to_string() + "\n")
+            .collect();
+        assert!(example.contains("backend"), "{example}");
+        let c: DirectoryConfig = toml::from_str(&example).unwrap();
+        assert_eq!(
+            c.aliases_file.as_deref(),
+            Some(std::path::Path::new("/etc/aliases"))
+        );
+        assert_eq!(c.origin(), "mail.example.org");
     }
 }

@@ -197,23 +197,24 @@ impl SqlStore {
                 format!("sqlite://{p}?mode=rwc")
             }
             BackendKind::Mysql | BackendKind::Postgres => {
-                if cfg.url.is_empty() {
+                let url = cfg.url.expose();
+                if url.is_empty() {
                     return Err(DirectoryError::Config(
                         "url is required for mysql/postgres".into(),
                     ));
                 }
                 let ok = match cfg.backend {
                     BackendKind::Mysql => {
-                        cfg.url.starts_with("mysql://") || cfg.url.starts_with("mariadb://")
+                        url.starts_with("mysql://") || url.starts_with("mariadb://")
                     }
-                    _ => cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://"),
+                    _ => url.starts_with("postgres://") || url.starts_with("postgresql://"),
                 };
                 if !ok {
                     return Err(DirectoryError::Config(
                         "url scheme does not match the backend".into(),
                     ));
                 }
-                cfg.url.clone()
+                url.clone()
             }
             BackendKind::System => {
                 return Err(DirectoryError::Config(

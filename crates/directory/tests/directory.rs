@@ -883,7 +883,7 @@ async fn server_scenario(kind: BackendKind, env: &str) {
     };
     let cfg = DirectoryConfig {
         backend: kind,
-        url: url.clone(),
+        url: Secret::new(url.clone()),
         create_schema: false,
         queries: SqlQueries::postern(),
         ..DirectoryConfig::default()
