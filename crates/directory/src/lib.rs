@@ -37,8 +37,10 @@
 //!   `***`. Database URLs are not logged by this crate.
 //! - **Plain text is opt-in.** `{PLAIN}`/`{CLEAR}` hashes verify only with
 //!   `allow_plaintext_schemes`; a bare unrecognised hash is never taken as
-//!   plain text. MD5-CRYPT verifies for migration and is flagged
-//!   ([`scheme::Verified::deprecated`]); a warning is logged on each login.
+//!   plain text. MD5-CRYPT and the unsalted / SHA-1 digests (`{SHA512}`,
+//!   `{SHA256}`, `{SHA}`, `{SSHA}`) verify for migration only and are
+//!   flagged ([`scheme::Verified::deprecated`]); a warning is logged on each
+//!   login. New hashes are never written in them.
 //! - **`Ok` is authentication, not authorisation.** An authzid different
 //!   from the authcid needs a master user ([`Directory::authorize`]).
 //! - **Bounded input.** Every size bound is a named constant: SASL
@@ -153,7 +155,8 @@
 //! - yescrypt (`$y$`, the Debian 11+ `/etc/shadow` default) verifies only
 //!   where the system's libxcrypt (`libcrypt.so.1` with `crypt_rn`) can be
 //!   loaded at run time (the only `unsafe` code of the crate, in `libcrypt`).
-//! - Dovecot encoding suffixes (`{SSHA512.HEX}`, `{PLAIN.B64}`), DES crypt, CRAM-MD5,
+//! - Dovecot encoding suffixes only on digest schemes (`{SHA256.HEX}`,
+//!   `{SSHA512.B64}`; not `{PLAIN.B64}`); no DES crypt, `{PLAIN-MD5}`, CRAM-MD5,
 //!   DIGEST-MD5, SCRAM-SHA-1 and channel binding are not supported.
 //! - SHA-crypt `rounds=` outside 1000..=999999999 are refused as malformed
 //!   (glibc clamps them).

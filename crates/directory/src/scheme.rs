@@ -17,6 +17,10 @@
 //! | `PLAIN`/`CLEAR`/`CLEARTEXT` | the password itself                      | yes  | only if [`VerifyPolicy::allow_plaintext`] |
 //! | `MD5-CRYPT`     | `$1$salt$hash`                                       | no   | yes, flagged [`Verified::deprecated`] |
 //! | (`CRYPT`)       | yescrypt `$y$`, `$gy$`, scrypt `$7$`                 | no   | yes, via the system libxcrypt when present |
+//! | `SHA512`/`SHA256`/`SHA`(`SHA1`) | unsalted digest, base64 or hex       | no   | yes, flagged deprecated |
+//! | `SSHA`          | base64(SHA1(pw‖salt)‖salt) (LDAP)                    | no   | yes, flagged deprecated |
+//!
+//! Dovecot's `.HEX`/`.B64` suffixes are accepted on the digest schemes.
 //!
 //! Comparisons of derived values are constant time ([`subtle`]). Errors never
 //! contain the password. Unknown user handling: callers should run
@@ -71,6 +75,14 @@ pub enum Scheme {
     Plain,
     /// MD5 crypt (`$1$`), verify only, for migration.
     Md5Crypt,
+    /// Unsalted SHA-512 (`SHA512`), verify only, deprecated.
+    Sha512,
+    /// Unsalted SHA-256 (`SHA256`), verify only, deprecated.
+    Sha256,
+    /// Unsalted SHA-1 (`SHA`, `SHA1`; LDAP `{SHA}`), verify only, deprecated.
+    Sha1,
+    /// Salted SHA-1 (`SSHA`; LDAP `{SSHA}`), verify only, deprecated.
+    Ssha,
     /// yescrypt (`$y$`), gost-yescrypt (`$gy$`), scrypt (`$7$`): verify
     /// only, through the system's libxcrypt (see `libcrypt`); the
     /// `/etc/shadow` default of current Linux distributions.
@@ -95,6 +107,10 @@ impl Scheme {
             Scheme::Plain => "PLAIN",
             Scheme::Md5Crypt => "MD5-CRYPT",
             Scheme::SystemCrypt => "CRYPT",
+            Scheme::Sha512 => "SHA512",
+            Scheme::Sha256 => "SHA256",
+            Scheme::Sha1 => "SHA1",
+            Scheme::Ssha => "SSHA",
         }
     }
 
@@ -103,6 +119,14 @@ impl Scheme {
     /// [`verify`].
     pub fn from_name(name: &str) -> Option<Scheme> {
         let upper = name.to_ascii_uppercase();
+        // Dovecot encoding suffixes, for the digest schemes (whose bodies
+        // are decoded as hex or base64 by length anyway).
+        let digest_only = [".HEX", ".B64", ".BASE64"]
+            .iter()
+            .find_map(|suffix| upper.strip_suffix(suffix));
+        if let Some(base) = digest_only {
+            return Scheme::from_name(base).filter(|s| s.is_digest());
+        }
         Some(match upper.as_str() {
             "ARGON2ID" => Scheme::Argon2id,
             "ARGON2I" => Scheme::Argon2i,
@@ -114,6 +138,10 @@ impl Scheme {
             "SCRAM-SHA-256" => Scheme::ScramSha256,
             "PLAIN" | "CLEAR" | "CLEARTEXT" => Scheme::Plain,
             "MD5-CRYPT" => Scheme::Md5Crypt,
+            "SHA512" => Scheme::Sha512,
+            "SHA256" => Scheme::Sha256,
+            "SHA" | "SHA1" => Scheme::Sha1,
+            "SSHA" => Scheme::Ssha,
             _ => return None,
         })
     }
@@ -122,7 +150,34 @@ impl Scheme {
     pub fn can_hash(self) -> bool {
         !matches!(
             self,
-            Scheme::Md5Crypt | Scheme::Argon2i | Scheme::SystemCrypt
+            Scheme::Md5Crypt
+                | Scheme::Argon2i
+                | Scheme::SystemCrypt
+                | Scheme::Sha512
+                | Scheme::Sha256
+                | Scheme::Sha1
+                | Scheme::Ssha
+        )
+    }
+
+    /// Weak schemes, accepted for migration only (MD5-crypt, unsalted
+    /// digests, SHA-1): a login with one is flagged [`Verified::deprecated`].
+    pub fn is_deprecated(self) -> bool {
+        matches!(
+            self,
+            Scheme::Md5Crypt | Scheme::Sha512 | Scheme::Sha256 | Scheme::Sha1 | Scheme::Ssha
+        )
+    }
+
+    fn is_digest(self) -> bool {
+        matches!(
+            self,
+            Scheme::Sha512
+                | Scheme::Sha256
+                | Scheme::Sha1
+                | Scheme::Ssha
+                | Scheme::Ssha512
+                | Scheme::Ssha256
         )
     }
 
@@ -290,7 +345,13 @@ pub fn hash_with(
         }
         Scheme::Plain => String::from_utf8(pw.to_vec())
             .map_err(|_| SchemeError::Hash("PLAIN needs a UTF-8 password".into()))?,
-        Scheme::Md5Crypt | Scheme::Argon2i | Scheme::SystemCrypt => {
+        Scheme::Md5Crypt
+        | Scheme::Argon2i
+        | Scheme::SystemCrypt
+        | Scheme::Sha512
+        | Scheme::Sha256
+        | Scheme::Sha1
+        | Scheme::Ssha => {
             return Err(SchemeError::VerifyOnly(scheme));
         }
     };
@@ -386,6 +447,10 @@ pub fn verify(
         Scheme::Sha512Crypt | Scheme::Sha256Crypt => verify_sha_crypt(scheme, body, pw)?,
         Scheme::Ssha512 => verify_salted::<Sha512>(scheme, body, pw, 64)?,
         Scheme::Ssha256 => verify_salted::<Sha256>(scheme, body, pw, 32)?,
+        Scheme::Ssha => verify_salted::<sha1::Sha1>(scheme, body, pw, 20)?,
+        Scheme::Sha512 => verify_unsalted::<Sha512>(scheme, body, pw, 64)?,
+        Scheme::Sha256 => verify_unsalted::<Sha256>(scheme, body, pw, 32)?,
+        Scheme::Sha1 => verify_unsalted::<sha1::Sha1>(scheme, body, pw, 20)?,
         Scheme::ScramSha256 => {
             let s = ScramSecret::parse_body(body)?;
             let derived = ScramSecret::derive(pw, &s.salt, s.iterations)?;
@@ -421,7 +486,7 @@ pub fn verify(
     }
     Ok(Verified {
         scheme,
-        deprecated: scheme == Scheme::Md5Crypt,
+        deprecated: scheme.is_deprecated(),
         needs_rehash: scheme != Scheme::DEFAULT,
     })
 }
@@ -500,6 +565,29 @@ fn verify_sha_crypt(scheme: Scheme, body: &str, pw: &[u8]) -> Result<bool, Schem
         Err(e) if e.contains("HashMismatch") => Ok(false),
         Err(_) => Err(malformed(scheme, "bad salt, rounds or hash encoding")),
     }
+}
+
+/// Unsalted digest, hex (by length) or base64 (Dovecot decodes the same way).
+fn verify_unsalted<D: sha2::Digest>(
+    scheme: Scheme,
+    body: &str,
+    pw: &[u8],
+    digest_len: usize,
+) -> Result<bool, SchemeError> {
+    let body = body.trim();
+    let want = if body.len() == digest_len * 2 && body.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..digest_len)
+            .map(|i| u8::from_str_radix(&body[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| malformed(scheme, "bad hex"))?
+    } else {
+        B64.decode(body)
+            .map_err(|_| malformed(scheme, "bad base64"))?
+    };
+    if want.len() != digest_len {
+        return Err(malformed(scheme, "wrong digest length"));
+    }
+    Ok(bool::from(D::digest(pw).as_slice().ct_eq(&want)))
 }
 
 fn verify_salted<D: sha2::Digest>(
@@ -1007,6 +1095,55 @@ mod tests {
             verify("$y$garbage", &pw("x"), STRICT),
             Err(SchemeError::Malformed { .. })
         ));
+    }
+
+    /// python3: hashlib.sha512(b"secret").hexdigest() / base64 of the
+    /// digests; SSHA with salt b"\x01\x02\x03\x04".
+    #[test]
+    fn legacy_digest_schemes() {
+        let cases: &[(&str, Scheme)] = &[
+            (
+                "{SHA512}vSsar3708Jvp9Szi2NWZZ02Bqp1qRCFpbcTZPdBhnWgs5WtNZKnvCXdhztmeD2cmW192CF5bDufKRpayrW/isg==",
+                Scheme::Sha512,
+            ),
+            (
+                "{SHA512.HEX}bd2b1aaf7ef4f09be9f52ce2d8d599674d81aa9d6a4421696dc4d93dd0619d682ce56b4d64a9ef097761ced99e0f67265b5f76085e5b0ee7ca4696b2ad6fe2b2",
+                Scheme::Sha512,
+            ),
+            (
+                "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
+                Scheme::Sha256,
+            ),
+            (
+                "{SHA256.HEX}2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+                Scheme::Sha256,
+            ),
+            ("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=", Scheme::Sha1),
+            ("{SSHA}uJDd0BIdJ9Z7yDCZNWdgYeb33+cBAgME", Scheme::Ssha),
+        ];
+        for (stored, scheme) in cases {
+            let v =
+                verify(stored, &pw("secret"), STRICT).unwrap_or_else(|e| panic!("{stored}: {e}"));
+            assert_eq!(v.scheme, *scheme);
+            assert!(v.deprecated, "{stored}");
+            assert_eq!(
+                verify(stored, &pw("Secret"), STRICT),
+                Err(SchemeError::Mismatch),
+                "{stored}"
+            );
+        }
+        assert!(matches!(
+            verify("{SHA256}AAAA", &pw("x"), STRICT),
+            Err(SchemeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            verify("{PLAIN.HEX}00", &pw("x"), LAX),
+            Err(SchemeError::UnknownScheme(_))
+        ));
+        assert_eq!(
+            hash_with(Scheme::Sha1, &pw("x"), &cheap()),
+            Err(SchemeError::VerifyOnly(Scheme::Sha1))
+        );
     }
 
     #[test]
