@@ -155,9 +155,13 @@
 //! - yescrypt (`$y$`, the Debian 11+ `/etc/shadow` default) verifies only
 //!   where the system's libxcrypt (`libcrypt.so.1` with `crypt_rn`) can be
 //!   loaded at run time (the only `unsafe` code of the crate, in `libcrypt`).
-//! - Dovecot encoding suffixes only on digest schemes (`{SHA256.HEX}`,
-//!   `{SSHA512.B64}`; not `{PLAIN.B64}`); no DES crypt, `{PLAIN-MD5}`, CRAM-MD5,
-//!   DIGEST-MD5, SCRAM-SHA-1 and channel binding are not supported.
+//! - Dovecot encoding suffixes are accepted on digest schemes only
+//!   (`{SHA256.HEX}`, `{SSHA512.B64}`; not `{PLAIN.B64}`).
+//! - Not supported: DES crypt, `{PLAIN-MD5}`, CRAM-MD5, DIGEST-MD5,
+//!   SCRAM-SHA-1, SCRAM channel binding (`-PLUS`), SASLprep of SCRAM names
+//!   and passwords (ASCII is unaffected).
+//! - Hashes in non-default schemes are reported (`needs_rehash`), never
+//!   rewritten automatically.
 //! - SHA-crypt `rounds=` outside 1000..=999999999 are refused as malformed
 //!   (glibc clamps them).
 //! - Passwords are not zeroed in memory on drop (no `zeroize` dependency).
