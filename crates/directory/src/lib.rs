@@ -150,8 +150,10 @@
 //!
 //! ## Limits of this version
 //!
-//! - MySQL/MariaDB: same code path as PostgreSQL and SQLite (sqlx `Any`),
-//!   but not run against a real server yet; PostgreSQL and SQLite are tested.
+//! - SQL backends: SQLite is tested in every run; MySQL/MariaDB and
+//!   PostgreSQL run the same scenario when `POSTERN_TEST_MYSQL_URL` /
+//!   `POSTERN_TEST_PG_URL` are set (last run by hand against MariaDB 10.11
+//!   and PostgreSQL 15).
 //! - yescrypt (`$y$`, the Debian 11+ `/etc/shadow` default) verifies only
 //!   where the system's libxcrypt (`libcrypt.so.1` with `crypt_rn`) can be
 //!   loaded at run time (the only `unsafe` code of the crate, in `libcrypt`).

@@ -252,9 +252,17 @@ impl SqlStore {
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for the postern schema.
+    /// MySQL/MariaDB tables are created as utf8mb4 with a binary collation
+    /// (whatever the server default): addresses are stored lowercased and
+    /// compared exactly, internationalised ones included.
     pub async fn create_schema(&self) -> Result<(), DirectoryError> {
         for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&self.pool).await?;
+            let sql = if self.kind == BackendKind::Mysql {
+                format!("{stmt} DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+            } else {
+                stmt.to_string()
+            };
+            sqlx::query(&sql).execute(&self.pool).await?;
         }
         Ok(())
     }

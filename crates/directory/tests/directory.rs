@@ -903,6 +903,15 @@ async fn server_scenario(kind: BackendKind, env: &str) {
     })
     .await;
     scenario(&dir).await;
+    // Non-ASCII local parts survive the round trip (utf8mb4 on MySQL).
+    dir.user_add(NewUser::new("jürgen@example.org", pw("x")))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.user_show("JÜRGEN@example.org").await.unwrap().address,
+        "jürgen@example.org"
+    );
+    dir.user_del("jürgen@example.org").await.unwrap();
     // The classic default queries work on the same tables.
     let classic = open(DirectoryConfig {
         queries: SqlQueries::default(),
