@@ -915,7 +915,7 @@ async fn server_scenario(kind: BackendKind, env: &str) {
     // The classic default queries work on the same tables.
     let classic = open(DirectoryConfig {
         queries: SqlQueries::default(),
-        ..cfg
+        ..cfg.clone()
     })
     .await;
     classic
@@ -926,6 +926,41 @@ async fn server_scenario(kind: BackendKind, env: &str) {
         local_users(&classic.resolve_recipient("team@example.org").await.unwrap()).len(),
         2
     );
+    // A hand-made legacy table with TEXT columns, through a custom query
+    // with %u/%d placeholders and a bare SHA512-CRYPT hash.
+    sqlx::query("DROP TABLE IF EXISTS legacy_mailbox")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE legacy_mailbox (username TEXT, dom TEXT, pw TEXT, home TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO legacy_mailbox VALUES ('dora', 'example.org', \
+         '$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1', \
+         '/srv/legacy/dora')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let legacy = open(DirectoryConfig {
+        queries: SqlQueries {
+            user: "SELECT pw AS password, home AS maildir FROM legacy_mailbox \
+                   WHERE username = %u AND dom = %d"
+                .into(),
+            ..SqlQueries::default()
+        },
+        ..cfg
+    })
+    .await;
+    let dora = legacy
+        .authenticate("dora@example.org", &pw("Hello world!"))
+        .await
+        .unwrap();
+    assert_eq!(dora.user.address, "dora@example.org");
+    assert_eq!(dora.user.mailbox, PathBuf::from("/srv/legacy/dora"));
+    assert_eq!(dora.verified.scheme, Scheme::Sha512Crypt);
 }
 
 #[tokio::test]
