@@ -489,7 +489,6 @@ impl SqlStore {
     }
 
     /// Add a user with an already computed hash.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn user_insert(
         &self,
         user: &User,
