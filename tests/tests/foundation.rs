@@ -287,14 +287,22 @@ fn systemd_socket_activation_is_used_when_given() {
     // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
         sh.pre_exec(move || {
-            if libc_dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set; clear it instead.
+            let rc = if fd == 3 {
+                clear_cloexec(3)
+            } else {
+                libc_dup2(fd, 3)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
     let mut d = Daemon::spawn(&env, "smtpd", sh);
-    d.wait_notification("READY=1", TIMEOUT).unwrap();
+    if let Err(e) = d.wait_notification("READY=1", TIMEOUT) {
+        panic!("{e}\n{}", d.output());
+    }
     drop(listener);
     assert!(
         d.output().contains("using socket from systemd"),
@@ -307,13 +315,22 @@ fn systemd_socket_activation_is_used_when_given() {
     assert_eq!(d.stop().code(), Some(0));
 }
 
+// nix's dup2/fcntl want owned fds; raw calls keep this pre_exec simple
+// (both are async-signal-safe).
+unsafe extern "C" {
+    fn dup2(oldfd: i32, newfd: i32) -> i32;
+    fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+}
+
 fn libc_dup2(from: i32, to: i32) -> i32 {
-    // nix's dup2 wants owned fds; the raw call keeps this pre_exec simple.
-    unsafe extern "C" {
-        fn dup2(oldfd: i32, newfd: i32) -> i32;
-    }
-    // SAFETY: plain syscall wrapper on valid descriptor numbers.
+    // SAFETY: plain syscall on valid descriptor numbers.
     unsafe { dup2(from, to) }
+}
+
+fn clear_cloexec(fd: i32) -> i32 {
+    const F_SETFD: i32 = 2;
+    // SAFETY: plain syscall on a valid descriptor.
+    unsafe { fcntl(fd, F_SETFD, 0) }
 }
 
 #[test]

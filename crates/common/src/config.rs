@@ -228,14 +228,54 @@ pub enum ImapRole {
 }
 
 /// `[authd]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthdConfig {
     /// gRPC `postern.auth.v1` socket. Default `unix:<run_directory>/private/auth.sock`.
     pub socket: String,
+    /// Dovecot authentication protocol (v1) socket, for a Postfix with
+    /// `smtpd_sasl_type = dovecot`. Default
+    /// `unix:<run_directory>/private/dovecot-auth`. Set `dovecot_protocol = false`
+    /// to not serve it.
+    pub dovecot_socket: String,
+    /// Serve the Dovecot authentication protocol on `dovecot_socket`.
+    pub dovecot_protocol: bool,
+    /// Delay before answering a failed login; doubles with each further
+    /// failure from the same IP address (Dovecot `auth_failure_delay`).
+    #[serde(with = "crate::duration")]
+    pub auth_failure_delay: Duration,
+    /// Upper bound of that growing delay.
+    #[serde(with = "crate::duration")]
+    pub auth_failure_delay_max: Duration,
+    /// Failures from one IP address are counted over this window; a success
+    /// clears them.
+    #[serde(with = "crate::duration")]
+    pub auth_failure_window: Duration,
+    /// After this many failures in the window, further attempts from that IP
+    /// are refused without checking the password (with the maximal delay)
+    /// until the window has passed.
+    pub auth_failure_limit: u32,
     /// Backend settings of the directory, checked by authd
-    /// (see the `directory` crate's documentation).
+    /// (see the `directory` crate's documentation). `mydestination`,
+    /// `myorigin` and `recipient_delimiter` default to the `[global]` keys,
+    /// `path` to `<state_directory>/directory.sqlite` and `mailbox_template`
+    /// to `<lmtp.mail_directory>/%d/%u/Maildir`.
     pub directory: toml::Table,
+}
+
+impl Default for AuthdConfig {
+    fn default() -> Self {
+        Self {
+            socket: String::new(),
+            dovecot_socket: String::new(),
+            dovecot_protocol: true,
+            auth_failure_delay: Duration::from_secs(2),
+            auth_failure_delay_max: Duration::from_secs(15),
+            auth_failure_window: Duration::from_secs(900),
+            auth_failure_limit: 50,
+            directory: toml::Table::new(),
+        }
+    }
 }
 
 /// `[smtpd]`.
@@ -425,6 +465,7 @@ impl Config {
             }
         };
         sock(&mut self.authd.socket, "private/auth.sock");
+        sock(&mut self.authd.dovecot_socket, "private/dovecot-auth");
         sock(&mut self.queue.socket, "private/queue.sock");
         sock(&mut self.queue.public_socket, "public/submit.sock");
         sock(&mut self.lmtp.socket, "private/lmtp.sock");
@@ -469,6 +510,12 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
+        if self.authd.auth_failure_delay > self.authd.auth_failure_delay_max {
+            return Err(err(
+                "authd.auth_failure_delay",
+                "must not exceed authd.auth_failure_delay_max".into(),
+            ));
+        }
         if g.shutdown_timeout.is_zero() {
             return Err(err(
                 "global.shutdown_timeout",
@@ -483,6 +530,7 @@ impl Config {
         })?;
         for (key, value) in [
             ("authd.socket", &self.authd.socket),
+            ("authd.dovecot_socket", &self.authd.dovecot_socket),
             ("queue.socket", &self.queue.socket),
             ("queue.public_socket", &self.queue.public_socket),
             ("lmtp.socket", &self.lmtp.socket),

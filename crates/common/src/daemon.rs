@@ -123,7 +123,16 @@ where
         let shutdown = Shutdown::new();
         let drain_timeout = config.global.shutdown_timeout;
         let (tx, rx) = watch::channel(Arc::new(config));
-        tokio::spawn(signals(daemon, args.config.clone(), validate, tx, log, shutdown.clone()));
+        // Install the handlers now, before the daemon can report READY=1:
+        // a SIGTERM right after readiness must find them in place.
+        let handlers = match SignalHandlers::install() {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("{daemon}: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::spawn(signals(daemon, handlers, args.config.clone(), validate, tx, log, shutdown.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -177,23 +186,37 @@ fn load(path: &Path, validate: Validate) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
+struct SignalHandlers {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl SignalHandlers {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 async fn signals(
     daemon: &'static str,
+    handlers: SignalHandlers,
     path: PathBuf,
     validate: Validate,
     tx: watch::Sender<Arc<Config>>,
     log: LogHandle,
     shutdown: Shutdown,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    let SignalHandlers {
+        mut term,
+        mut int,
+        mut hup,
+    } = handlers;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
