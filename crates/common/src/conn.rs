@@ -19,6 +19,8 @@ use tokio_rustls::server::TlsStream;
 pub enum Conn<S> {
     Plain(S),
     Tls(Box<TlsStream<S>>),
+    /// Left behind by a failed [`Conn::upgrade`]: reads see EOF, writes fail.
+    Closed,
 }
 
 /// What the TLS session negotiated, for `Received:` headers and logs.
@@ -41,7 +43,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match self {
             Conn::Plain(s) => Self::accept_tls(s, acceptor).await,
             Conn::Tls(_) => Err(io::Error::other("TLS already active")),
+            Conn::Closed => Err(io::Error::from(io::ErrorKind::NotConnected)),
         }
+    }
+
+    /// [`Conn::start_tls`] in place; on failure the connection is left
+    /// [`Conn::Closed`].
+    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        let plain = std::mem::replace(self, Conn::Closed);
+        *self = plain.start_tls(acceptor).await?;
+        Ok(())
     }
 
     pub fn is_tls(&self) -> bool {
@@ -51,7 +62,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Negotiated version and cipher suite, when TLS is active.
     pub fn tls_info(&self) -> Option<TlsInfo> {
         match self {
-            Conn::Plain(_) => None,
+            Conn::Plain(_) | Conn::Closed => None,
             Conn::Tls(t) => {
                 let (_, session) = t.get_ref();
                 Some(TlsInfo {
@@ -80,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Closed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -93,18 +105,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Closed => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Closed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -129,7 +144,8 @@ mod tests {
             let mut conn = Conn::Plain(s);
             assert!(!conn.is_tls() && conn.tls_info().is_none());
             conn.write_all(b"ready\n").await.unwrap();
-            let mut conn = conn.start_tls(&acceptor).await.unwrap();
+            let mut conn = conn;
+            conn.upgrade(&acceptor).await.unwrap();
             let info = conn.tls_info().unwrap();
             conn.write_all(format!("{} {}\n", info.version, info.cipher).as_bytes())
                 .await
