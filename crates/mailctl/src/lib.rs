@@ -2,24 +2,65 @@
 //! mailctl — postern administration tool
 //!
 //! # SYNOPSIS
-//! `mailctl [--config FILE] config check [-n]`
-//!
-//! `sendmail [-t] [-i] [-f sender] [-F name] [-C config] [recipient ...]`
-//! (mailctl installed or linked under the name `sendmail`; see [`cmd::sendmail`])
+//! ```text
+//! mailctl [--config FILE] config check [-n]
+//! mailctl domain add DOMAIN | del DOMAIN | list [-l]
+//! mailctl user add ADDRESS [--quota BYTES] [--password-stdin]
+//! mailctl user del ADDRESS
+//! mailctl user passwd ADDRESS [--password-stdin]
+//! mailctl user list [--domain DOMAIN] [-l]
+//! mailctl user show ADDRESS
+//! mailctl user enable ADDRESS | disable ADDRESS | quota ADDRESS BYTES
+//! mailctl alias add SOURCE DEST [DEST...]      (SOURCE @domain = catch-all)
+//! mailctl alias del SOURCE [DEST]
+//! mailctl alias list [SOURCE | @DOMAIN | DOMAIN]
+//! mailctl aliases check | rebuild
+//! mailctl pw hash [-s SCHEME] [--password-stdin]
+//! mailctl pw verify HASH [--password-stdin]
+//! newaliases [-C config]
+//! sendmail [-t] [-i] [-f sender] [-F name] [-C config] [recipient ...]
+//! ```
+//! (`newaliases` and `sendmail` are mailctl installed or linked under that
+//! name; see [`cmd::aliases`] and [`cmd::sendmail`].)
 //!
 //! # DESCRIPTION
 //! One entry point for the operator. Each subcommand group lives in its own
-//! module under `cmd/`; later work adds `domain`, `user`, `alias`, `queue`
-//! and the `sendmail`, `newaliases` and `mailq` entry points.
+//! module under `cmd/`; the queue commands and `mailq` are still to come.
 //!
 //! * `config check` loads the configuration exactly as the daemons do,
 //!   reports the first error as `file: key: reason` (exit 78), or prints the
 //!   effective configuration: keys set in the file or environment first
 //!   (what `postconf -n` / `doveconf -n` show), then every other key with its
 //!   default. `-n` prints only the first part.
+//! * `domain`, `user`, `alias` manage the directory authd serves. mailctl
+//!   opens it directly, exactly as authd does (`[authd.directory]`; SQLite,
+//!   MySQL/MariaDB or PostgreSQL with the postern schema; the `system`
+//!   backend is managed with useradd/passwd and is refused). A user's domain
+//!   must exist first; `domain del` is refused while users or aliases remain.
+//!   Passwords are asked on the terminal (twice, echo off; the terminal is
+//!   restored on error and on Ctrl-C) or read from the first line of standard
+//!   input with `--password-stdin` — never from argv — and hashed with
+//!   `default_scheme` (ARGON2ID unless configured). `user show` prints the
+//!   password scheme, never the hash. Output is plain: one item per line
+//!   (`list`), `key: value` lines (`show`), `source destination` lines
+//!   (`alias list`).
+//! * authd caches lookups, negative answers included, for
+//!   `[authd.directory] cache_ttl_secs` (default 60 s): after a change
+//!   mailctl prints a note that authd sees it within that time, or at once
+//!   after `systemctl reload postern-authd` (SIGHUP empties the cache).
+//! * When run as root with SQLite, database files that mailctl created
+//!   (`-wal`, `-shm`, the database itself) are given to the owner of their
+//!   directory (the state directory, owned by `postern`), so authd can still
+//!   write them.
+//! * `aliases check|rebuild` and `newaliases`: see [`cmd::aliases`]; bad
+//!   lines are printed as `file:line: reason`.
+//! * `pw hash|verify`: like `doveadm pw`; see [`cmd::pw`].
 //!
 //! # EXIT STATUS
-//! 0 success, 1 failure, 64 usage error, 78 configuration error.
+//! 0 success; 1 failure (unknown domain/user/alias, duplicate, domain not
+//! empty, password mismatch, bad lines in the aliases file, `pw verify`
+//! mismatch); 64 usage error; 65 bad data (a malformed address or domain);
+//! 78 configuration error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,10 +86,25 @@ pub enum Command {
     /// Configuration: check and show.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Domains of the directory.
+    #[command(subcommand)]
+    Domain(cmd::domain::DomainCmd),
+    /// Mailbox users.
+    #[command(subcommand)]
+    User(cmd::user::UserCmd),
+    /// Virtual aliases (forwardings), catch-alls (`@domain`).
+    #[command(subcommand)]
+    Alias(cmd::alias::AliasCmd),
+    /// The local aliases file (`aliases_file`): check, rebuild (= newaliases).
+    #[command(subcommand)]
+    Aliases(cmd::aliases::AliasesCmd),
+    /// Password hashes, like `doveadm pw`.
+    #[command(subcommand)]
+    Pw(cmd::pw::PwCmd),
 }
 
-/// Parse the command line and run. Called as `sendmail` (a link to
-/// mailctl), it behaves as sendmail(1).
+/// Parse the command line and run. Called as `sendmail` or `newaliases`
+/// (a link to mailctl), it behaves as that command.
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked_as = argv
@@ -59,6 +115,9 @@ pub fn main() -> ExitCode {
     if invoked_as == "sendmail" {
         return ExitCode::from(cmd::sendmail::run(&argv[1..]));
     }
+    if invoked_as == "newaliases" {
+        return ExitCode::from(cmd::aliases::newaliases(&argv[1..]));
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -68,5 +127,109 @@ pub fn main() -> ExitCode {
     };
     match args.command {
         Command::Config(c) => cmd::config::run(&args.config, c),
+        Command::Domain(c) => ExitCode::from(cmd::domain::run(&args.config, c)),
+        Command::User(c) => ExitCode::from(cmd::user::run(&args.config, c)),
+        Command::Alias(c) => ExitCode::from(cmd::alias::run(&args.config, c)),
+        Command::Aliases(c) => ExitCode::from(cmd::aliases::run(&args.config, c)),
+        Command::Pw(c) => ExitCode::from(cmd::pw::run(c)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cmd::alias::AliasCmd;
+    use cmd::pw::PwCmd;
+    use cmd::user::UserCmd;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("mailctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn user_add_takes_quota_and_password_stdin_but_no_password_argument() {
+        let a = parse(&[
+            "user",
+            "add",
+            "a@b.test",
+            "--quota",
+            "1M",
+            "--password-stdin",
+        ])
+        .unwrap();
+        match a.command {
+            Command::User(UserCmd::Add {
+                address,
+                quota,
+                password_stdin,
+            }) => {
+                assert_eq!(address, "a@b.test");
+                assert_eq!(quota, Some(1 << 20));
+                assert!(password_stdin);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A password in argv is refused, in any position.
+        assert!(parse(&["user", "add", "a@b.test", "secret"]).is_err());
+        assert!(parse(&["user", "passwd", "a@b.test", "secret"]).is_err());
+        assert!(parse(&["user", "add", "a@b.test", "--password", "secret"]).is_err());
+        assert!(parse(&["pw", "hash", "secret"]).is_err());
+        assert!(parse(&["user", "add", "a@b.test", "--quota", "lots"]).is_err());
+        assert!(parse(&["user", "add"]).is_err());
+    }
+
+    #[test]
+    fn user_list_and_config_option() {
+        let a = parse(&["user", "list", "--domain", "b.test", "--config", "/x.toml"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        assert!(matches!(
+            a.command,
+            Command::User(UserCmd::List { domain: Some(ref d), long: false }) if d == "b.test"
+        ));
+        assert!(parse(&["user", "enable", "a@b.test"]).is_ok());
+        assert!(parse(&["user", "disable"]).is_err());
+        assert!(parse(&["user", "quota", "a@b.test", "2G"]).is_ok());
+    }
+
+    #[test]
+    fn alias_arguments() {
+        let a = parse(&["alias", "add", "@b.test", "x@b.test", "y@c.test"]).unwrap();
+        match a.command {
+            Command::Alias(AliasCmd::Add {
+                source,
+                destinations,
+            }) => {
+                assert_eq!(source, "@b.test");
+                assert_eq!(destinations, ["x@b.test", "y@c.test"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["alias", "add", "t@b.test"]).is_err(),
+            "a destination is required"
+        );
+        assert!(parse(&["alias", "del", "t@b.test"]).is_ok());
+        assert!(parse(&["alias", "del", "t@b.test", "x@b.test"]).is_ok());
+        assert!(parse(&["alias", "del", "t@b.test", "x@b.test", "y"]).is_err());
+        assert!(parse(&["alias", "list"]).is_ok());
+    }
+
+    #[test]
+    fn domain_pw_and_aliases_arguments() {
+        assert!(parse(&["domain", "add", "b.test"]).is_ok());
+        assert!(parse(&["domain", "add"]).is_err());
+        assert!(parse(&["domain", "list", "-l"]).is_ok());
+        let a = parse(&["pw", "hash", "-s", "SHA512-CRYPT"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Command::Pw(PwCmd::Hash { ref scheme, password_stdin: false }) if scheme == "SHA512-CRYPT"
+        ));
+        assert!(matches!(
+            parse(&["pw", "hash"]).unwrap().command,
+            Command::Pw(PwCmd::Hash { ref scheme, .. }) if scheme == "ARGON2ID"
+        ));
+        assert!(parse(&["aliases", "check"]).is_ok());
+        assert!(parse(&["aliases", "rebuild"]).is_ok());
+        assert!(parse(&["aliases", "frobnicate"]).is_err());
     }
 }

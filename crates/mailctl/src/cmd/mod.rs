@@ -1,3 +1,10 @@
 //! One module per subcommand group or entry point.
+pub mod admin;
+pub mod alias;
+pub mod aliases;
 pub mod config;
+pub mod domain;
+pub mod password;
+pub mod pw;
 pub mod sendmail;
+pub mod user;
