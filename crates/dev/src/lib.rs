@@ -12,13 +12,20 @@
 //! 2. creates the state directories and, on first run, a private CA and a
 //!    server certificate for `myhostname`, `localhost`, 127.0.0.1 and ::1
 //!    (`<tls dir>/ca.pem` is what clients should trust);
-//! 3. starts the daemons as child processes in dependency order (authd,
+//! 3. on first run creates the domain `global.mydomain` in the directory
+//!    (through `postern_authd::open_directory`, the same store authd opens)
+//!    and the users `alice` and `bob` with random passwords, kept in
+//!    `<state_directory>/dev-passwords.txt` (mode 0600, `address password`
+//!    per line); later runs keep existing users and passwords. A user that
+//!    exists without an entry in that file (made with mailctl) is left
+//!    alone and shown without a password;
+//! 4. starts the daemons as child processes in dependency order (authd,
 //!    lmtp-delivery, queue-manager, smtpd, pop3d, imapd), each with its own
 //!    `NOTIFY_SOCKET`, and waits for each one's `READY=1` before the next —
 //!    the same readiness protocol systemd uses with `Type=notify`;
-//! 4. prefixes each child's output lines with its name;
-//! 5. prints how to connect;
-//! 6. on Ctrl-C (SIGINT) or SIGTERM stops the daemons in reverse order with
+//! 5. prefixes each child's output lines with its name;
+//! 6. prints how to connect, with the users and their passwords;
+//! 7. on Ctrl-C (SIGINT) or SIGTERM stops the daemons in reverse order with
 //!    SIGTERM (SIGKILL after the drain timeout) and exits 0. If a daemon dies
 //!    on its own, the others are stopped and postern-dev exits 1.
 //!
@@ -46,6 +53,19 @@ pub const DAEMONS: [&str; 6] = [
     "pop3d",
     "imapd",
 ];
+
+/// Development users created on first run, `<name>@<mydomain>`.
+pub const DEV_USERS: [&str; 2] = ["alice", "bob"];
+
+/// Length of the generated passwords.
+pub const PASSWORD_LEN: usize = 12;
+
+/// Characters of generated passwords: letters and digits without the ones
+/// easily misread (0 O o 1 l I).
+pub const PASSWORD_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// Name of the password file under `global.state_directory`.
+pub const PASSWORDS_FILE: &str = "dev-passwords.txt";
 
 /// How long a daemon may take to report `READY=1`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +134,7 @@ async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             .to_path_buf(),
     };
     prepare(&cfg)?;
+    let users = ensure_users(&cfg, &args.config).await?;
     let notify_dir = cfg.global.run_directory.join("dev-notify");
     std::fs::create_dir_all(&notify_dir)?;
     let notify_dir = std::fs::canonicalize(&notify_dir)?;
@@ -135,7 +156,7 @@ async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    print_banner(&cfg);
+    print_banner(&cfg, &users);
 
     let code = tokio::select! {
         _ = tokio::signal::ctrl_c() => { eprintln!("postern-dev: Ctrl-C, stopping"); ExitCode::SUCCESS }
@@ -157,6 +178,120 @@ fn prepare(cfg: &Config) -> anyhow::Result<()> {
     let tls_dir = cfg.tls.cert_file.parent().unwrap_or(Path::new("."));
     let names = [cfg.global.myhostname.as_str(), "localhost"];
     postern_common::devcert::ensure(tls_dir, &names)?;
+    Ok(())
+}
+
+/// A random password of [`PASSWORD_LEN`] characters from
+/// [`PASSWORD_ALPHABET`], from `/dev/urandom` (rejection sampling, so every
+/// character is equally likely).
+pub fn random_password() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut urandom = std::fs::File::open("/dev/urandom")?;
+    let n = PASSWORD_ALPHABET.len();
+    let limit = 256 - 256 % n; // bytes >= limit would bias the choice
+    let mut out = String::with_capacity(PASSWORD_LEN);
+    let mut buf = [0u8; 64];
+    while out.len() < PASSWORD_LEN {
+        urandom.read_exact(&mut buf)?;
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < PASSWORD_LEN {
+                out.push(PASSWORD_ALPHABET[b as usize % n] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Entries of the password file: `address password` lines.
+pub fn parse_passwords(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (a, p) = l.trim().split_once(' ')?;
+            let p = p.trim();
+            (!a.is_empty() && !p.is_empty()).then(|| (a.to_string(), p.to_string()))
+        })
+        .collect()
+}
+
+/// A development user as shown in the banner; `password` is `None` for a
+/// user that exists but was not created by postern-dev.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevUser {
+    pub address: String,
+    pub password: Option<String>,
+}
+
+/// Create the domain and the development users if they are missing; keep
+/// what exists. Returns the users for the banner.
+async fn ensure_users(cfg: &Config, config_path: &Path) -> anyhow::Result<Vec<DevUser>> {
+    use directory::{DirectoryError, NewUser, Secret};
+    let file = cfg.global.state_directory.join(PASSWORDS_FILE);
+    let mut known = match std::fs::read_to_string(&file) {
+        Ok(t) => parse_passwords(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let dir = postern_authd::open_directory(cfg, config_path).await?;
+    let domain = cfg.global.mydomain.to_ascii_lowercase();
+    match dir.domain_add(&domain).await {
+        Ok(_) => eprintln!("postern-dev: domain {domain} created"),
+        Err(DirectoryError::Duplicate(_)) => {}
+        Err(e) => return Err(e).context("cannot create the development domain"),
+    }
+    let mut users = Vec::new();
+    let mut changed = false;
+    for name in DEV_USERS {
+        let address = format!("{name}@{domain}");
+        let saved = known
+            .iter()
+            .find(|(a, _)| *a == address)
+            .map(|(_, p)| p.clone());
+        match dir.user_show(&address).await {
+            Ok(_) => users.push(DevUser {
+                address,
+                password: saved,
+            }),
+            Err(DirectoryError::UnknownUser(_)) => {
+                let password = match saved {
+                    Some(p) => p,
+                    None => {
+                        let p = random_password().context("cannot read /dev/urandom")?;
+                        known.push((address.clone(), p.clone()));
+                        changed = true;
+                        p
+                    }
+                };
+                dir.user_add(NewUser::new(&address, Secret::new(password.clone())))
+                    .await
+                    .with_context(|| format!("cannot create {address}"))?;
+                eprintln!("postern-dev: user {address} created");
+                users.push(DevUser {
+                    address,
+                    password: Some(password),
+                });
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot look up {address}")),
+        }
+    }
+    if changed || !file.exists() {
+        write_passwords(&file, &known)?;
+    }
+    Ok(users)
+}
+
+fn write_passwords(file: &Path, entries: &[(String, String)]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let text: String = entries.iter().map(|(a, p)| format!("{a} {p}\n")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -260,7 +395,16 @@ fn port_of(addr: &str) -> &str {
     addr.rsplit(':').next().unwrap_or(addr)
 }
 
-fn print_banner(cfg: &Config) {
+fn print_banner(cfg: &Config, users: &[DevUser]) {
+    let users_line = users
+        .iter()
+        .map(|u| match &u.password {
+            Some(p) => format!("{} / {p}", u.address),
+            None => format!("{} / (password not set by postern-dev)", u.address),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pw_file = cfg.global.state_directory.join(PASSWORDS_FILE);
     let g = &cfg.global;
     let find = |list: Vec<(&str, &str)>, name: &str| {
         list.into_iter()
@@ -301,6 +445,8 @@ postern is running (development stack, Ctrl-C stops it).
   POP3        127.0.0.1:{pop}  (STLS)              POP3S       127.0.0.1:{pops}
   IMAP        127.0.0.1:{imapp}  (STARTTLS)          IMAPS       127.0.0.1:{imaps}
   TLS: trust the development CA {ca}
+  users: {users_line}
+         (passwords in {pw_file}; more with: mailctl --config <this config> user add ...)
 
 Try:
   swaks --server 127.0.0.1:{mx} --to alice@{domain} --from bob@{domain}
@@ -308,8 +454,10 @@ Try:
   Thunderbird: IMAP 127.0.0.1:{imaps} SSL/TLS, SMTP 127.0.0.1:{sub} STARTTLS,
                user alice@{domain}; import {ca} under Certificates > Authorities.
 
-Not built yet (see README \"Status\"): the protocol engines answer 421/-ERR/BYE
-until their issues land; the stack, config, logging and shutdown are real.
+Real: the stack, config, logging, shutdown, and authd logins against the
+directory above (SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket).
+Not built yet (see README \"Status\"): the SMTP, POP3 and IMAP engines still
+answer 421/-ERR/BYE until their issues land.
 ",
         domain = g.mydomain,
         host = g.myhostname,
@@ -322,5 +470,31 @@ until their issues land; the stack, config, logging and shutdown are real.
         imapp = find(imap.clone(), "imap"),
         imaps = find(imap, "imaps"),
         ca = ca.display(),
+        pw_file = pw_file.display(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_passwords_use_the_alphabet_and_differ() {
+        let a = random_password().unwrap();
+        let b = random_password().unwrap();
+        assert_eq!(a.len(), PASSWORD_LEN);
+        assert!(a.bytes().all(|c| PASSWORD_ALPHABET.contains(&c)), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn password_file_lines() {
+        assert_eq!(
+            parse_passwords("alice@x.test abc\n\nbad\nbob@x.test  def \n"),
+            [
+                ("alice@x.test".to_string(), "abc".to_string()),
+                ("bob@x.test".to_string(), "def".to_string())
+            ]
+        );
+    }
 }

@@ -16,8 +16,8 @@
 //!
 //! Accepted and ignored for compatibility: `-bm`, `-odi`, `-odb`, `-oem`,
 //! `-oep`, `-om`, `-oQ…`, `-B type`, `-N dsn`, `-R ret`, `-V envid`, `-U`.
-//! Refused with a clear message: other `-b` modes except `-bp` (= mailq) and
-//! `-bi` (= newaliases), which are handled by the caller.
+//! Refused with a clear message: other `-b` modes except `-bp` (= mailq, not
+//! yet available) and `-bi` (= newaliases, see [`crate::cmd::aliases`]).
 //!
 //! Exit codes follow sysexits: 64 usage, 65 bad message data, 75 temporary
 //! failure (queue unreachable: try again), 78 configuration.
@@ -400,8 +400,14 @@ pub fn run(args: &[OsString]) -> u8 {
     };
     match args.mode {
         Mode::Deliver => {}
-        Mode::ListQueue | Mode::RebuildAliases => {
-            eprintln!("sendmail: -bp and -bi: use mailq and newaliases");
+        Mode::RebuildAliases => {
+            return crate::cmd::aliases::run(
+                cfg_path.as_ref(),
+                crate::cmd::aliases::AliasesCmd::Rebuild,
+            );
+        }
+        Mode::ListQueue => {
+            eprintln!("sendmail: -bp: use mailq");
             return 64;
         }
     }
