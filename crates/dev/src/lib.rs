@@ -156,7 +156,7 @@ async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    print_banner(&cfg, &users);
+    print_banner(&cfg, &args.config, &users);
 
     let code = tokio::select! {
         _ = tokio::signal::ctrl_c() => { eprintln!("postern-dev: Ctrl-C, stopping"); ExitCode::SUCCESS }
@@ -232,6 +232,10 @@ async fn ensure_users(cfg: &Config, config_path: &Path) -> anyhow::Result<Vec<De
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
     };
     let dir = postern_authd::open_directory(cfg, config_path).await?;
+    if dir.sql().is_err() {
+        eprintln!("postern-dev: the system backend has no domains or users to create");
+        return Ok(Vec::new());
+    }
     let domain = cfg.global.mydomain.to_ascii_lowercase();
     match dir.domain_add(&domain).await {
         Ok(_) => eprintln!("postern-dev: domain {domain} created"),
@@ -395,7 +399,7 @@ fn port_of(addr: &str) -> &str {
     addr.rsplit(':').next().unwrap_or(addr)
 }
 
-fn print_banner(cfg: &Config, users: &[DevUser]) {
+fn print_banner(cfg: &Config, config_path: &Path, users: &[DevUser]) {
     let users_line = users
         .iter()
         .map(|u| match &u.password {
@@ -404,6 +408,11 @@ fn print_banner(cfg: &Config, users: &[DevUser]) {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let users_line = if users_line.is_empty() {
+        "(none created: not an SQL directory)".to_string()
+    } else {
+        users_line
+    };
     let pw_file = cfg.global.state_directory.join(PASSWORDS_FILE);
     let g = &cfg.global;
     let find = |list: Vec<(&str, &str)>, name: &str| {
@@ -446,7 +455,7 @@ postern is running (development stack, Ctrl-C stops it).
   IMAP        127.0.0.1:{imapp}  (STARTTLS)          IMAPS       127.0.0.1:{imaps}
   TLS: trust the development CA {ca}
   users: {users_line}
-         (passwords in {pw_file}; more with: mailctl --config <this config> user add ...)
+         (saved in {pw_file}; manage: mailctl --config {config} user ...)
 
 Try:
   swaks --server 127.0.0.1:{mx} --to alice@{domain} --from bob@{domain}
@@ -455,7 +464,7 @@ Try:
                user alice@{domain}; import {ca} under Certificates > Authorities.
 
 Real: the stack, config, logging, shutdown, and authd logins against the
-directory above (SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket).
+directory (SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket).
 Not built yet (see README \"Status\"): the SMTP, POP3 and IMAP engines still
 answer 421/-ERR/BYE until their issues land.
 ",
@@ -471,6 +480,7 @@ answer 421/-ERR/BYE until their issues land.
         imaps = find(imap, "imaps"),
         ca = ca.display(),
         pw_file = pw_file.display(),
+        config = config_path.display(),
     );
 }
 
