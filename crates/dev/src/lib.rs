@@ -93,7 +93,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
         }
     };
-    let cfg = match Config::load(&args.config) {
+    let cfg = match Config::load(&args.config)
+        .and_then(|c| postern_authd::validate(&c, &args.config).map(|()| c))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postern-dev: configuration error: {e}");
