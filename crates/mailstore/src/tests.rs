@@ -1,0 +1,209 @@
+use super::*;
+
+fn msg(n: usize) -> Vec<u8> {
+    format!("Subject: m{n}\r\n\r\nbody {n}\r\n.leading dot\r\n").into_bytes()
+}
+
+#[test]
+fn delivery_is_complete_in_new_with_sizes_in_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("alice/Maildir");
+    let d = deliver(&root, "INBOX", b"Subject: x\r\n\r\nhello\r\n").unwrap();
+    assert!(d.path.starts_with(root.join("new")));
+    assert_eq!(fs::read(&d.path).unwrap(), b"Subject: x\n\nhello\n");
+    assert_eq!((d.size, d.vsize), (18, 21));
+    let p = name::parse(d.path.file_name().unwrap().to_str().unwrap());
+    assert_eq!((p.size, p.vsize), (Some(18), Some(21)));
+    assert!(
+        fs::read_dir(root.join("tmp")).unwrap().next().is_none(),
+        "tmp/ is empty"
+    );
+    for (f, _) in DEFAULT_FOLDERS {
+        assert!(root.join(format!(".{f}/cur")).is_dir(), "{f}");
+        assert!(root.join(format!(".{f}/maildirfolder")).exists(), "{f}");
+    }
+    assert!(
+        fs::read_to_string(root.join("subscriptions"))
+            .unwrap()
+            .contains("Sent\n")
+    );
+    assert_eq!(special_use("sent"), Some("\\Sent"));
+}
+
+#[test]
+fn stored_form_and_crlf_size() {
+    assert_eq!(to_stored_form(b"a\r\nb\r\n"), (b"a\nb\n".to_vec(), 6));
+    assert_eq!(to_stored_form(b"a\nb"), (b"a\nb".to_vec(), 4));
+    assert_eq!(to_stored_form(b"a\rb\r\n"), (b"a\rb\n".to_vec(), 5));
+}
+
+#[test]
+fn uids_in_delivery_order_and_stable_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..5 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mb = Mailbox::open(root).unwrap();
+    let uids: Vec<u32> = mb.messages().iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3, 4, 5]);
+    let subjects: Vec<String> = mb
+        .messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8(mb.read_message(m.uid).unwrap())
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "Subject: m0",
+            "Subject: m1",
+            "Subject: m2",
+            "Subject: m3",
+            "Subject: m4"
+        ]
+    );
+    assert!(
+        fs::read_dir(root.join("new")).unwrap().next().is_none(),
+        "new/ moved to cur/"
+    );
+    let validity = mb.uidvalidity();
+    drop(mb);
+    deliver(root, "", &msg(5)).unwrap();
+    let mut mb = Mailbox::open(root).unwrap();
+    assert_eq!(mb.uidvalidity(), validity);
+    assert_eq!(
+        mb.messages().iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(mb.uidnext(), 7);
+    assert_eq!(mb.sync().unwrap(), Changes::default(), "nothing changed");
+    assert_eq!(pop3_uidl(6, 0x5f00_0001), "000000065F000001");
+}
+
+#[test]
+fn external_changes_are_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..3 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mut mb = Mailbox::open(root).unwrap();
+    let before = mb.highest_modseq();
+    // mutt marks message 2 seen and deletes message 3 by hand.
+    let m2 = mb.messages()[1].clone();
+    fs::rename(&m2.path, root.join("cur").join(format!("{}:2,S", m2.base))).unwrap();
+    fs::remove_file(&mb.messages()[2].path).unwrap();
+    let ch = mb.sync().unwrap();
+    assert_eq!(ch.flags_changed, [2]);
+    assert_eq!(ch.expunged, [3]);
+    assert!(ch.new.is_empty());
+    assert_eq!(mb.messages()[1].flags, "S");
+    assert!(mb.messages()[1].modseq > before && mb.highest_modseq() > before);
+    // A foreign file without sizes in its name, with CRLF and LF lines.
+    fs::write(root.join("new/1234567890.foreign.host"), b"a\r\nb\n").unwrap();
+    let ch = mb.sync().unwrap();
+    assert_eq!(ch.new, [4]);
+    let m = mb.messages().last().unwrap();
+    assert_eq!((m.size, m.vsize, m.internal_date), (5, 6, 1_234_567_890));
+}
+
+#[test]
+fn flags_expunge_and_uids_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..3 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mut mb = Mailbox::open(root).unwrap();
+    mb.set_flags(1, "SF").unwrap();
+    assert_eq!(mb.messages()[0].flags, "FS");
+    assert!(mb.messages()[0].path.to_str().unwrap().ends_with(":2,FS"));
+    mb.expunge(&[1, 3]).unwrap();
+    assert_eq!(mb.messages().iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+    deliver(root, "", &msg(9)).unwrap();
+    mb.sync().unwrap();
+    assert_eq!(
+        mb.messages().iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [2, 4]
+    );
+    assert!(matches!(
+        mb.open_message(1),
+        Err(StoreError::NoSuchMessage(1))
+    ));
+}
+
+#[test]
+fn corrupt_index_is_rebuilt_with_a_new_uidvalidity() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    deliver(root, "", &msg(0)).unwrap();
+    let mb = Mailbox::open(root).unwrap();
+    drop(mb);
+    fs::write(root.join(INDEX_FILE), "postern-uidlist 1 Vx N2 M3\n").unwrap();
+    let mb = Mailbox::open(root).unwrap();
+    assert_eq!(mb.messages().len(), 1);
+    assert_eq!(mb.messages()[0].uid, 1);
+    // An index whose UIDs exceed UIDNEXT is not trusted either.
+    fs::write(
+        root.join(INDEX_FILE),
+        "postern-uidlist 1 V7 N2 M3\n9 1 : x\n",
+    )
+    .unwrap();
+    assert!(Index::parse(&fs::read_to_string(root.join(INDEX_FILE)).unwrap()).is_none());
+}
+
+#[test]
+fn pop3_lock_is_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pop3Lock::acquire(dir.path()).unwrap();
+    assert!(matches!(
+        Pop3Lock::acquire(dir.path()),
+        Err(StoreError::Pop3InUse)
+    ));
+    drop(first);
+    Pop3Lock::acquire(dir.path()).unwrap();
+    // The POP3 lock does not block index access (IMAP goes on).
+    let _again = Pop3Lock::acquire(dir.path());
+    Mailbox::open(dir.path()).unwrap();
+}
+
+#[test]
+fn large_mailbox_listing_uses_names_not_bodies() {
+    // 5,000 messages: after the first sync, make every body unreadable by
+    // truncating it to nothing; sizes must still come from the names, which
+    // proves listing does not read bodies.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..5_000 {
+        deliver(root, "", &msg(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+    let mb = Mailbox::open(root).unwrap();
+    let total: u64 = mb.messages().iter().map(|m| m.vsize).sum();
+    for m in mb.messages() {
+        fs::write(&m.path, b"").unwrap();
+    }
+    let mb2 = Mailbox::open(root).unwrap();
+    assert_eq!(mb2.messages().len(), 5_000);
+    assert_eq!(mb2.messages().iter().map(|m| m.vsize).sum::<u64>(), total);
+    assert_eq!(mb2.messages().last().unwrap().uid, 5_000);
+}
+
+#[test]
+fn folders_get_their_own_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    deliver(root, "Archive", &msg(1)).unwrap();
+    deliver(root, "", &msg(2)).unwrap();
+    let archive = Mailbox::open(&folder_path(root, "Archive")).unwrap();
+    assert_eq!(archive.messages().len(), 1);
+    let inbox = Mailbox::open(root).unwrap();
+    assert_eq!(inbox.messages().len(), 1);
+    assert!(root.join(".Archive").join(INDEX_FILE).exists());
+}
