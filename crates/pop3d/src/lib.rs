@@ -1,40 +1,57 @@
 //! # NAME
-//! pop3d — postern POP3 server (110 STLS, 995 implicit TLS)
+//! pop3d — postern POP3 server (110 with STLS, 995 with implicit TLS)
 //!
 //! # DESCRIPTION
-//! Serves the Maildirs written by lmtp-delivery to mail clients; logins go
-//! through authd.
+//! Serves INBOX of the Maildirs written by lmtp-delivery to POP3 clients
+//! (fetchmail, Thunderbird, phones). RFC 1939 commands USER, PASS, STAT,
+//! LIST, RETR, DELE, NOOP, RSET, QUIT, TOP, UIDL; RFC 2449 CAPA with
+//! RESP-CODES, AUTH-RESP-CODE, PIPELINING; RFC 2595 STLS; RFC 5034 AUTH
+//! (PLAIN, LOGIN, SCRAM-SHA-256, with initial response) relayed to authd.
+//! Protocol logic is the sans-I/O `pop3-proto` crate; this crate does the I/O.
 //!
-//! **Status:** the daemon skeleton is in place (configuration, listeners with
-//! socket activation, TLS certificate loading, graceful shutdown). The
-//! protocol itself is not wired in yet (issue 7): every connection gets
-//! `-ERR [SYS/TEMP] POP3 service not built yet` and is closed.
+//! Messages are sent with CRLF line ends and dot-stuffing whatever is on
+//! disk; RETR's octet count equals LIST's size. UIDLs come from the mail
+//! store and equal IMAP's INBOX UID and UIDVALIDITY (`%08X%08X`), so
+//! switching between POP3 and IMAP clients does not download mail twice.
+//! Deletions happen at QUIT (UPDATE state) only. One POP3 session per
+//! mailbox at a time (`-ERR [IN-USE]`); IMAP sessions may run alongside.
 //!
 //! # SECURITY
-//! Runs as the `postern` user (mailbox access as the mailbox owner comes with
-//! the protocol work); ports below 1024 come from systemd `.socket` units or
-//! `CAP_NET_BIND_SERVICE`.
+//! Plaintext logins (USER/PASS, AUTH PLAIN/LOGIN) only after TLS unless
+//! `pop3d.allow_plaintext_auth` (a warning is logged at start). APOP is not
+//! offered (it needs plaintext-equivalent stored passwords). Failed logins
+//! go through authd's brute-force delay; after `pop3_proto::MAX_FAILED_COMMANDS`
+//! failed commands the connection is closed. Idle sessions are closed after
+//! 10 minutes (RFC 1939). Runs as `vmail`, the owner of the mailboxes.
 //!
 //! # STANDARDS
-//! RFC 1939 (POP3), RFC 2449 (CAPA), RFC 2595 (STLS).
+//! RFC 1939, RFC 2449, RFC 2595, RFC 3206, RFC 5034, RFC 8314.
 //!
 //! # CONFIGURATION
-//! `[pop3d] listener = [{ name, address, role }]`, `allow_plaintext_auth`;
-//! `[tls] cert_file, key_file`. See `deploy/postern.toml`.
+//! `[pop3d] listener = [{ name, address, role = "pop3" | "pop3s" }]`,
+//! `allow_plaintext_auth`; `[tls] cert_file, key_file`;
+//! `[authd] socket`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
-//! Logs to stderr (journald) with `daemon=pop3d`. Exit status 0 after a clean
-//! stop, 78 for a configuration error, 1 otherwise.
+//! One `connected` / `logged in user=… messages=…` / `logout deleted=…` /
+//! `disconnected` line per session, with `session` and `remote` fields.
+//! Exit status 0 after a clean stop, 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
-//! authd(8), lmtp-delivery(8), postern.toml(5)
+//! authd(8), imapd(8), lmtp-delivery(8), postern.toml(5)
 
 use std::path::Path;
+use std::sync::Arc;
 
+use pop3_proto::Capabilities;
 use postern_common::config::Pop3Role;
 use postern_common::listen::accept_tcp;
 use postern_common::{Config, ConfigError, Context};
-use tokio::io::AsyncWriteExt;
+use postern_ipc::auth::v1 as pb;
+
+pub mod mailstore_store;
+pub mod session;
+pub mod store;
 
 /// Checks beyond the shared configuration validation.
 pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
@@ -48,38 +65,58 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The capabilities pop3d implements (filtered per session state).
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        top: true,
+        uidl: true,
+        user: true,
+        resp_codes: true,
+        auth_resp_code: true,
+        pipelining: true,
+        sasl: session::MECHANISMS.iter().map(|m| m.to_string()).collect(),
+        stls: true,
+        implementation: Some(format!("postern-pop3d {}", env!("CARGO_PKG_VERSION"))),
+        ..Default::default()
+    }
+}
+
 /// Run until shutdown.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cfg = ctx.config();
     let tls = postern_common::tls::from_config(&cfg, &ctx.config_path)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     if cfg.pop3d.allow_plaintext_auth {
         tracing::warn!(
             "pop3d.allow_plaintext_auth is set: passwords may cross the network unencrypted"
         );
     }
+    let channel = postern_ipc::dial(
+        &Config::socket_uri(&cfg.authd.socket),
+        &postern_ipc::DialOptions::default(),
+    )?;
+    let shared = Arc::new(session::Shared {
+        hostname: cfg.global.myhostname.clone(),
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        auth: pb::auth_client::AuthClient::new(channel),
+        store: Arc::new(mailstore_store::MailstoreStore),
+        allow_plaintext: cfg.pop3d.allow_plaintext_auth,
+        capabilities: capabilities(),
+    });
     let mut loops = tokio::task::JoinSet::new();
     for l in &cfg.pop3d.listener {
         let listener = ctx.listeners.tcp(&l.name, &l.address)?;
         tracing::info!(listener = %l.name, address = %l.address, role = ?l.role, "listening");
-        let role = l.role;
-        let acceptor = acceptor.clone();
-        loops.spawn(accept_tcp(l.name.clone(), listener, ctx.shutdown.clone(), move |stream, peer| {
-            let acceptor = acceptor.clone();
-            async move {
-                let reply = b"-ERR [SYS/TEMP] POP3 service not built yet\r\n";
-                let result = if role == Pop3Role::Pop3s {
-                    match acceptor.accept(stream).await {
-                        Ok(mut tls) => tls.write_all(reply).await.and(tls.shutdown().await),
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    let mut stream = stream;
-                    stream.write_all(reply).await
-                };
-                tracing::info!(%peer, ?role, ok = result.is_ok(), "connection refused (not implemented)");
-            }
-        }));
+        let implicit = l.role == Pop3Role::Pop3s;
+        let shared = shared.clone();
+        let shutdown = ctx.shutdown.clone();
+        loops.spawn(accept_tcp(
+            l.name.clone(),
+            listener,
+            ctx.shutdown.clone(),
+            move |stream, peer| {
+                session::run(shared.clone(), stream, peer, implicit, shutdown.clone())
+            },
+        ));
     }
     ctx.ready("accepting connections");
     while loops.join_next().await.is_some() {}

@@ -1,0 +1,173 @@
+//! pop3d with real clients: Python's poplib over STLS and implicit TLS,
+//! verifying the server certificate against the test CA.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use postern_tests::{Daemon, TestEnv, bin};
+
+/// Write the config with fast brute-force delays, and add a user with mailctl.
+fn setup(env: &TestEnv, user: &str, password: &str) -> PathBuf {
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str("\n[authd]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"40ms\"\n\n[authd.directory]\ncache_ttl_secs = 1\n");
+    std::fs::write(&env.config_path, text).unwrap();
+    let (local, domain) = user.split_once('@').unwrap();
+    let mailctl = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(bin("mailctl"))
+            .arg("--config")
+            .arg(&env.config_path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mailctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mailctl(&["domain", "add", domain], None);
+    mailctl(
+        &["user", "add", user, "--password-stdin"],
+        Some(&format!("{password}\n")),
+    );
+    env.path()
+        .join("lib/mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir")
+}
+
+fn messages() -> Vec<Vec<u8>> {
+    let mut big = b"Subject: big\r\nX-8bit: caf\xc3\xa9\r\n\r\n".to_vec();
+    for i in 0..2000 {
+        big.extend_from_slice(format!("line {i} {}\r\n", "x".repeat(i % 990)).as_bytes());
+    }
+    vec![
+        b"Subject: first\r\nFrom: a@example.test\r\n\r\nbody line 1\r\nbody line 2\r\n".to_vec(),
+        b"Subject: dots\r\n\r\n.\r\n..\r\n.x\r\n...three\r\nend\r\n".to_vec(),
+        big,
+        b"Subject: empty body\r\n\r\n".to_vec(),
+    ]
+}
+
+fn deliver_all(maildir: &Path, msgs: &[Vec<u8>], expected_dir: &Path) {
+    std::fs::create_dir_all(expected_dir).unwrap();
+    for (i, m) in msgs.iter().enumerate() {
+        mailstore::deliver(maildir, "INBOX", m).unwrap();
+        std::fs::write(expected_dir.join(format!("{}.eml", i + 1)), m).unwrap();
+        // Distinct delivery times keep the order unambiguous.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn poplib_stls_retr_top_dele_rset_uidl_in_use() {
+    let env = TestEnv::new();
+    let password = "correct horse";
+    let maildir = setup(&env, "alice@example.test", password);
+    let expected = env.path().join("expected");
+    deliver_all(&maildir, &messages(), &expected);
+    let _authd = Daemon::start(&env, "authd");
+    let _pop3d = Daemon::start(&env, "pop3d");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/pop3_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(env.ports["pop3"].to_string())
+        .arg(env.ports["pop3s"].to_string())
+        .arg(&env.cert.ca_file)
+        .arg("alice@example.test")
+        .arg(password)
+        .arg(&expected)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "poplib checks failed:\n{}{}\n--- pop3d ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        _pop3d.output()
+    );
+}
+
+#[test]
+fn plaintext_login_works_when_allowed_and_warns() {
+    let env = TestEnv::new();
+    let maildir = setup(&env, "bob@example.test", "pw-bob");
+    let mut text = std::fs::read_to_string(&env.config_path).unwrap();
+    text = text.replace("[pop3d]\n", "[pop3d]\nallow_plaintext_auth = true\n");
+    std::fs::write(&env.config_path, text).unwrap();
+    mailstore::deliver(&maildir, "INBOX", b"Subject: hi\r\n\r\nhello\r\n").unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let pop3d = Daemon::start(&env, "pop3d");
+    assert!(
+        pop3d.output().contains("allow_plaintext_auth is set"),
+        "{}",
+        pop3d.output()
+    );
+    let py = format!(
+        "import poplib\np=poplib.POP3('127.0.0.1',{})\np.user('bob@example.test')\np.pass_('pw-bob')\nassert p.stat()[0]==1\nprint(b'\\r\\n'.join(p.retr(1)[1]))\np.quit()\n",
+        env.ports["pop3"]
+    );
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello"));
+}
+
+#[test]
+fn raw_pipelining_and_bad_commands() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::new();
+    let text = env.config_text("level = \"info\"");
+    std::fs::write(
+        &env.config_path,
+        text.replace(
+            "[pop3d]\nlistener",
+            "[pop3d]\nallow_plaintext_auth = true\nlistener",
+        ),
+    )
+    .unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let _pop3d = Daemon::start(&env, "pop3d");
+    let s = std::net::TcpStream::connect(("127.0.0.1", env.ports["pop3"])).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+OK"), "{line}");
+    // Pipelined: CAPA, an unknown verb, STAT before login, an overlong line, QUIT.
+    let long = "X".repeat(400);
+    w.write_all(format!("CAPA\r\nFOO\r\nSTAT\r\n{long}\r\nQUIT\r\n").as_bytes())
+        .unwrap();
+    let mut all = String::new();
+    while r.read_line(&mut line).unwrap_or(0) > 0 {
+        all.push_str(&line);
+        line.clear();
+    }
+    let replies: Vec<&str> = all.lines().collect();
+    let capa_end = replies.iter().position(|l| *l == ".").expect(&all);
+    assert!(
+        replies[1..capa_end].contains(&"USER") && replies[1..capa_end].contains(&"STLS"),
+        "{all}"
+    );
+    let rest = &replies[capa_end + 1..];
+    assert_eq!(rest.len(), 4, "{all}");
+    assert!(
+        rest[0].starts_with("-ERR") && rest[1].starts_with("-ERR") && rest[2].starts_with("-ERR"),
+        "{all}"
+    );
+    assert!(rest[3].starts_with("+OK"), "{all}");
+}
