@@ -461,14 +461,16 @@ postern is running (development stack, Ctrl-C stops it).
 
 Try:
   swaks --server 127.0.0.1:{mx} --to alice@{domain} --from bob@{domain}
-  mutt -f 'imaps://alice%40{domain}@127.0.0.1:{imaps}/'   (after: export SSL_CERT_FILE={ca})
-  Thunderbird: IMAP 127.0.0.1:{imaps} SSL/TLS, SMTP 127.0.0.1:{sub} STARTTLS,
-               user alice@{domain}; import {ca} under Certificates > Authorities.
+  mutt -f 'pops://alice%40{domain}@127.0.0.1:{pops}/'   (after: export SSL_CERT_FILE={ca})
+  openssl s_client -quiet -connect 127.0.0.1:{pops} -CAfile {ca}   (then USER/PASS/LIST)
+  Thunderbird: POP3 127.0.0.1:{pops} SSL/TLS (IMAP 127.0.0.1:{imaps} once it lands),
+               SMTP 127.0.0.1:{sub} STARTTLS, user alice@{domain};
+               import {ca} under Certificates > Authorities.
 
-Real: the stack, config, logging, shutdown, and authd logins against the
-directory (SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket).
-Not built yet (see README \"Status\"): the SMTP, POP3 and IMAP engines still
-answer 421/-ERR/BYE until their issues land.
+Real: the stack, config, logging, shutdown, authd logins against the directory
+(SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket) and POP3 over the Maildirs.
+Not built yet (see README \"Status\"): SMTP and LMTP answer 421 and IMAP BYE
+until their issues land, so mail cannot arrive yet.
 ",
         domain = g.mydomain,
         host = g.myhostname,
