@@ -28,6 +28,8 @@
 //! # SEE ALSO
 //! queue-manager(8), postern.toml(5)
 
+pub mod deliver;
+
 use std::path::Path;
 use std::sync::Arc;
 

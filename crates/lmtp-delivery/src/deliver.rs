@@ -1,0 +1,170 @@
+//! Writing one accepted message into each recipient's Maildir.
+
+use std::path::{Path, PathBuf};
+
+/// Why one recipient's copy was not delivered. Each maps to its own LMTP reply.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Over quota: `552 5.2.2`.
+    #[error("mailbox full")]
+    OverQuota,
+    /// Disk or permission problem: `451 4.3.0` (the client retries).
+    #[error("cannot write the mailbox: {0}")]
+    Store(#[from] mailstore::StoreError),
+}
+
+impl DeliveryError {
+    /// The LMTP reply line for this failure.
+    pub fn reply(&self) -> (u16, &'static str, &'static str) {
+        match self {
+            DeliveryError::OverQuota => (552, "5.2.2", "Mailbox full"),
+            DeliveryError::Store(_) => (451, "4.3.0", "Temporary failure writing the mailbox"),
+        }
+    }
+}
+
+/// Where one recipient's copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The envelope recipient, for `Delivered-To:`.
+    pub address: String,
+    /// Maildir root.
+    pub maildir: PathBuf,
+    /// Folder (`""` = INBOX).
+    pub folder: String,
+    /// Bytes; 0 = unlimited.
+    pub quota_bytes: u64,
+}
+
+/// Bytes used by a Maildir (all folders), from the `S=` sizes in file names
+/// (a stat for files without one). Only computed when a quota is set.
+pub fn usage(maildir: &Path) -> u64 {
+    let mut dirs = vec![maildir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(maildir) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with('.') && n.len() > 1 && n != "..")
+                })
+                .map(|e| e.path()),
+        );
+    }
+    let mut total = 0u64;
+    for d in dirs {
+        for sub in ["cur", "new"] {
+            let Ok(entries) = std::fs::read_dir(d.join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                total += mailstore::name::parse(name)
+                    .size
+                    .or_else(|| e.metadata().ok().map(|m| m.len()))
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The folder a `user+ext@` address delivers to: the extension when a
+/// folder of that name (any case) exists, else INBOX.
+pub fn folder_for_extension(maildir: &Path, extension: &str) -> String {
+    if extension.is_empty() || extension.contains(['/', '.']) {
+        return String::new();
+    }
+    if let Ok(entries) = std::fs::read_dir(maildir) {
+        for e in entries.flatten() {
+            if let Some(name) = e.file_name().to_str().and_then(|n| n.strip_prefix('.'))
+                && name.eq_ignore_ascii_case(extension)
+                && e.path().join("cur").is_dir()
+            {
+                return name.to_string();
+            }
+        }
+    }
+    String::new()
+}
+
+/// The trace headers lmtp-delivery adds (RFC 5321 4.4 `Return-Path`, and
+/// `Delivered-To` as Postfix and Dovecot write it).
+pub fn trace_headers(return_path: &str, rcpt: &str) -> Vec<u8> {
+    format!("Return-Path: <{return_path}>\r\nDelivered-To: {rcpt}\r\n").into_bytes()
+}
+
+/// Deliver `message` (CRLF, without trace headers) to `target`. Durable
+/// (fsynced) when it returns `Ok`.
+pub fn deliver(
+    target: &Target,
+    return_path: &str,
+    message: &[u8],
+) -> Result<mailstore::Delivered, DeliveryError> {
+    let mut full = trace_headers(return_path, &target.address);
+    full.extend_from_slice(message);
+    if target.quota_bytes > 0 && usage(&target.maildir) + full.len() as u64 > target.quota_bytes {
+        return Err(DeliveryError::OverQuota);
+    }
+    Ok(mailstore::deliver(&target.maildir, &target.folder, &full)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dir: &Path, quota: u64) -> Target {
+        Target {
+            address: "alice@example.test".into(),
+            maildir: dir.join("Maildir"),
+            folder: String::new(),
+            quota_bytes: quota,
+        }
+    }
+
+    #[test]
+    fn adds_trace_headers_and_writes_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path(), 0);
+        let d = deliver(&t, "bob@example.test", b"Subject: x\r\n\r\nhi\r\n").unwrap();
+        let text = std::fs::read_to_string(&d.path).unwrap();
+        assert_eq!(
+            text,
+            "Return-Path: <bob@example.test>\nDelivered-To: alice@example.test\nSubject: x\n\nhi\n"
+        );
+        let null = deliver(&t, "", b"Subject: bounce\r\n\r\n").unwrap();
+        assert!(
+            std::fs::read_to_string(&null.path)
+                .unwrap()
+                .starts_with("Return-Path: <>\n")
+        );
+    }
+
+    #[test]
+    fn quota_counts_every_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = target(dir.path(), 300);
+        deliver(&t, "a@b", &[b'x'; 60]).unwrap();
+        t.folder = "Archive".into();
+        deliver(&t, "a@b", &[b'x'; 60]).unwrap();
+        assert!(usage(&t.maildir) > 200);
+        assert!(matches!(
+            deliver(&t, "a@b", &[b'x'; 60]),
+            Err(DeliveryError::OverQuota)
+        ));
+        assert_eq!(DeliveryError::OverQuota.reply().0, 552);
+    }
+
+    #[test]
+    fn extension_picks_an_existing_folder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path(), 0);
+        mailstore::create_maildir(&t.maildir).unwrap();
+        assert_eq!(folder_for_extension(&t.maildir, "archive"), "Archive");
+        assert_eq!(folder_for_extension(&t.maildir, "lists"), "");
+        assert_eq!(folder_for_extension(&t.maildir, "../x"), "");
+        assert_eq!(folder_for_extension(&t.maildir, ""), "");
+    }
+}
