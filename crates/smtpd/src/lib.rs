@@ -32,6 +32,10 @@
 //! # SEE ALSO
 //! queue-manager(8), authd(8), postern.toml(5)
 
+pub mod enqueue;
+pub mod policy;
+pub mod received;
+
 use std::path::Path;
 use std::sync::Arc;
 
