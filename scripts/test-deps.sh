@@ -6,7 +6,15 @@ set -euo pipefail
 # Each package is here because a test uses it:
 #   systemd       systemd-analyze verify of the units in deploy/ (tests/tests/deploy.rs)
 #   make          the install test runs `make install DESTDIR=...`
-PACKAGES=(systemd make)
+#   mariadb-server, mariadb-client, postgresql, postgresql-client
+#                 throwaway database servers for authd's MySQL/PostgreSQL backends
+#                 (tests/tests/authd.rs, tests/src/db.rs)
+#   passwd        useradd/chpasswd/userdel for the system-user test (tests/tests/authd.rs)
+#   postfix, swaks, libnet-ssleay-perl
+#                 Postfix smtpd authenticating via authd's Dovecot socket, driven by
+#                 swaks --tls (tests/tests/authd.rs, tests/src/postfix.rs)
+PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
+  postfix swaks libnet-ssleay-perl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,0 +1,427 @@
+//! authd with real components: the same gRPC suite against the SQLite,
+//! MariaDB and PostgreSQL backends (real servers started on loopback by
+//! the test, see `postern_tests::db`), the classic virtual-mail SQL schema
+//! with the default queries, Unix system users, and Debian's Postfix
+//! authenticating through authd's Dovecot-protocol socket.
+
+use std::path::Path;
+
+use postern_ipc::auth::v1 as pb;
+use postern_ipc::auth::v1::auth_client::AuthClient;
+use postern_ipc::auth::v1::resolve_recipient_response::Status as Rs;
+use postern_ipc::sasl::{SaslExchange, SaslStep};
+use postern_ipc::{DialOptions, SocketUri, dial};
+use postern_tests::db::DbServer;
+use postern_tests::sysuser::SystemUser;
+use postern_tests::{Daemon, TestEnv};
+use tonic::transport::Channel;
+
+const ALICE_PW: &str = "alice pw 1!";
+const BOB_PW: &str = "bob-pw-2";
+const CAROL_PW: &str = "carol-pw-3";
+const FAILURE_LIMIT: u32 = 5;
+
+/// The base config plus fast brute-force settings and `directory` as the
+/// body of `[authd.directory]`.
+fn write_config(env: &TestEnv, directory: &str) {
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(&format!(
+        "\n[authd]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"40ms\"\n\
+         auth_failure_limit = {FAILURE_LIMIT}\n\n[authd.directory]\n{directory}\n"
+    ));
+    std::fs::write(&env.config_path, text).expect("write config");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Open the directory exactly as authd does (same file, same code).
+async fn open_directory(env: &TestEnv) -> directory::Directory {
+    let cfg = postern_common::Config::load(&env.config_path).expect("config");
+    postern_authd::open_directory(&cfg, &env.config_path)
+        .await
+        .expect("open directory")
+}
+
+/// Domains, users and aliases of the shared suite, through the directory crate.
+async fn populate(env: &TestEnv) {
+    use directory::{NewUser, Secret};
+    let dir = open_directory(env).await;
+    dir.domain_add("example.test").await.unwrap();
+    dir.domain_add("other.test").await.unwrap();
+    for (u, p) in [
+        ("alice@example.test", ALICE_PW),
+        ("bob@example.test", BOB_PW),
+        ("carol@example.test", CAROL_PW),
+    ] {
+        dir.user_add(NewUser::new(u, Secret::new(p.to_string())))
+            .await
+            .unwrap();
+    }
+    dir.user_set_enabled("carol@example.test", false)
+        .await
+        .unwrap();
+    dir.alias_add("team@example.test", "alice@example.test")
+        .await
+        .unwrap();
+    dir.alias_add("team@example.test", "bob@example.test")
+        .await
+        .unwrap();
+    dir.alias_add("team@example.test", "partner@remote.invalid")
+        .await
+        .unwrap();
+    dir.alias_add("@other.test", "bob@example.test")
+        .await
+        .unwrap();
+}
+
+async fn client(env: &TestEnv) -> AuthClient<Channel> {
+    let ch = dial(
+        &SocketUri::from_path(env.socket("private/auth.sock")),
+        &DialOptions::default(),
+    )
+    .expect("dial authd");
+    AuthClient::new(ch)
+}
+
+fn start(mech: &str, initial: Option<Vec<u8>>, ip: &str, secured: bool) -> pb::AuthStart {
+    pb::AuthStart {
+        mechanism: mech.into(),
+        initial_response: initial,
+        client: Some(pb::ClientInfo {
+            service: "smtp".into(),
+            remote_ip: ip.into(),
+            secured,
+            session_id: "test".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn plain_ir(user: &str, pw: &str) -> Vec<u8> {
+    format!("\0{user}\0{pw}").into_bytes()
+}
+
+/// PLAIN with an initial response: the final step.
+async fn plain(c: &mut AuthClient<Channel>, user: &str, pw: &str, ip: &str) -> SaslStep {
+    let (_x, step) = SaslExchange::start(c, start("PLAIN", Some(plain_ir(user, pw)), ip, true))
+        .await
+        .expect("Authenticate");
+    step
+}
+
+fn ok_user(step: &SaslStep) -> &str {
+    match step {
+        SaslStep::Ok(ok) => &ok.user,
+        other => panic!("expected success, got {other:?}"),
+    }
+}
+
+fn fail(step: SaslStep) -> pb::AuthFail {
+    match step {
+        SaslStep::Fail(f) => f,
+        other => panic!("expected failure, got {other:?}"),
+    }
+}
+
+async fn resolve(c: &mut AuthClient<Channel>, addr: &str) -> pb::ResolveRecipientResponse {
+    c.resolve_recipient(pb::ResolveRecipientRequest {
+        address: addr.into(),
+        authenticated: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ResolveRecipient {addr}: {e}"))
+    .into_inner()
+}
+
+fn status(r: &pb::ResolveRecipientResponse) -> Rs {
+    Rs::try_from(r.status).expect("status")
+}
+
+fn mailbox_users(r: &pb::ResolveRecipientResponse) -> Vec<String> {
+    let mut v: Vec<String> = r.mailboxes.iter().map(|m| m.user.clone()).collect();
+    v.sort();
+    v
+}
+
+/// The suite every backend passes: `directory` is the body of
+/// `[authd.directory]`.
+fn shared_suite(directory: &str) {
+    let env = TestEnv::new();
+    write_config(&env, directory);
+    let rt = runtime();
+    rt.block_on(populate(&env));
+    let authd = Daemon::start(&env, "authd");
+    rt.block_on(async {
+        let mut c = client(&env).await;
+
+        // PLAIN: right and wrong password.
+        let ok = plain(&mut c, "alice@example.test", ALICE_PW, "192.0.2.1").await;
+        assert_eq!(ok_user(&ok), "alice@example.test");
+        let wrong = fail(plain(&mut c, "alice@example.test", "nope", "192.0.2.2").await);
+        assert!(!wrong.temporary, "{wrong:?}");
+        assert_eq!(wrong.reason, "authentication failed");
+        assert!(wrong.delay_ms >= 10, "penalty delay applied: {wrong:?}");
+
+        // Unknown user: the very same answer as a wrong password (first
+        // failure from a fresh address each, so the same delay).
+        let unknown = fail(plain(&mut c, "nobody@example.test", "nope", "192.0.2.3").await);
+        assert_eq!(
+            unknown, wrong,
+            "unknown user distinguishable from wrong password"
+        );
+        let foreign = fail(plain(&mut c, "x@elsewhere.invalid", "nope", "192.0.2.4").await);
+        assert_eq!(foreign, wrong);
+
+        // Disabled user, right password: refused like a wrong password.
+        let disabled = fail(plain(&mut c, "carol@example.test", CAROL_PW, "192.0.2.5").await);
+        assert_eq!(disabled, wrong);
+
+        // LOGIN: two challenges.
+        let (mut x, step) = SaslExchange::start(&mut c, start("LOGIN", None, "192.0.2.6", true))
+            .await
+            .unwrap();
+        assert!(matches!(step, SaslStep::Challenge(_)), "{step:?}");
+        let step = x.respond(b"bob@example.test".to_vec()).await.unwrap();
+        assert!(matches!(step, SaslStep::Challenge(_)), "{step:?}");
+        let step = x.respond(BOB_PW.as_bytes().to_vec()).await.unwrap();
+        assert_eq!(ok_user(&step), "bob@example.test");
+        // LOGIN with a wrong password fails.
+        let (mut x, _) = SaslExchange::start(&mut c, start("LOGIN", None, "192.0.2.7", true))
+            .await
+            .unwrap();
+        x.respond(b"bob@example.test".to_vec()).await.unwrap();
+        let step = x.respond(b"wrong".to_vec()).await.unwrap();
+        assert_eq!(fail(step), wrong);
+
+        // Plaintext mechanisms without TLS: refused before any check,
+        // even with the right password.
+        for mech in ["PLAIN", "LOGIN"] {
+            let ir = (mech == "PLAIN").then(|| plain_ir("alice@example.test", ALICE_PW));
+            let (_x, step) = SaslExchange::start(&mut c, start(mech, ir, "192.0.2.8", false))
+                .await
+                .unwrap();
+            let f = fail(step);
+            assert!(!f.temporary);
+            assert!(f.reason.contains("TLS"), "{mech}: {f:?}");
+        }
+        let mechs = c
+            .mechanisms(pb::MechanismsRequest { secured: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .mechanisms;
+        assert!(
+            !mechs.iter().any(|m| m == "PLAIN" || m == "LOGIN"),
+            "{mechs:?}"
+        );
+
+        // Brute force: after the limit, the right password is refused
+        // (temporarily) from that address; another address still logs in.
+        let bad_ip = "198.51.100.9";
+        for _ in 0..FAILURE_LIMIT {
+            let f = fail(plain(&mut c, "alice@example.test", "guess", bad_ip).await);
+            assert!(!f.temporary, "{f:?}");
+        }
+        let blocked = fail(plain(&mut c, "alice@example.test", ALICE_PW, bad_ip).await);
+        assert!(blocked.temporary, "{blocked:?}");
+        let other = plain(&mut c, "alice@example.test", ALICE_PW, "198.51.100.10").await;
+        assert_eq!(ok_user(&other), "alice@example.test");
+
+        // LookupUser.
+        let r = c
+            .lookup_user(pb::LookupUserRequest {
+                user: "Alice@Example.TEST".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.found);
+        let info = r.info.expect("info");
+        assert_eq!(info.user, "alice@example.test");
+        assert!(info.enabled);
+        assert!(
+            Path::new(&info.mailbox).ends_with("example.test/alice/Maildir"),
+            "{info:?}"
+        );
+        let r = c
+            .lookup_user(pb::LookupUserRequest {
+                user: "nobody@example.test".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.found && r.info.is_none(), "{r:?}");
+
+        // ResolveRecipient.
+        let r = resolve(&mut c, "alice@example.test").await;
+        assert_eq!(status(&r), Rs::Local);
+        assert_eq!(mailbox_users(&r), ["alice@example.test"]);
+        assert!(r.remote.is_empty());
+        let r = resolve(&mut c, "team@example.test").await;
+        assert_eq!(status(&r), Rs::Local, "{r:?}");
+        assert_eq!(
+            mailbox_users(&r),
+            ["alice@example.test", "bob@example.test"]
+        );
+        assert_eq!(r.remote, ["partner@remote.invalid"]);
+        let r = resolve(&mut c, "anything@other.test").await;
+        assert_eq!(status(&r), Rs::Local, "catch-all: {r:?}");
+        assert_eq!(mailbox_users(&r), ["bob@example.test"]);
+        let r = resolve(&mut c, "alice+lists@example.test").await;
+        assert_eq!(status(&r), Rs::Local, "{r:?}");
+        assert_eq!(mailbox_users(&r), ["alice@example.test"]);
+        assert_eq!(r.detail, "lists");
+        let r = resolve(&mut c, "nobody@example.test").await;
+        assert_eq!(status(&r), Rs::Unknown, "{r:?}");
+        let r = resolve(&mut c, "carol@example.test").await;
+        assert_eq!(status(&r), Rs::Disabled, "{r:?}");
+        let r = resolve(&mut c, "someone@elsewhere.invalid").await;
+        assert_eq!(status(&r), Rs::NotOurs, "{r:?}");
+    });
+    // No password in the log, and failures are logged with the address.
+    let out = authd.output();
+    assert!(!out.contains(ALICE_PW), "password logged:\n{out}");
+    assert!(out.contains("authentication failed"), "{out}");
+    assert!(out.contains("198.51.100.9"), "{out}");
+}
+
+#[test]
+fn sqlite_backend() {
+    shared_suite("cache_ttl_secs = 1\n");
+}
+
+fn server_backend(db: &DbServer) -> String {
+    format!(
+        "backend = \"{}\"\nurl = \"{}\"\ncreate_schema = true\ncache_ttl_secs = 1\n",
+        db.backend(),
+        db.url
+    )
+}
+
+#[test]
+fn mariadb_backend() {
+    let db = DbServer::mariadb();
+    shared_suite(&server_backend(&db));
+}
+
+#[test]
+fn postgres_backend() {
+    let db = DbServer::postgres();
+    shared_suite(&server_backend(&db));
+}
+
+/// "Hello world!" in SHA-512 crypt: the test vector of the SHA-crypt
+/// specification (glibc, Ulrich Drepper), produced independently of postern.
+const CLASSIC_HASH: &str = "{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+
+/// An existing virtual-mail database (the classic Postfix/Dovecot
+/// tutorial schema, made with plain SQL), used through the default queries.
+fn classic_schema(db: &DbServer) {
+    db.sql(
+        "CREATE TABLE domains (domain VARCHAR(128) NOT NULL PRIMARY KEY);\
+         CREATE TABLE users (email VARCHAR(255) NOT NULL PRIMARY KEY, password VARCHAR(255) NOT NULL);\
+         CREATE TABLE forwardings (source VARCHAR(255) NOT NULL, destination TEXT NOT NULL);\
+         CREATE TABLE transport (domain VARCHAR(128) NOT NULL PRIMARY KEY, transport VARCHAR(128) NOT NULL);",
+    );
+    db.sql(&format!(
+        "INSERT INTO domains (domain) VALUES ('example.test'), ('other.test');\
+         INSERT INTO users (email, password) VALUES ('alice@example.test', '{CLASSIC_HASH}');\
+         INSERT INTO forwardings (source, destination) VALUES \
+           ('team@example.test', 'alice@example.test'), \
+           ('team@example.test', 'partner@remote.invalid'), \
+           ('@other.test', 'alice@example.test');\
+         INSERT INTO transport (domain, transport) VALUES ('example.test', 'lmtp:unix:private/lmtp.sock');"
+    ));
+    let env = TestEnv::new();
+    write_config(
+        &env,
+        &format!(
+            "backend = \"{}\"\nurl = \"{}\"\ncache_ttl_secs = 1\n",
+            db.backend(),
+            db.url
+        ),
+    );
+    let _authd = Daemon::start(&env, "authd");
+    runtime().block_on(async {
+        let mut c = client(&env).await;
+        let ok = plain(&mut c, "alice@example.test", "Hello world!", "192.0.2.1").await;
+        assert_eq!(ok_user(&ok), "alice@example.test");
+        let f = fail(plain(&mut c, "alice@example.test", "Hello world", "192.0.2.2").await);
+        assert!(!f.temporary, "{f:?}");
+        let unknown = fail(plain(&mut c, "bob@example.test", "Hello world!", "192.0.2.3").await);
+        assert_eq!(unknown, f);
+
+        let r = resolve(&mut c, "alice@example.test").await;
+        assert_eq!(status(&r), Rs::Local, "{r:?}");
+        assert_eq!(mailbox_users(&r), ["alice@example.test"]);
+        assert_eq!(r.transport, "lmtp:unix:private/lmtp.sock");
+        let r = resolve(&mut c, "team@example.test").await;
+        assert_eq!(status(&r), Rs::Local, "{r:?}");
+        assert_eq!(mailbox_users(&r), ["alice@example.test"]);
+        assert_eq!(r.remote, ["partner@remote.invalid"]);
+        let r = resolve(&mut c, "x@other.test").await;
+        assert_eq!(
+            mailbox_users(&r),
+            ["alice@example.test"],
+            "catch-all: {r:?}"
+        );
+        let r = resolve(&mut c, "alice+tag@example.test").await;
+        assert_eq!(mailbox_users(&r), ["alice@example.test"], "{r:?}");
+        assert_eq!(r.detail, "tag");
+        let r = resolve(&mut c, "nobody@example.test").await;
+        assert_eq!(status(&r), Rs::Unknown, "{r:?}");
+        let r = resolve(&mut c, "x@elsewhere.invalid").await;
+        assert_eq!(status(&r), Rs::NotOurs, "{r:?}");
+    });
+}
+
+#[test]
+fn mariadb_classic_schema_default_queries() {
+    classic_schema(&DbServer::mariadb());
+}
+
+#[test]
+fn postgres_classic_schema_default_queries() {
+    classic_schema(&DbServer::postgres());
+}
+
+#[test]
+fn system_users() {
+    let pw = "Sys tem-pw 4";
+    let user = SystemUser::create(pw);
+    let env = TestEnv::new();
+    write_config(
+        &env,
+        "backend = \"system\"\nmydestination = [\"sys.example.test\"]\nmyorigin = \"sys.example.test\"\n\
+         cache_ttl_secs = 1\n",
+    );
+    let authd = Daemon::start(&env, "authd");
+    let addr = format!("{}@sys.example.test", user.name);
+    runtime().block_on(async {
+        let mut c = client(&env).await;
+        // Bare login and full address.
+        let ok = plain(&mut c, &user.name, pw, "192.0.2.1").await;
+        let canonical = ok_user(&ok).to_string();
+        assert!(
+            canonical == user.name || canonical == addr,
+            "canonical login {canonical:?}"
+        );
+        let ok = plain(&mut c, &addr, pw, "192.0.2.1").await;
+        ok_user(&ok);
+        let wrong = fail(plain(&mut c, &user.name, "wrong", "192.0.2.2").await);
+        assert!(!wrong.temporary, "{wrong:?}");
+        // A system account below system_min_uid (root) never logs in.
+        let root = fail(plain(&mut c, "root", pw, "192.0.2.3").await);
+        assert_eq!(root, wrong);
+        let r = resolve(&mut c, &addr).await;
+        assert_eq!(status(&r), Rs::Local, "{r:?}");
+        let r = resolve(&mut c, "nosuchuser@sys.example.test").await;
+        assert_eq!(status(&r), Rs::Unknown, "{r:?}");
+    });
+    assert!(!authd.output().contains(pw));
+}
