@@ -372,4 +372,5 @@ pub fn run_tool(env: &TestEnv, name: &str, args: &[&str]) -> (i32, String, Strin
     )
 }
 pub mod db;
+pub mod postfix;
 pub mod sysuser;

@@ -425,3 +425,130 @@ fn system_users() {
     });
     assert!(!authd.output().contains(pw));
 }
+
+/// Let the Postfix account (smtpd runs as `postfix`) reach authd's Dovecot
+/// socket, the way a deployment puts `postfix` in the `postern` group:
+/// search permission on the directories, the socket's group set to
+/// `postfix` (authd makes it 0660).
+fn open_socket_to_postfix(env: &TestEnv, socket: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let group = nix::unistd::Group::from_name("postfix")
+        .ok()
+        .flatten()
+        .expect("group postfix (make test-deps installs the postfix package)");
+    let mut p = socket.parent();
+    while let Some(dir) = p {
+        if !dir.starts_with(env.path()) {
+            break;
+        }
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        p = dir.parent();
+    }
+    nix::unistd::chown(socket, None, Some(group.gid)).unwrap();
+}
+
+fn swaks(port: u16, tls: bool, user: &str, pw: &str) -> (i32, String) {
+    let mut c = std::process::Command::new("swaks");
+    c.args(["--server", &format!("127.0.0.1:{port}")])
+        .args([
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            user,
+            "--auth-password",
+            pw,
+        ])
+        .args(["--quit-after", "AUTH", "--timeout", "30"]);
+    if tls {
+        c.arg("--tls");
+    }
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run swaks ({e}): run `make test-deps`"));
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Debian's Postfix smtpd with `smtpd_sasl_type = dovecot` pointed at
+/// authd's Dovecot-protocol socket: AUTH PLAIN over STARTTLS succeeds with
+/// the right password and fails (535) with a wrong one or an unknown user;
+/// without TLS, Postfix does not send `secured` and authd refuses the
+/// plaintext mechanism even with the right password.
+#[test]
+fn postfix_smtpd_authenticates_through_authd_dovecot_socket() {
+    use postern_tests::postfix::Postfix;
+    let env = TestEnv::new();
+    write_config(&env, "cache_ttl_secs = 1\n");
+    let rt = runtime();
+    rt.block_on(populate(&env));
+    let authd = Daemon::start(&env, "authd");
+    let socket = env.socket("private/dovecot-auth");
+    assert!(socket.exists(), "{}", authd.output());
+    open_socket_to_postfix(&env, &socket);
+    let postfix = Postfix::start(&format!(
+        "smtpd_sasl_auth_enable = yes\n\
+         smtpd_sasl_type = dovecot\n\
+         smtpd_sasl_path = {}\n\
+         smtpd_tls_cert_file = {}\n\
+         smtpd_tls_key_file = {}\n\
+         smtpd_tls_security_level = may\n\
+         smtpd_tls_auth_only = no\n",
+        socket.display(),
+        env.cert.cert_file.display(),
+        env.cert.key_file.display(),
+    ));
+    let diag = |what: &str, out: &str| {
+        format!(
+            "{what}\n--- swaks ---\n{out}\n--- authd ---\n{}\n--- postfix ---\n{}",
+            authd.output(),
+            postfix.log()
+        )
+    };
+
+    let (code, out) = swaks(postfix.port, true, "alice@example.test", ALICE_PW);
+    assert_eq!(code, 0, "{}", diag("right password over TLS", &out));
+    assert!(out.contains("235 "), "{}", diag("no 235", &out));
+
+    let (code, out) = swaks(postfix.port, true, "alice@example.test", "wrong");
+    assert_ne!(code, 0, "{}", diag("wrong password accepted", &out));
+    assert!(out.contains("535 "), "{}", diag("no 535", &out));
+
+    let (code, out) = swaks(postfix.port, true, "nobody@example.test", ALICE_PW);
+    assert_ne!(code, 0, "{}", diag("unknown user accepted", &out));
+    assert!(out.contains("535 "), "{}", diag("no 535", &out));
+
+    // No TLS: Postfix offers AUTH (smtpd_tls_auth_only = no) but does not
+    // tell authd the connection is secured, so PLAIN is refused.
+    let (code, out) = swaks(postfix.port, false, "alice@example.test", ALICE_PW);
+    assert_ne!(
+        code,
+        0,
+        "{}",
+        diag("plaintext AUTH without TLS accepted", &out)
+    );
+    assert!(out.contains("535 "), "{}", diag("no 535", &out));
+    assert!(
+        postfix
+            .log()
+            .contains("plaintext authentication disallowed without TLS"),
+        "{}",
+        diag("authd's reason not in Postfix's log", &out)
+    );
+
+    // The exchanges went through authd, with Postfix's service and address.
+    let log = authd.output();
+    assert!(
+        log.contains("authenticated") && log.contains("service=smtp"),
+        "{}",
+        diag("authd did not log the Postfix logins", "")
+    );
+    assert!(log.contains("127.0.0.1"), "{log}");
+    assert!(!log.contains(ALICE_PW), "password logged:\n{log}");
+}
