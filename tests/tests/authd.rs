@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 const ALICE_PW: &str = "alice pw 1!";
 const BOB_PW: &str = "bob-pw-2";
 const CAROL_PW: &str = "carol-pw-3";
+const DAVE_PW: &str = "dave scram 5";
 const FAILURE_LIMIT: u32 = 5;
 
 /// The base config plus fast brute-force settings and `directory` as the
@@ -77,6 +78,89 @@ async fn populate(env: &TestEnv) {
     dir.alias_add("@other.test", "bob@example.test")
         .await
         .unwrap();
+    // dave's password is stored as {SCRAM-SHA-256}, so SCRAM can log him in.
+    let mut cfg = dir.config().clone();
+    drop(dir);
+    cfg.default_scheme = "SCRAM-SHA-256".into();
+    let dir = directory::Directory::open(cfg).await.unwrap();
+    dir.user_add(NewUser::new(
+        "dave@example.test",
+        Secret::new(DAVE_PW.to_string()),
+    ))
+    .await
+    .unwrap();
+}
+
+/// A SCRAM-SHA-256 client (RFC 5802/7677), written here independently of
+/// the server code. Returns the final step and whether the server
+/// signature (if the exchange succeeded) was right.
+async fn scram(
+    c: &mut AuthClient<Channel>,
+    user: &str,
+    pw: &str,
+    ip: &str,
+    secured: bool,
+) -> (SaslStep, bool) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+    let cnonce = "rOprNGfwEbeRWgbNEkqO";
+    let first_bare = format!("n={user},r={cnonce}");
+    let (mut x, step) = SaslExchange::start(
+        c,
+        start(
+            "SCRAM-SHA-256",
+            Some(format!("n,,{first_bare}").into_bytes()),
+            ip,
+            secured,
+        ),
+    )
+    .await
+    .expect("Authenticate");
+    let server_first = match step {
+        SaslStep::Challenge(d) => String::from_utf8(d).unwrap(),
+        other => return (other, false),
+    };
+    let attrs: Vec<&str> = server_first.split(',').collect();
+    let nonce = attrs[0].strip_prefix("r=").expect("r=");
+    assert!(nonce.starts_with(cnonce), "{server_first}");
+    let salt = B64
+        .decode(attrs[1].strip_prefix("s=").expect("s="))
+        .unwrap();
+    let iters: u32 = attrs[2].strip_prefix("i=").expect("i=").parse().unwrap();
+    // Hi() = PBKDF2-HMAC-SHA-256 with one output block.
+    let mut u = hmac(pw.as_bytes(), &[salt.as_slice(), &[0, 0, 0, 1]].concat());
+    let mut salted = u.clone();
+    for _ in 1..iters {
+        u = hmac(pw.as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
+    }
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(&client_key);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{first_bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
+    let step = x
+        .respond(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+        .await
+        .expect("respond");
+    let server_sig = B64.encode(hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes()));
+    let verified = match &step {
+        SaslStep::Ok(ok) => ok.final_data == format!("v={server_sig}").into_bytes(),
+        _ => false,
+    };
+    (step, verified)
 }
 
 async fn client(env: &TestEnv) -> AuthClient<Channel> {
@@ -196,6 +280,21 @@ fn shared_suite(directory: &str) {
             .unwrap();
         x.respond(b"bob@example.test".to_vec()).await.unwrap();
         let step = x.respond(b"wrong".to_vec()).await.unwrap();
+        assert_eq!(fail(step), wrong);
+
+        // SCRAM-SHA-256 (allowed without TLS: the password never travels),
+        // with the server signature checked; wrong password and unknown
+        // user fail like a wrong PLAIN password.
+        let (step, verified) =
+            scram(&mut c, "dave@example.test", DAVE_PW, "192.0.2.20", false).await;
+        assert_eq!(ok_user(&step), "dave@example.test");
+        assert!(verified, "server signature wrong: {step:?}");
+        let (step, _) = scram(&mut c, "dave@example.test", "nope", "192.0.2.21", false).await;
+        assert_eq!(fail(step), wrong);
+        let (step, _) = scram(&mut c, "nobody@example.test", "nope", "192.0.2.22", false).await;
+        assert_eq!(fail(step), wrong);
+        // A user whose hash cannot serve SCRAM (ARGON2ID) cannot use it.
+        let (step, _) = scram(&mut c, "alice@example.test", ALICE_PW, "192.0.2.23", false).await;
         assert_eq!(fail(step), wrong);
 
         // Plaintext mechanisms without TLS: refused before any check,
