@@ -493,6 +493,12 @@ fn postgres_classic_schema_default_queries() {
 fn system_users() {
     let pw = "Sys tem-pw 4";
     let user = SystemUser::create(pw);
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let hash = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{}:", user.name)))
+        .expect("shadow entry");
+    assert!(hash.starts_with("$6$"), "not SHA512 crypt: {hash}");
     let env = TestEnv::new();
     write_config(
         &env,
@@ -505,13 +511,9 @@ fn system_users() {
         let mut c = client(&env).await;
         // Bare login and full address.
         let ok = plain(&mut c, &user.name, pw, "192.0.2.1").await;
-        let canonical = ok_user(&ok).to_string();
-        assert!(
-            canonical == user.name || canonical == addr,
-            "canonical login {canonical:?}"
-        );
+        assert_eq!(ok_user(&ok), addr);
         let ok = plain(&mut c, &addr, pw, "192.0.2.1").await;
-        ok_user(&ok);
+        assert_eq!(ok_user(&ok), addr);
         let wrong = fail(plain(&mut c, &user.name, "wrong", "192.0.2.2").await);
         assert!(!wrong.temporary, "{wrong:?}");
         // A system account below system_min_uid (root) never logs in.
@@ -519,6 +521,8 @@ fn system_users() {
         assert_eq!(root, wrong);
         let r = resolve(&mut c, &addr).await;
         assert_eq!(status(&r), Rs::Local, "{r:?}");
+        assert_eq!(mailbox_users(&r), [addr.clone()]);
+        assert_eq!(r.mailboxes[0].uid, user.uid, "{r:?}");
         let r = resolve(&mut c, "nosuchuser@sys.example.test").await;
         assert_eq!(status(&r), Rs::Unknown, "{r:?}");
     });
