@@ -521,7 +521,7 @@ fn system_users() {
         assert_eq!(root, wrong);
         let r = resolve(&mut c, &addr).await;
         assert_eq!(status(&r), Rs::Local, "{r:?}");
-        assert_eq!(mailbox_users(&r), [addr.clone()]);
+        assert_eq!(mailbox_users(&r), vec![addr.as_str()]);
         assert_eq!(r.mailboxes[0].uid, user.uid, "{r:?}");
         let r = resolve(&mut c, "nosuchuser@sys.example.test").await;
         assert_eq!(status(&r), Rs::Unknown, "{r:?}");
