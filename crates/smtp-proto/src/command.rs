@@ -195,6 +195,10 @@ impl Command {
     /// Parse one command line (without its line ending).
     pub fn parse(line: &[u8]) -> Result<Command, Error> {
         let line = std::str::from_utf8(line).map_err(|_| Error::InvalidUtf8)?;
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            // Bare CR, NUL, DEL, C1 controls: never valid in a command line.
+            return Err(Error::Syntax("control character in command"));
+        }
         let line = line.trim_end_matches([' ', '\t']);
         let (verb, args) = match line.find([' ', '\t']) {
             Some(i) => (&line[..i], line[i + 1..].trim_start_matches([' ', '\t'])),
