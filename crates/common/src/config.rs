@@ -298,7 +298,7 @@ impl Default for SmtpdConfig {
 }
 
 /// `[queue]` (queue-manager).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// gRPC `postern.queue.v1` socket for daemons and administration.
@@ -309,6 +309,36 @@ pub struct QueueConfig {
     pub public_socket: String,
     /// Spool directory. Default `<state_directory>/spool`.
     pub spool_directory: PathBuf,
+    /// Shortest delay before retrying a deferred message (Postfix
+    /// `minimal_backoff_time`). Default `300s`.
+    #[serde(with = "duration")]
+    pub minimal_backoff_time: Duration,
+    /// Longest delay between retries; the delay doubles per attempt up to
+    /// this (Postfix `maximal_backoff_time`). Default `4000s`.
+    #[serde(with = "duration")]
+    pub maximal_backoff_time: Duration,
+    /// How long a message may stay queued before its undelivered recipients
+    /// are bounced (Postfix `maximal_queue_lifetime`). Default `5d`.
+    #[serde(with = "duration")]
+    pub maximal_queue_lifetime: Duration,
+    /// How often the scheduler scans the queue for due messages (Postfix
+    /// `queue_run_delay`). Default `300s`.
+    #[serde(with = "duration")]
+    pub queue_run_delay: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            socket: String::new(),
+            public_socket: String::new(),
+            spool_directory: PathBuf::new(),
+            minimal_backoff_time: Duration::from_secs(300),
+            maximal_backoff_time: Duration::from_secs(4000),
+            maximal_queue_lifetime: Duration::from_secs(5 * 86_400),
+            queue_run_delay: Duration::from_secs(300),
+        }
+    }
 }
 
 /// `[lmtp]` (lmtp-delivery).

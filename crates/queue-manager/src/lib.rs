@@ -1,135 +1,121 @@
 //! # NAME
-//! queue-manager — postern mail queue: spool, routing, delivery, retries, bounces
+//! queue-manager — postern mail queue: spool, delivery scheduling, retries
 //!
 //! # DESCRIPTION
-//! Owns the spool (`incoming/ active/ deferred/ hold/ corrupt/` under
-//! `queue.spool_directory`), serves `postern.queue.v1` on a private socket
-//! (daemons, `mailctl`) and a public one (`sendmail`), delivers local mail
-//! over LMTP and remote mail over SMTP.
+//! Owns the spool (`tmp/ incoming/ active/ deferred/ hold/ corrupt/ status/`
+//! under `queue.spool_directory`, format in [`spool`]) and serves
+//! `postern.queue.v1` on a private socket (daemons, `mailctl`) and a public
+//! one (`sendmail`).
 //!
-//! **Status:** the skeleton creates the spool directories and serves the
-//! `Handshake` call on both sockets. `Enqueue` and the administration calls
-//! are issue 6: until then they answer `UNAVAILABLE`, so smtpd answers 451
-//! and no message is acknowledged that is not on disk.
+//! `Enqueue` buffers the streamed message (bounded by
+//! `global.message_size_limit`, RESOURCE_EXHAUSTED beyond), checks
+//! `End.total_bytes`, writes `tmp/<id>`, fsyncs it, renames it into
+//! `incoming/`, fsyncs the directory, and only then answers with the queue id.
+//! A stream that ends without `End` or a client that goes away leaves no file.
+//! On start, `tmp/` leftovers are removed, `active/` goes back to
+//! `incoming/`, and files in `incoming/` without a valid END record are moved
+//! to `corrupt/` (logged at error level with `queue_id`), never delivered.
+//!
+//! The [`scheduler`] delivers through a pluggable [`scheduler::Transport`],
+//! records each recipient's result in the append-only status log
+//! (`status/<id>`, fsynced per update) so a restart never re-delivers a
+//! delivered recipient, retries temporary failures from `deferred/` with
+//! exponential backoff (`minimal_backoff_time` doubling up to
+//! `maximal_backoff_time`), bounces after `maximal_queue_lifetime`, and
+//! removes a message once every recipient is delivered or bounced.
+//!
+//! **Status:** spool, recovery, the gRPC service (Enqueue, List, Inspect,
+//! Hold, Release, Delete, Flush) and the scheduler with its retry policy
+//! work and are tested with a fake transport. **Not yet:** no real transport
+//! exists (the LMTP client is to come), so the daemon does not start the
+//! scheduler: messages stay queued and nothing is ever marked delivered.
+//! No DSN bounce messages are generated (a bounced recipient is only
+//! logged and recorded). No group commit: each enqueue does its own file
+//! and directory fsync. Messages are buffered in memory while streamed in and
+//! read whole for delivery/Inspect. No routing (local vs remote) yet.
 //!
 //! # SECURITY
 //! Runs as the `postern` user. The private socket is mode 0660; the public
-//! socket is 0666 (local submission by any user, as Postfix's `public/pickup`).
+//! socket is 0666 (local submission by any user, as Postfix's
+//! `public/pickup`): only `Handshake` and `Enqueue` are served there, the
+//! administration calls answer PERMISSION_DENIED. Queue ids from clients are
+//! validated (`[0-9A-V]{16}`) before any path is built from them. Files:
+//! the spool directory only.
 //!
 //! # STANDARDS
-//! RFC 5321 (SMTP client), RFC 2033 (LMTP client), RFC 3464 (DSN).
+//! RFC 3461 (DSN parameters kept in the envelope); later: RFC 2033 (LMTP
+//! client), RFC 5321 (SMTP client), RFC 3464 (DSN).
 //!
 //! # CONFIGURATION
-//! `[queue] socket, public_socket, spool_directory`. See `deploy/postern.toml`.
+//! `[queue]`: `socket`, `public_socket`, `spool_directory`,
+//! `minimal_backoff_time` (300s), `maximal_backoff_time` (4000s),
+//! `maximal_queue_lifetime` (5d), `queue_run_delay` (300s).
+//! `[global] message_size_limit`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
 //! Logs to stderr (journald) with `daemon=queue-manager` and `queue_id` on
-//! every message event. Exit status 0 after a clean stop, 78 for a
-//! configuration error, 1 otherwise.
+//! every message event (`queued`, `delivered`, `deferred`, `bounced`,
+//! `corrupt queue file moved to corrupt/`). Exit status 0 after a clean stop,
+//! 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
 //! lmtp-delivery(8), smtpd(8), mailctl(8)
 
+pub mod scheduler;
+pub mod service;
+pub mod spool;
+
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use postern_common::{Config, ConfigError, Context};
 use postern_ipc::queue::v1 as pb;
-use tonic::{Request, Response, Status, Streaming};
 
-/// Spool subdirectories, as Postfix's queue.
-pub const QUEUES: [&str; 5] = ["incoming", "active", "deferred", "hold", "corrupt"];
+pub use service::QueueService;
+pub use spool::QUEUES;
 
 /// Checks beyond the shared configuration validation.
 pub fn validate(_cfg: &Config, _file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The gRPC service.
-#[derive(Debug, Default, Clone)]
-pub struct QueueService;
-
-fn not_yet() -> Status {
-    Status::unavailable("queue not built yet")
-}
-
-#[tonic::async_trait]
-impl pb::queue_server::Queue for QueueService {
-    async fn handshake(
-        &self,
-        req: Request<pb::HandshakeRequest>,
-    ) -> Result<Response<pb::HandshakeResponse>, Status> {
-        postern_ipc::check_queue_version(req.get_ref().version.as_ref())?;
-        Ok(Response::new(postern_ipc::queue_handshake_reply(concat!(
-            "postern-queue-manager/",
-            env!("CARGO_PKG_VERSION")
-        ))))
-    }
-    async fn enqueue(
-        &self,
-        _req: Request<Streaming<pb::EnqueueRequest>>,
-    ) -> Result<Response<pb::EnqueueResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn list(
-        &self,
-        _req: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::ListResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn inspect(
-        &self,
-        _req: Request<pb::InspectRequest>,
-    ) -> Result<Response<pb::InspectResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn hold(
-        &self,
-        _req: Request<pb::QueueIds>,
-    ) -> Result<Response<pb::AdminResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn release(
-        &self,
-        _req: Request<pb::QueueIds>,
-    ) -> Result<Response<pb::AdminResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn delete(
-        &self,
-        _req: Request<pb::QueueIds>,
-    ) -> Result<Response<pb::AdminResponse>, Status> {
-        Err(not_yet())
-    }
-    async fn flush(
-        &self,
-        _req: Request<pb::QueueIds>,
-    ) -> Result<Response<pb::AdminResponse>, Status> {
-        Err(not_yet())
-    }
-}
-
 /// Run until shutdown.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cfg = ctx.config();
-    for q in QUEUES {
-        let dir = cfg.queue.spool_directory.join(q);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let root = cfg.queue.spool_directory.clone();
+    let (spool, ready) = tokio::task::spawn_blocking(move || {
+        let spool = spool::Spool::open(&root)?;
+        let ready = spool.recover()?;
+        Ok::<_, spool::SpoolError>((spool, ready))
+    })
+    .await?
+    .with_context(|| format!("cannot open spool {}", cfg.queue.spool_directory.display()))?;
+    tracing::info!(ready = ready.len(), "spool recovered");
     let private = Config::socket_uri(&cfg.queue.socket);
     let public = Config::socket_uri(&cfg.queue.public_socket);
     let private_l = ctx.listeners.unix("queue", &private, 0o660)?;
     let public_l = ctx.listeners.unix("submit", &public, 0o666)?;
     tracing::info!(socket = %private, public = %public, spool = %cfg.queue.spool_directory.display(), "listening");
-    let service = || pb::queue_server::QueueServer::new(QueueService);
+    // No transport exists yet: the scheduler is not started, so nothing is
+    // delivered and nothing is marked delivered; messages stay queued.
+    tracing::warn!("no delivery transport configured yet: messages stay queued");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let service = |public| {
+        pb::queue_server::QueueServer::new(QueueService {
+            spool: spool.clone(),
+            public,
+            message_size_limit: cfg.global.message_size_limit,
+            wake: wake.clone(),
+        })
+    };
     let a = postern_ipc::serve(
-        tonic::transport::Server::builder().add_service(service()),
+        tonic::transport::Server::builder().add_service(service(false)),
         private_l,
         ctx.shutdown.signal(),
     );
     let b = postern_ipc::serve(
-        tonic::transport::Server::builder().add_service(service()),
+        tonic::transport::Server::builder().add_service(service(true)),
         public_l,
         ctx.shutdown.signal(),
     );

@@ -1,0 +1,241 @@
+//! Delivery scheduler: takes messages from `incoming/` and due ones from
+//! `deferred/`, hands them to a [`Transport`], records per-recipient
+//! results in the status log, retries with exponential backoff and gives
+//! up after `maximal_queue_lifetime`.
+//!
+//! Bounce (DSN) generation is not written yet: a recipient that bounces is
+//! recorded `bounced` and logged with `tracing::error!`, no DSN is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::spool::{self, Message, QueueId, RcptState, RcptStatus, Spool, SpoolError};
+
+/// Result of delivering to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// 4xx or connection trouble: try again later.
+    TempFail(String),
+    /// 5xx: give up on this recipient.
+    PermFail(String),
+}
+
+/// A way to deliver a message (LMTP, SMTP, ...). `recipients` are indexes
+/// into `message.envelope.recipients`; the result must have one outcome per
+/// index, in the same order (missing ones count as temporary failures).
+#[tonic::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn deliver(
+        &self,
+        message: &Message,
+        content: &[u8],
+        recipients: &[usize],
+    ) -> Vec<Outcome>;
+}
+
+/// Retry policy (from `[queue]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub minimal_backoff: Duration,
+    pub maximal_backoff: Duration,
+    pub maximal_lifetime: Duration,
+}
+
+impl Policy {
+    /// Delay after the `attempts`-th failed attempt: minimal * 2^(attempts-1),
+    /// at most maximal.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let shift = attempts.saturating_sub(1).min(30);
+        self.minimal_backoff
+            .saturating_mul(1u32 << shift)
+            .min(self.maximal_backoff)
+            .max(self.minimal_backoff.min(self.maximal_backoff))
+    }
+}
+
+/// The scheduler.
+pub struct Scheduler {
+    pub spool: Spool,
+    pub transport: Arc<dyn Transport>,
+    pub policy: Policy,
+}
+
+impl Scheduler {
+    /// One pass: deliver everything in `incoming/` and every due message of
+    /// `deferred/`. Returns how many messages were attempted.
+    pub async fn run_once(&self) -> Result<usize, SpoolError> {
+        let spool = self.spool.clone();
+        let now = spool::now_unix();
+        let due = tokio::task::spawn_blocking(
+            move || -> Result<Vec<(QueueId, &'static str)>, SpoolError> {
+                let mut due: Vec<_> = spool
+                    .list("incoming")?
+                    .into_iter()
+                    .map(|id| (id, "incoming"))
+                    .collect();
+                for id in spool.list("deferred")? {
+                    let Ok(m) = spool.read(&id) else { continue };
+                    let next = m
+                        .status
+                        .iter()
+                        .filter(|s| !s.state.is_final())
+                        .map(|s| s.next_attempt_unix)
+                        .min()
+                        .unwrap_or(0);
+                    if next <= now {
+                        due.push((id, "deferred"));
+                    }
+                }
+                Ok(due)
+            },
+        )
+        .await
+        .map_err(|e| SpoolError::Io(std::io::Error::other(e)))??;
+        let n = due.len();
+        for (id, from) in due {
+            if let Err(e) = self.attempt(&id, from).await {
+                tracing::error!(queue_id = %id, error = %e, "delivery attempt failed");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Spool) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || f(&spool))
+            .await
+            .map_err(|e| SpoolError::Io(std::io::Error::other(e)))?
+    }
+
+    async fn attempt(&self, id: &QueueId, from: &'static str) -> Result<(), SpoolError> {
+        let idc = id.clone();
+        let loaded = self
+            .blocking(move |s| {
+                s.move_to(&idc, from, "active")?;
+                match s.read_raw("active", &idc, true) {
+                    Ok((envelope, content, size)) => {
+                        let status = s.load_status(&idc, envelope.recipients.len())?;
+                        Ok(Some((
+                            Message {
+                                id: idc.clone(),
+                                queue: "active",
+                                envelope,
+                                size,
+                                status,
+                            },
+                            content,
+                        )))
+                    }
+                    Err(SpoolError::Corrupt { reason, .. }) => {
+                        tracing::error!(queue_id = %idc, %reason, "corrupt queue file moved to corrupt/");
+                        s.move_to(&idc, "active", "corrupt")?;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        let Some((msg, content)) = loaded else {
+            return Ok(());
+        };
+        let todo: Vec<usize> = (0..msg.status.len())
+            .filter(|&i| !msg.status[i].state.is_final())
+            .collect();
+        let outcomes = if todo.is_empty() {
+            Vec::new()
+        } else {
+            self.transport.deliver(&msg, &content, &todo).await
+        };
+        let now = spool::now_unix();
+        let expired = spool::now_micros().saturating_sub(msg.envelope.arrival_micros)
+            >= self.policy.maximal_lifetime.as_micros() as i64;
+        let mut updates = Vec::new();
+        for (k, &i) in todo.iter().enumerate() {
+            let outcome = outcomes
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| Outcome::TempFail("4.3.0 transport gave no result".into()));
+            let prev = &msg.status[i];
+            let attempts = prev.attempts.saturating_add(1);
+            let rcpt = &msg.envelope.recipients[i].address;
+            let st = match outcome {
+                Outcome::Delivered => {
+                    tracing::info!(queue_id = %id, to = %rcpt, "delivered");
+                    RcptStatus {
+                        state: RcptState::Delivered,
+                        attempts,
+                        next_attempt_unix: 0,
+                        last_reply: "delivered".into(),
+                    }
+                }
+                Outcome::PermFail(r) => {
+                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced (no DSN sent: not implemented)");
+                    RcptStatus {
+                        state: RcptState::Bounced,
+                        attempts,
+                        next_attempt_unix: 0,
+                        last_reply: r,
+                    }
+                }
+                Outcome::TempFail(r) if expired => {
+                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced: maximal_queue_lifetime exceeded (no DSN sent: not implemented)");
+                    RcptStatus {
+                        state: RcptState::Bounced,
+                        attempts,
+                        next_attempt_unix: 0,
+                        last_reply: format!("gave up after maximal_queue_lifetime: {r}"),
+                    }
+                }
+                Outcome::TempFail(r) => {
+                    let next = now + self.policy.backoff(attempts).as_secs() as i64;
+                    tracing::info!(queue_id = %id, to = %rcpt, reply = %r, next_attempt = next, "deferred");
+                    RcptStatus {
+                        state: RcptState::Deferred,
+                        attempts,
+                        next_attempt_unix: next,
+                        last_reply: r,
+                    }
+                }
+            };
+            updates.push((i, st));
+        }
+        let all_final = msg.status.iter().enumerate().all(|(i, s)| {
+            s.state.is_final() || updates.iter().any(|(j, u)| *j == i && u.state.is_final())
+        });
+        let idc = id.clone();
+        self.blocking(move |s| {
+            s.record_status(&idc, &updates)?;
+            if all_final {
+                tracing::info!(queue_id = %idc, "removed: every recipient final");
+                s.delete(&idc)
+            } else {
+                s.move_to(&idc, "active", "deferred")
+            }
+        })
+        .await
+    }
+
+    /// Run passes until `shutdown`, every `interval` or when `wake` fires.
+    pub async fn run(
+        self,
+        interval: Duration,
+        wake: Arc<tokio::sync::Notify>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.run_once().await {
+                tracing::error!(error = %e, "queue scan failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    }
+}
