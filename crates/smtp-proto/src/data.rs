@@ -240,16 +240,20 @@ impl BdatReceiver {
     /// Receive a chunk of `size` octets. `received_before` is the message size from
     /// earlier chunks of this transaction; `limit` the message size limit.
     pub fn new(size: u64, last: bool, received_before: u64, limit: u64) -> Self {
+        // The chunk size is known up front: decide now, so that output never
+        // depends on how the input is split.
+        let exceeded = received_before.saturating_add(size) > limit;
         BdatReceiver {
             remaining: size,
             last,
             limit,
             total: received_before,
-            exceeded: received_before > limit,
+            exceeded,
         }
     }
 
-    /// Feed bytes; chunk content goes to `out` (until the limit is exceeded). Returns
+    /// Feed bytes; chunk content goes to `out`, unless the chunk would exceed the
+    /// limit (then nothing of it is passed on, it is only consumed). Returns
     /// `Some((consumed, end))` when the chunk is complete; `input[consumed..]` is the
     /// next command. `end.size` is the total message size so far.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, DataEnd)> {
@@ -260,12 +264,8 @@ impl BdatReceiver {
         self.remaining -= take as u64;
         let n = take as u64;
         if !self.exceeded {
-            if self.total.saturating_add(n) > self.limit {
-                self.exceeded = true;
-            } else {
-                out.extend_from_slice(chunk);
-                self.total += n;
-            }
+            out.extend_from_slice(chunk);
+            self.total += n;
         }
         if self.remaining == 0 {
             let result = if self.exceeded {
