@@ -52,7 +52,10 @@ async fn acknowledged_messages_survive_kill_9() {
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
-                match c.enqueue(tokio_stream::iter(message(w * 100_000 + i))).await {
+                match c
+                    .enqueue(tokio_stream::iter(message(w * 100_000 + i)))
+                    .await
+                {
                     Ok(r) => acked.lock().unwrap().push(r.into_inner().queue_id),
                     Err(_) => return,
                 }
@@ -70,7 +73,11 @@ async fn acknowledged_messages_survive_kill_9() {
     }
     drop(d);
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 20, "only {} messages acknowledged", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "only {} messages acknowledged",
+        acked.len()
+    );
 
     let d = Daemon::start(&env, "queue-manager");
     let list = client(&env)
