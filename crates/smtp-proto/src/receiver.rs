@@ -57,6 +57,13 @@ impl CommandReceiver {
     ///
     /// Call repeatedly after each [`push`](Self::push) until it returns `None`.
     pub fn next_command(&mut self) -> Option<Result<Command, Error>> {
+        self.next_line().map(|r| r.and_then(|line| Command::parse(&line)))
+    }
+
+    /// Next complete line without its line ending, unparsed (used for SASL
+    /// responses after `334`). Same length bound and line-ending rules as
+    /// [`next_command`](Self::next_command).
+    pub fn next_line(&mut self) -> Option<Result<Vec<u8>, Error>> {
         if self.pending_too_long {
             self.pending_too_long = false;
             return Some(Err(Error::LineTooLong));
@@ -74,7 +81,7 @@ impl CommandReceiver {
                 let result = if line_end > MAX_COMMAND_LINE {
                     Err(Error::LineTooLong)
                 } else {
-                    Command::parse(&self.buf[..line_end])
+                    Ok(self.buf[..line_end].to_vec())
                 };
                 self.buf.drain(..=end);
                 self.scanned = 0;
