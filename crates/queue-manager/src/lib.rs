@@ -61,6 +61,7 @@
 //! # SEE ALSO
 //! lmtp-delivery(8), smtpd(8), mailctl(8)
 
+pub mod lmtp;
 pub mod scheduler;
 pub mod service;
 pub mod spool;

@@ -1,0 +1,237 @@
+//! LMTP client transport (RFC 2033) over a Unix socket.
+//!
+//! One connection per delivery: greeting, `LHLO`, `MAIL FROM`, one
+//! `RCPT TO` per recipient, `DATA` with dot-stuffing, then one reply per
+//! accepted recipient after the final dot (RFC 2033 4.2), `QUIT`.
+//! 2xx = delivered, 4xx = temporary, 5xx = permanent; any connection or
+//! protocol trouble is a temporary failure for every recipient not yet
+//! decided.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::scheduler::{Outcome, Transport};
+use crate::spool::Message;
+
+/// Bound on one reply line (RFC 5321 4.5.3.1.5: 512 octets) with room.
+const MAX_REPLY_LINE: usize = 2048;
+/// Bound on the lines of one multi-line reply.
+const MAX_REPLY_LINES: usize = 100;
+/// Per-command timeout (RFC 5321 4.5.3.2 suggests minutes; local peer).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A reply: code and the text of all its lines joined by a space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    fn outcome(&self) -> Outcome {
+        let s = format!("{} {}", self.code, self.text);
+        match self.code {
+            200..=299 => Outcome::Delivered,
+            500..=599 => Outcome::PermFail(s),
+            _ => Outcome::TempFail(s),
+        }
+    }
+}
+
+/// Read one (possibly multi-line) reply: lines `ddd-text` continue, the
+/// last is `ddd text` or `ddd`; every line must carry the same code.
+pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Reply> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut texts = Vec::new();
+    let mut code = None;
+    for _ in 0..MAX_REPLY_LINES {
+        let mut line = Vec::new();
+        let n = AsyncReadExt::take(&mut *r, MAX_REPLY_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(bad("reply line too long"));
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let b = line.as_bytes();
+        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&b[0]) {
+            return Err(bad("malformed reply"));
+        }
+        let c: u16 = line[..3].parse().map_err(|_| bad("malformed reply"))?;
+        if *code.get_or_insert(c) != c {
+            return Err(bad("reply code changed within a multi-line reply"));
+        }
+        let (more, text) = match b.get(3) {
+            None => (false, ""),
+            Some(b' ') => (false, &line[4..]),
+            Some(b'-') => (true, &line[4..]),
+            Some(_) => return Err(bad("malformed reply")),
+        };
+        texts.push(text.to_string());
+        if !more {
+            return Ok(Reply {
+                code: c,
+                text: texts.join(" "),
+            });
+        }
+    }
+    Err(bad("too many reply lines"))
+}
+
+/// Dot-stuff `content` (RFC 5321 4.5.2), make it end with CRLF, and
+/// append the terminating `.CRLF`.
+pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
+    let mut at_line_start = true;
+    for &b in content {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !content.is_empty() && !content.ends_with(b"\r\n") {
+        if content.ends_with(b"\r") {
+            out.push(b'\n');
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Delivers over LMTP to a Unix socket (`lmtp.socket`).
+#[derive(Debug, Clone)]
+pub struct LmtpTransport {
+    pub socket: PathBuf,
+    /// Name sent in LHLO (`global.myhostname`).
+    pub helo_name: String,
+}
+
+struct Conn {
+    r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    w: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn reply(&mut self) -> std::io::Result<Reply> {
+        tokio::time::timeout(COMMAND_TIMEOUT, read_reply(&mut self.r))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply timeout"))?
+    }
+    async fn cmd(&mut self, line: &str) -> std::io::Result<Reply> {
+        self.w.write_all(line.as_bytes()).await?;
+        self.w.write_all(b"\r\n").await?;
+        self.reply().await
+    }
+}
+
+/// `<addr>` with CR/LF and angle brackets stripped, so an address can never
+/// inject a command.
+fn path(addr: &str) -> String {
+    let clean: String = addr
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n' | '<' | '>'))
+        .collect();
+    format!("<{clean}>")
+}
+
+impl LmtpTransport {
+    async fn session(
+        &self,
+        m: &Message,
+        content: &[u8],
+        rcpts: &[usize],
+        out: &mut [Option<Outcome>],
+    ) -> std::io::Result<()> {
+        let stream = tokio::time::timeout(COMMAND_TIMEOUT, UnixStream::connect(&self.socket))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+        let (r, w) = stream.into_split();
+        let mut c = Conn {
+            r: BufReader::new(r),
+            w,
+        };
+        let fail_all = |reply: &Reply, out: &mut [Option<Outcome>]| {
+            for o in out.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(reply.outcome());
+            }
+        };
+        let greet = c.reply().await?;
+        if greet.code != 220 {
+            fail_all(&greet, out);
+            return Ok(());
+        }
+        let lhlo = c.cmd(&format!("LHLO {}", self.helo_name)).await?;
+        if lhlo.code != 250 {
+            fail_all(&lhlo, out);
+            return Ok(());
+        }
+        let ext = lhlo.text.to_ascii_uppercase();
+        let mut mail = format!("MAIL FROM:{}", path(&m.envelope.sender));
+        if m.envelope.body == 1 && ext.contains("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if m.envelope.smtputf8 && ext.contains("SMTPUTF8") {
+            mail.push_str(" SMTPUTF8");
+        }
+        let r = c.cmd(&mail).await?;
+        if r.code / 100 != 2 {
+            fail_all(&r, out);
+            return Ok(());
+        }
+        let mut accepted = Vec::new();
+        for (k, &i) in rcpts.iter().enumerate() {
+            let addr = &m.envelope.recipients[i].address;
+            let r = c.cmd(&format!("RCPT TO:{}", path(addr))).await?;
+            if r.code / 100 == 2 {
+                accepted.push(k);
+            } else {
+                out[k] = Some(r.outcome());
+            }
+        }
+        if accepted.is_empty() {
+            let _ = c.cmd("QUIT").await;
+            return Ok(());
+        }
+        let r = c.cmd("DATA").await?;
+        if r.code != 354 {
+            fail_all(&r, out);
+            return Ok(());
+        }
+        c.w.write_all(&dot_stuff(content)).await?;
+        for k in accepted {
+            let r = c.reply().await?;
+            out[k] = Some(r.outcome());
+        }
+        let _ = c.cmd("QUIT").await;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Transport for LmtpTransport {
+    async fn deliver(&self, m: &Message, content: &[u8], rcpts: &[usize]) -> Vec<Outcome> {
+        let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+        if let Err(e) = self.session(m, content, rcpts, &mut out).await {
+            tracing::warn!(queue_id = %m.id, error = %e, socket = %self.socket.display(), "LMTP session failed");
+            for o in out.iter_mut().filter(|o| o.is_none()) {
+                *o = Some(Outcome::TempFail(format!("4.4.2 LMTP session failed: {e}")));
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::TempFail("4.3.0 no reply".into())))
+            .collect()
+    }
+}
