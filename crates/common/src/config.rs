@@ -325,6 +325,11 @@ pub struct QueueConfig {
     /// `queue_run_delay`). Default `300s`.
     #[serde(with = "duration")]
     pub queue_run_delay: Duration,
+    /// How queued mail is delivered: `"none"` (nothing is delivered, mail
+    /// stays queued) or `"lmtp"` (every recipient over LMTP to
+    /// `lmtp.socket`; there is no routing to remote SMTP yet).
+    /// Default `"none"`.
+    pub delivery_transport: String,
 }
 
 impl Default for QueueConfig {
@@ -337,6 +342,7 @@ impl Default for QueueConfig {
             maximal_backoff_time: Duration::from_secs(4000),
             maximal_queue_lifetime: Duration::from_secs(5 * 86_400),
             queue_run_delay: Duration::from_secs(300),
+            delivery_transport: "none".to_string(),
         }
     }
 }

@@ -25,14 +25,20 @@
 //! removes a message once every recipient is delivered or bounced.
 //!
 //! **Status:** spool, recovery, the gRPC service (Enqueue, List, Inspect,
-//! Hold, Release, Delete, Flush) and the scheduler with its retry policy
-//! work and are tested with a fake transport. **Not yet:** no real transport
-//! exists (the LMTP client is to come), so the daemon does not start the
-//! scheduler: messages stay queued and nothing is ever marked delivered.
-//! No DSN bounce messages are generated (a bounced recipient is only
-//! logged and recorded). No group commit: each enqueue does its own file
-//! and directory fsync. Messages are buffered in memory while streamed in and
-//! read whole for delivery/Inspect. No routing (local vs remote) yet.
+//! Hold, Release, Delete, Flush), the scheduler with its retry policy (tested
+//! with a fake transport) and an LMTP client transport ([`lmtp`], tested
+//! against a scripted LMTP server) work. The scheduler runs only with
+//! `queue.delivery_transport = "lmtp"`; the default `"none"` starts no
+//! scheduler, so messages stay queued and nothing is marked delivered.
+//! **Not yet:** no routing (with `"lmtp"` *every* recipient goes to LMTP, no
+//! remote SMTP client), no DSN bounce messages (a bounced recipient is only
+//! logged at error level and recorded; the message is removed once every
+//! recipient is final, so the bounce is lost apart from the log), no group
+//! commit (each enqueue does its own file fsync and directory fsync), messages
+//! are buffered in memory while streamed in and read whole for delivery and
+//! Inspect (bounded by `message_size_limit`), one delivery at a time, no
+//! end-to-end test of the daemon delivering into lmtp-delivery yet.
+//! Hold/Delete skip a message that is in `active/` (being delivered).
 //!
 //! # SECURITY
 //! Runs as the `postern` user. The private socket is mode 0660; the public
@@ -43,13 +49,15 @@
 //! the spool directory only.
 //!
 //! # STANDARDS
-//! RFC 3461 (DSN parameters kept in the envelope); later: RFC 2033 (LMTP
-//! client), RFC 5321 (SMTP client), RFC 3464 (DSN).
+//! RFC 2033 (LMTP client), RFC 5321 4.5.2 (dot-stuffing) and 4.2 (reply
+//! syntax), RFC 3461 (DSN parameters kept in the envelope); later: RFC 5321
+//! SMTP client, RFC 3464 (DSN).
 //!
 //! # CONFIGURATION
 //! `[queue]`: `socket`, `public_socket`, `spool_directory`,
 //! `minimal_backoff_time` (300s), `maximal_backoff_time` (4000s),
-//! `maximal_queue_lifetime` (5d), `queue_run_delay` (300s).
+//! `maximal_queue_lifetime` (5d), `queue_run_delay` (300s),
+//! `delivery_transport` ("none"; "lmtp" delivers to `lmtp.socket`).
 //! `[global] message_size_limit`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
@@ -77,7 +85,36 @@ pub use service::QueueService;
 pub use spool::QUEUES;
 
 /// Checks beyond the shared configuration validation.
-pub fn validate(_cfg: &Config, _file: &Path) -> Result<(), ConfigError> {
+pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
+    let q = &cfg.queue;
+    if !matches!(q.delivery_transport.as_str(), "none" | "lmtp") {
+        return Err(ConfigError::new(
+            file,
+            "queue.delivery_transport",
+            format!("{:?}: must be \"none\" or \"lmtp\"", q.delivery_transport),
+        ));
+    }
+    if q.minimal_backoff_time.is_zero() {
+        return Err(ConfigError::new(
+            file,
+            "queue.minimal_backoff_time",
+            "must be more than 0",
+        ));
+    }
+    if q.maximal_backoff_time < q.minimal_backoff_time {
+        return Err(ConfigError::new(
+            file,
+            "queue.maximal_backoff_time",
+            "must not be less than queue.minimal_backoff_time",
+        ));
+    }
+    if q.queue_run_delay.is_zero() {
+        return Err(ConfigError::new(
+            file,
+            "queue.queue_run_delay",
+            "must be more than 0",
+        ));
+    }
     Ok(())
 }
 
@@ -98,10 +135,32 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let private_l = ctx.listeners.unix("queue", &private, 0o660)?;
     let public_l = ctx.listeners.unix("submit", &public, 0o666)?;
     tracing::info!(socket = %private, public = %public, spool = %cfg.queue.spool_directory.display(), "listening");
-    // No transport exists yet: the scheduler is not started, so nothing is
-    // delivered and nothing is marked delivered; messages stay queued.
-    tracing::warn!("no delivery transport configured yet: messages stay queued");
     let wake = Arc::new(tokio::sync::Notify::new());
+    if cfg.queue.delivery_transport == "lmtp" {
+        let socket = Config::socket_uri(&cfg.lmtp.socket).path().to_path_buf();
+        tracing::info!(lmtp = %socket.display(), "delivering over LMTP");
+        let sched = scheduler::Scheduler {
+            spool: spool.clone(),
+            transport: Arc::new(lmtp::LmtpTransport {
+                socket,
+                helo_name: cfg.global.myhostname.clone(),
+            }),
+            policy: scheduler::Policy {
+                minimal_backoff: cfg.queue.minimal_backoff_time,
+                maximal_backoff: cfg.queue.maximal_backoff_time,
+                maximal_lifetime: cfg.queue.maximal_queue_lifetime,
+            },
+        };
+        ctx.shutdown.spawn(sched.run(
+            cfg.queue.queue_run_delay,
+            wake.clone(),
+            ctx.shutdown.signal(),
+        ));
+    } else {
+        // No transport: the scheduler is not started, so nothing is
+        // delivered and nothing is marked delivered; messages stay queued.
+        tracing::warn!("queue.delivery_transport = \"none\": messages stay queued");
+    }
     let service = |public| {
         pb::queue_server::QueueServer::new(QueueService {
             spool: spool.clone(),

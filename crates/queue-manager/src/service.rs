@@ -164,6 +164,11 @@ fn op_release(s: &Spool, id: &QueueId) -> Result<bool, SpoolError> {
 }
 
 fn op_delete(s: &Spool, id: &QueueId) -> Result<bool, SpoolError> {
+    // A message in active/ is being delivered right now: not deleted under
+    // the scheduler's feet (retry once it is deferred).
+    if locate(s, id)? == "active" {
+        return Ok(false);
+    }
     s.delete(id).map(|_| true)
 }
 
