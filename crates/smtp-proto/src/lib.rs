@@ -29,8 +29,10 @@
 //! * After `STARTTLS`, call [`CommandReceiver::discard_buffered`] before the
 //!   handshake: plaintext bytes pipelined behind STARTTLS must not be executed.
 //!
-//! Not here (yet): a session state machine shared by smtpd and LMTP. The daemons
-//! drive sequencing themselves using [`Stage`] and the command table.
+//! * [`Session`] is the optional engine on top of all this, shared by smtpd and
+//!   LMTP: sequencing (503), TLS/AUTH requirements, error limit, pipelining
+//!   output, DATA/BDAT streaming, LMTP per-recipient replies. It yields
+//!   [`Event`]s; the caller (async hooks) answers with [`Session::reply`].
 //!
 //! # Example
 //!
@@ -70,6 +72,7 @@ mod data;
 mod error;
 mod receiver;
 mod reply;
+mod session;
 mod table;
 
 pub use command::{
@@ -82,4 +85,7 @@ pub use data::{
 pub use error::Error;
 pub use receiver::{CommandReceiver, MAX_COMMAND_LINE};
 pub use reply::{Capability, EnhancedCode, Reply};
+pub use session::{
+    DEFAULT_HARD_ERROR_LIMIT, DEFAULT_MAX_RECIPIENTS, Event, Session, SessionConfig,
+};
 pub use table::{COMMAND_TABLE, CommandSpec, Protocol, Stage, lookup};

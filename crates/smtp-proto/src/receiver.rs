@@ -57,7 +57,8 @@ impl CommandReceiver {
     ///
     /// Call repeatedly after each [`push`](Self::push) until it returns `None`.
     pub fn next_command(&mut self) -> Option<Result<Command, Error>> {
-        self.next_line().map(|r| r.and_then(|line| Command::parse(&line)))
+        self.next_line()
+            .map(|r| r.and_then(|line| Command::parse(&line)))
     }
 
     /// Next complete line without its line ending, unparsed (used for SASL
