@@ -105,3 +105,162 @@ async fn acknowledged_messages_survive_kill_9() {
     // rename, before the reply); every one is valid.
     assert!(list.entries.len() >= acked.len());
 }
+
+/// A scripted LMTP server: `temp@` gets 451 while `fail_temp` is set, every
+/// other recipient 250. Records every RCPT address it accepted for delivery.
+fn lmtp_server(
+    path: &std::path::Path,
+    fail_temp: Arc<std::sync::atomic::AtomicBool>,
+) -> Arc<Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let log = delivered.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut rcpts = Vec::new();
+            let _ = w.write_all(b"220 lmtp.test ready\r\n");
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end().to_string();
+                let reply = if line.starts_with("LHLO") {
+                    "250-lmtp.test\r\n250 8BITMIME\r\n".to_string()
+                } else if line.starts_with("MAIL") {
+                    "250 2.1.0 ok\r\n".to_string()
+                } else if let Some(a) = line.strip_prefix("RCPT TO:<") {
+                    rcpts.push(a.trim_end_matches('>').to_string());
+                    "250 2.1.5 ok\r\n".to_string()
+                } else if line == "DATA" {
+                    let _ = w.write_all(b"354 go\r\n");
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                            break;
+                        }
+                    }
+                    let mut out = String::new();
+                    for a in rcpts.drain(..) {
+                        if a.starts_with("temp@") && fail_temp.load(Ordering::SeqCst) {
+                            out.push_str("451-4.3.0 try\r\n451 4.3.0 later\r\n");
+                        } else {
+                            log.lock().unwrap().push(a);
+                            out.push_str("250 2.0.0 delivered\r\n");
+                        }
+                    }
+                    out
+                } else if line == "QUIT" {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    "500 5.5.1 what\r\n".to_string()
+                };
+                let _ = w.write_all(reply.as_bytes());
+            }
+        }
+    });
+    delivered
+}
+
+async fn list(env: &TestEnv) -> Vec<pb::QueueEntry> {
+    client(env)
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmtp_delivery_defers_retries_and_never_redelivers_after_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = TestEnv::new();
+    let sock = env.path().join("lmtp-test.sock");
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(&format!(
+        "\n[queue]\ndelivery_transport = \"lmtp\"\nqueue_run_delay = \"1h\"\n\n[lmtp]\nsocket = \"unix:{}\"\n",
+        sock.display()
+    ));
+    std::fs::write(&env.config_path, text).unwrap();
+    let fail_temp = Arc::new(AtomicBool::new(true));
+    let delivered = lmtp_server(&sock, fail_temp.clone());
+
+    let d = Daemon::start(&env, "queue-manager");
+    let mut m = message(1);
+    if let Some(pb::enqueue_request::Part::Envelope(e)) = &mut m[0].part {
+        e.recipients = vec![
+            pb::Recipient {
+                address: "ok@example.test".into(),
+                ..Default::default()
+            },
+            pb::Recipient {
+                address: "temp@example.test".into(),
+                ..Default::default()
+            },
+        ];
+    }
+    let id = client(&env)
+        .enqueue(tokio_stream::iter(m))
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_id;
+    // The enqueue wakes the scheduler: ok@ delivered, temp@ deferred.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let l = list(&env).await;
+        if let Some(e) = l.iter().find(|e| e.queue_id == id && e.queue == "deferred") {
+            break e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not deferred: {l:?}\n{}",
+            d.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry.recipients[0].status, "delivered");
+    assert_eq!(entry.recipients[1].status, "deferred");
+    assert_eq!(entry.recipients[1].last_reply, "451 4.3.0 try 4.3.0 later");
+    assert!(entry.recipients[1].next_attempt_unix > 0);
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        vec!["ok@example.test".to_string()]
+    );
+
+    // kill -9 and restart: ok@ is not delivered again.
+    d.signal(Signal::SIGKILL);
+    drop(d);
+    fail_temp.store(false, Ordering::SeqCst);
+    let d = Daemon::start(&env, "queue-manager");
+    let r = client(&env)
+        .flush(pb::QueueIds {
+            queue_ids: vec![id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.affected, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while list(&env).await.iter().any(|e| e.queue_id == id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not removed\n{}",
+            d.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        *delivered.lock().unwrap(),
+        vec![
+            "ok@example.test".to_string(),
+            "temp@example.test".to_string()
+        ]
+    );
+}
