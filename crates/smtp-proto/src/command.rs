@@ -646,9 +646,12 @@ pub fn parse_domain(d: &str) -> Result<bool, &'static str> {
     }
     if let Some(lit) = d.strip_prefix('[') {
         let lit = lit.strip_suffix(']').ok_or("bad address literal")?;
-        if lit.len() > 5 && lit[..5].eq_ignore_ascii_case("IPv6:") {
-            lit[5..]
-                .parse::<Ipv6Addr>()
+        if let Some(v6) = lit
+            .get(..5)
+            .filter(|t| t.eq_ignore_ascii_case("IPv6:"))
+            .and(lit.get(5..))
+        {
+            v6.parse::<Ipv6Addr>()
                 .map_err(|_| "bad IPv6 address literal")?;
         } else {
             lit.parse::<Ipv4Addr>().map_err(|_| "bad address literal")?;

@@ -572,3 +572,59 @@ fn xtext() {
     assert_eq!(xtext_decode("a b"), None);
     assert_eq!(xtext_decode("+FF"), None); // not UTF-8
 }
+
+#[test]
+fn pseudo_random_inputs_do_not_panic() {
+    // A stable-toolchain stand-in for the cargo-fuzz target: deterministic
+    // pseudo-random lines built from SMTP-ish fragments and multibyte characters.
+    let frags: &[&str] = &[
+        "MAIL FROM:",
+        "RCPT TO:",
+        "<",
+        ">",
+        "@",
+        "\"",
+        "\\",
+        "[",
+        "]",
+        "IPv6:",
+        "é",
+        "用",
+        ".",
+        ",",
+        ":",
+        " ",
+        "=",
+        "+",
+        "SIZE",
+        "BODY=",
+        "NOTIFY=",
+        "ORCPT=rfc822;",
+        "1",
+        "a",
+        "\t",
+        "\r",
+        "BDAT ",
+        "AUTH ",
+        "[IPv6é",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let n = (seed >> 59) as usize + 1;
+        for k in 0..n {
+            let r = (seed >> ((k % 8) * 8)) as usize;
+            line.push_str(frags[r % frags.len()]);
+        }
+        let _ = Command::parse(line.as_bytes());
+        let mut rx = CommandReceiver::new();
+        rx.push(line.as_bytes());
+        rx.push(b"\r\n");
+        assert!(rx.next_command().is_some());
+    }
+    // The case that once needed char-boundary care.
+    assert!(Command::parse("MAIL FROM:<a@[abcdé]>".as_bytes()).is_err());
+}
