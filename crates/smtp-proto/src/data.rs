@@ -105,7 +105,7 @@ impl DataReceiver {
             return;
         }
         let n = bytes.len() as u64;
-        if self.size + n > self.limit {
+        if self.size.saturating_add(n) > self.limit {
             self.exceeded = true;
             return;
         }

@@ -171,6 +171,8 @@ pub struct Session {
     authenticated: bool,
     recipients: usize,
     bdat_total: u64,
+    /// A BDAT chunk of this transaction was accepted (DATA is then out of sequence).
+    bdat_started: bool,
     /// BDAT size/last of a chunk waiting for its DataStart reply.
     bdat_next: Option<(u64, bool)>,
     pending: Option<(Pending, bool)>,
@@ -194,6 +196,7 @@ impl Session {
             authenticated: false,
             recipients: 0,
             bdat_total: 0,
+            bdat_started: false,
             bdat_next: None,
             pending: None,
             replies_expected: 0,
@@ -258,6 +261,7 @@ impl Session {
         }
         self.recipients = 0;
         self.bdat_total = 0;
+        self.bdat_started = false;
     }
 
     fn write(&mut self, r: &Reply, ends_group: bool) {
@@ -313,6 +317,7 @@ impl Session {
             Pending::BdatStart => {
                 let (size, last) = self.bdat_next.take().unwrap_or((0, true));
                 if r.class() == 2 {
+                    self.bdat_started = true;
                     self.mode = Mode::Bdat(BdatReceiver::new(
                         size,
                         last,
@@ -500,7 +505,7 @@ impl Session {
                 self.mode = Mode::BdatSkip(BdatReceiver::new(size, last, 0, 0));
                 return None;
             }
-            if self.bdat_total == 0 {
+            if !self.bdat_started {
                 self.bdat_next = Some((size, last));
                 return self.wait(Pending::BdatStart, ends, Event::DataStart { bdat: true });
             }
@@ -577,6 +582,10 @@ impl Session {
             }
             Command::Rcpt { to, params } => {
                 self.wait(Pending::Rcpt, ends, Event::Rcpt { to, params })
+            }
+            Command::Data if self.bdat_started => {
+                self.write(&Reply::bad_sequence("BDAT transaction in progress"), ends);
+                None
             }
             Command::Data => self.wait(Pending::DataStart, ends, Event::DataStart { bdat: false }),
             Command::Rset => self.wait(Pending::Rset, ends, Event::Other(Command::Rset)),

@@ -311,6 +311,24 @@ fn bdat_in_session() {
         ]
     );
     assert_eq!(t.message, b"ab\r\n.\r\n");
+    // DATA after BDAT is out of sequence; BDAT 0 first does not restart the transaction.
+    let t = run(
+        &SessionConfig::default(),
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nBDAT 0\r\nDATA\r\nBDAT 2 LAST\r\nhi",
+    );
+    assert_eq!(
+        lines(&t.output)[5..],
+        [
+            "250 2.0.0 Ok: 0 octets received",
+            "503 5.5.1 Error: BDAT transaction in progress",
+            "250 2.0.0 Ok: queued as Q1"
+        ]
+    );
+    assert_eq!(
+        t.events.iter().filter(|e| e.contains("DataStart")).count(),
+        1
+    );
+    assert_eq!(t.message, b"hi");
 }
 
 #[test]
