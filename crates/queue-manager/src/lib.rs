@@ -11,6 +11,9 @@
 //! `global.message_size_limit`, RESOURCE_EXHAUSTED beyond), checks
 //! `End.total_bytes`, writes `tmp/<id>`, fsyncs it, renames it into
 //! `incoming/`, fsyncs the directory, and only then answers with the queue id.
+//! Concurrent enqueues are group-committed by one writer thread
+//! ([`spool::Committer`]): each file is still fsynced, the directory fsync is
+//! shared by up to 64 messages.
 //! A stream that ends without `End` or a client that goes away leaves no file.
 //! On start, `tmp/` leftovers are removed, `active/` goes back to
 //! `incoming/`, and files in `incoming/` without a valid END record are moved
@@ -33,8 +36,7 @@
 //! **Not yet:** no routing (with `"lmtp"` *every* recipient goes to LMTP, no
 //! remote SMTP client), no DSN bounce messages (a bounced recipient is only
 //! logged at error level and recorded; the message is removed once every
-//! recipient is final, so the bounce is lost apart from the log), no group
-//! commit (each enqueue does its own file fsync and directory fsync), messages
+//! recipient is final, so the bounce is lost apart from the log); messages
 //! are buffered in memory while streamed in and read whole for delivery and
 //! Inspect (bounded by `message_size_limit`), one delivery at a time, no
 //! end-to-end test of the daemon delivering into lmtp-delivery yet.
@@ -161,12 +163,14 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         // delivered and nothing is marked delivered; messages stay queued.
         tracing::warn!("queue.delivery_transport = \"none\": messages stay queued");
     }
+    let committer = spool::Committer::start(spool.clone());
     let service = |public| {
         pb::queue_server::QueueServer::new(QueueService {
             spool: spool.clone(),
             public,
             message_size_limit: cfg.global.message_size_limit,
             wake: wake.clone(),
+            committer: committer.clone(),
         })
     };
     let a = postern_ipc::serve(

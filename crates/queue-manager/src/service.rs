@@ -18,6 +18,8 @@ pub struct QueueService {
     pub message_size_limit: u64,
     /// Wakes the scheduler after an enqueue or a flush.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The group-commit writer for Enqueue.
+    pub committer: spool::Committer,
 }
 
 fn status_of(e: SpoolError) -> Status {
@@ -272,7 +274,11 @@ impl pb::queue_server::Queue for QueueService {
         }
         let nrcpt = envelope.recipients.len();
         let from = envelope.sender.clone();
-        let id = blocking(&self.spool, move |s| s.enqueue(&envelope, &content)).await?;
+        let id = self
+            .committer
+            .enqueue(envelope, content)
+            .await
+            .map_err(status_of)?;
         tracing::info!(queue_id = %id, from = %from, nrcpt, public = self.public, "queued");
         self.wake.notify_one();
         Ok(Response::new(pb::EnqueueResponse {

@@ -453,22 +453,48 @@ impl Spool {
     /// rename into `incoming/`, fsync `incoming/`. Only then is the id
     /// returned. On any error nothing is left behind.
     pub fn enqueue(&self, env: &Envelope, content: &[u8]) -> Result<QueueId, SpoolError> {
-        let id = QueueId::generate();
-        let tmp = self.root.join("tmp").join(id.as_str());
-        let data = encode(env, content);
-        let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.path("incoming", &id))?;
-            fsync_dir(&self.root.join("incoming"))
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            let _ = fs::remove_file(self.path("incoming", &id));
-            return Err(e.into());
+        self.enqueue_batch(&[(env, content)])
+            .pop()
+            .expect("one result per message")
+    }
+
+    /// Group commit: store several messages with one `incoming/` directory
+    /// fsync. Each file is written to `tmp/` and fsynced, then all are
+    /// renamed into `incoming/`, then the directory is fsynced once. One
+    /// result per message, in order; an id is returned only for a message
+    /// whose file and directory entry are both on disk.
+    pub fn enqueue_batch(&self, msgs: &[(&Envelope, &[u8])]) -> Vec<Result<QueueId, SpoolError>> {
+        let mut results: Vec<Result<QueueId, SpoolError>> = Vec::with_capacity(msgs.len());
+        for (env, content) in msgs {
+            let id = QueueId::generate();
+            let tmp = self.root.join("tmp").join(id.as_str());
+            let r = (|| -> io::Result<()> {
+                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                f.write_all(&encode(env, content))?;
+                f.sync_all()?;
+                fs::rename(&tmp, self.path("incoming", &id))
+            })();
+            results.push(match r {
+                Ok(()) => Ok(id),
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    Err(e.into())
+                }
+            });
         }
-        Ok(id)
+        if results.iter().any(Result::is_ok)
+            && let Err(e) = fsync_dir(&self.root.join("incoming"))
+        {
+            // Not durable: none of them may be acknowledged. Remove them
+            // (best effort) so they are not delivered unacknowledged.
+            for r in results.iter_mut() {
+                if let Ok(id) = r {
+                    let _ = fs::remove_file(self.path("incoming", id));
+                    *r = Err(io::Error::new(e.kind(), e.to_string()).into());
+                }
+            }
+        }
+        results
     }
 
     /// Which queue holds `id`, if any.
@@ -664,5 +690,66 @@ impl Spool {
             }
         }
         Ok(ready)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+
+/// Most messages committed with one directory fsync.
+const MAX_BATCH: usize = 64;
+
+type Job = (
+    Envelope,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<Result<QueueId, SpoolError>>,
+);
+
+/// A writer thread that batches concurrent enqueues (group commit): it
+/// takes every request waiting when it becomes free (up to 64), stores them
+/// with [`Spool::enqueue_batch`] and answers each. The thread ends when the
+/// last `Committer` clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: std::sync::mpsc::Sender<Job>,
+}
+
+impl Committer {
+    pub fn start(spool: Spool) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let msgs: Vec<(&Envelope, &[u8])> =
+                        batch.iter().map(|(e, c, _)| (e, c.as_slice())).collect();
+                    let results = spool.enqueue_batch(&msgs);
+                    tracing::debug!(batch = batch.len(), "group commit");
+                    for ((_, _, reply), r) in batch.into_iter().zip(results) {
+                        if let Err(Ok(id)) = reply.send(r) {
+                            // The caller went away after the commit: the
+                            // message is queued but nobody got its id.
+                            tracing::warn!(queue_id = %id, "queued, but the client went away before the reply");
+                        }
+                    }
+                }
+            })
+            .expect("spawn spool writer thread");
+        Self { tx }
+    }
+
+    /// Store a message durably; the id comes back after the fsyncs.
+    pub async fn enqueue(&self, env: Envelope, content: Vec<u8>) -> Result<QueueId, SpoolError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || SpoolError::Io(io::Error::other("spool writer thread is gone"));
+        self.tx.send((env, content, tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }

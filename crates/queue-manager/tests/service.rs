@@ -34,6 +34,7 @@ async fn start(limit: u64) -> Env {
             public,
             message_size_limit: limit,
             wake: Arc::new(tokio::sync::Notify::new()),
+            committer: postern_queue_manager::spool::Committer::start(spool.clone()),
         };
         let router = tonic::transport::Server::builder()
             .add_service(pb::queue_server::QueueServer::new(svc));

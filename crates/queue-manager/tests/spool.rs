@@ -200,3 +200,37 @@ fn status_persists_across_reopen_and_torn_line_is_ignored() {
     assert!(s.locate(&id).is_none());
     assert!(!dir.path().join("status").join(id.as_str()).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_every_concurrent_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(dir.path()).unwrap();
+    let c = postern_queue_manager::spool::Committer::start(s.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.enqueue(
+                    envelope(&["bob@example.test"]),
+                    format!("m{i}\r\n").into_bytes(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    assert_eq!(s.list("incoming").unwrap(), ids);
+    for id in &ids {
+        assert!(s.read_content(id).unwrap().starts_with(b"m"));
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
