@@ -354,3 +354,54 @@ fn flush_at_group_end() {
         ]
     );
 }
+
+#[test]
+fn pseudo_random_sessions_terminate() {
+    // Stable stand-in for the `session` fuzz target: random mixes of commands and
+    // message fragments, SMTP and LMTP, must neither panic nor loop, and every
+    // output ends at a line boundary.
+    let frags: &[&[u8]] = &[
+        b"EHLO c\r\n",
+        b"LHLO c\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"RCPT TO:<x@y>\r\n",
+        b"RCPT TO:<bad@y>\r\n",
+        b"DATA\r\n",
+        b"BDAT 3\r\n",
+        b"BDAT 2 LAST\r\n",
+        b"AUTH PLAIN\r\n",
+        b"STARTTLS\r\n",
+        b"RSET\r\n",
+        b".\r\n",
+        b"..\r\n",
+        b"\n.\n",
+        b"x",
+        b"\r",
+        b"\n",
+        b"\xff",
+        b"NOOP\r\n",
+        b"QUIT\r\n",
+    ];
+    let mut seed: u64 = 42;
+    for round in 0..3000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut input = Vec::new();
+        let mut x = seed;
+        for _ in 0..((seed >> 60) + 4) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            input.extend_from_slice(frags[(x >> 33) as usize % frags.len()]);
+        }
+        let cfg = SessionConfig {
+            lmtp: round % 2 == 0,
+            message_size_limit: 20,
+            ..SessionConfig::default()
+        };
+        let t = run_chunks(
+            &cfg,
+            &[&input[..input.len() / 2], &input[input.len() / 2..]],
+        );
+        assert!(t.output.is_empty() || t.output.ends_with(b"\r\n"));
+    }
+}

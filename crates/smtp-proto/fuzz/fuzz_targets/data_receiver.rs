@@ -7,7 +7,11 @@ use smtp_proto::{BareNewlinePolicy, DataError, DataReceiver};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |&b| b as usize).min(data.len());
-    for policy in [BareNewlinePolicy::Reject, BareNewlinePolicy::Normalize, BareNewlinePolicy::Allow] {
+    for policy in [
+        BareNewlinePolicy::Reject,
+        BareNewlinePolicy::Normalize,
+        BareNewlinePolicy::Allow,
+    ] {
         let limit = 64;
         let mut rx = DataReceiver::new(limit, policy);
         let mut out_a = Vec::new();
@@ -18,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
         let mut out_b = Vec::new();
         let b = match rx.feed(&data[..split], &mut out_b) {
             Some(r) => Some(r),
-            None => rx.feed(&data[split..], &mut out_b).map(|(u, e)| (u + split, e)),
+            None => rx
+                .feed(&data[split..], &mut out_b)
+                .map(|(u, e)| (u + split, e)),
         };
         assert_eq!(out_a, out_b);
         assert_eq!(a, b);
