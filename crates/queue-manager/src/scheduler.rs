@@ -75,7 +75,16 @@ impl Scheduler {
                     .map(|id| (id, "incoming"))
                     .collect();
                 for id in spool.list("deferred")? {
-                    let Ok(m) = spool.read(&id) else { continue };
+                    let m = match spool.read(&id) {
+                        Ok(m) => m,
+                        // attempt() moves it to corrupt/ and logs it.
+                        Err(SpoolError::Corrupt { .. }) => {
+                            due.push((id, "deferred"));
+                            continue;
+                        }
+                        // Moved or removed meanwhile.
+                        Err(_) => continue,
+                    };
                     let next = m
                         .status
                         .iter()

@@ -217,3 +217,20 @@ async fn corrupt_file_is_never_delivered() {
     assert!(fake.calls.lock().unwrap().is_empty());
     assert_eq!(s.locate(&id), Some("corrupt"));
 }
+
+#[tokio::test]
+async fn corrupt_file_in_deferred_goes_to_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spool::open(dir.path()).unwrap();
+    let id = spool::QueueId::generate();
+    let full = spool::encode(&env(&["a@x.test"]), b"body\r\n");
+    std::fs::write(
+        dir.path().join("deferred").join(id.as_str()),
+        &full[..full.len() - 1],
+    )
+    .unwrap();
+    let fake = Arc::new(Fake::default());
+    sched(&s, &fake, policy()).run_once().await.unwrap();
+    assert!(fake.calls.lock().unwrap().is_empty());
+    assert_eq!(s.locate(&id), Some("corrupt"));
+}
