@@ -34,6 +34,24 @@
 //!   output, DATA/BDAT streaming, LMTP per-recipient replies. It yields
 //!   [`Event`]s; the caller (async hooks) answers with [`Session::reply`].
 //!
+//! # Decisions and limits
+//!
+//! * Command lines: CRLF, or a bare LF (accepted like Postfix). Lines longer than
+//!   [`MAX_COMMAND_LINE`] (2048, Postfix `line_length_limit`) are skipped to their
+//!   end and reported as [`Error::LineTooLong`] (`500 5.5.2`). Control characters
+//!   other than HT (including a bare CR) make the line a syntax error.
+//! * Paths: `<>`, `<postmaster>` (RCPT only), quoted local parts, source routes
+//!   (validated, then dropped), UTF-8 local parts and U-label domains (flagged in
+//!   [`Address::needs_smtputf8`]), `[IPv4]` and `[IPv6:...]` literals. General
+//!   address literals (`[tag:...]`) are refused. Bounds: [`MAX_LOCAL_PART`],
+//!   [`MAX_DOMAIN`], [`MAX_LABEL`], [`MAX_PATH`], [`MAX_PARAMS`], [`MAX_ENVID`].
+//!   Addresses are kept as sent (no case folding, no IDNA conversion).
+//! * DATA: the end is only `CRLF.CRLF`, whatever the [`BareNewlinePolicy`]; a line
+//!   after a bare LF is not a line start for unstuffing. No line-length limit in
+//!   content (998+ octet lines are passed on as sent).
+//! * The size limit is checked while streaming; excess bytes are consumed and
+//!   dropped, and the end is reported as [`DataError::SizeExceeded`].
+//!
 //! # Example
 //!
 //! ```
