@@ -187,6 +187,9 @@ pub struct Daemon {
     notify_path: PathBuf,
     notifications: Vec<String>,
     output: Arc<Mutex<String>>,
+    /// Threads copying stdout/stderr; joined once the process has exited so
+    /// that `output()` then holds everything it wrote.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -222,6 +225,7 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for pipe in [
             child
                 .stdout
@@ -236,13 +240,13 @@ impl Daemon {
         .flatten()
         {
             let out = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
                     o.push_str(&line);
                     o.push('\n');
                 }
-            });
+            }));
         }
         Self {
             name: name.to_string(),
@@ -251,6 +255,7 @@ impl Daemon {
             notify_path,
             notifications: Vec::new(),
             output,
+            readers,
         }
     }
 
@@ -322,6 +327,10 @@ impl Daemon {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Ok(Some(s)) = self.child.try_wait() {
+                // The pipes reach EOF unless a grandchild still holds them.
+                for r in std::mem::take(&mut self.readers) {
+                    let _ = r.join();
+                }
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -107,11 +107,9 @@ fn plaintext_login_works_when_allowed_and_warns() {
     mailstore::deliver(&maildir, "INBOX", b"Subject: hi\r\n\r\nhello\r\n").unwrap();
     let _authd = Daemon::start(&env, "authd");
     let pop3d = Daemon::start(&env, "pop3d");
-    assert!(
-        pop3d.output().contains("allow_plaintext_auth is set"),
-        "{}",
-        pop3d.output()
-    );
+    pop3d
+        .wait_output("allow_plaintext_auth is set", postern_tests::TIMEOUT)
+        .unwrap();
     let py = format!(
         "import poplib\np=poplib.POP3('127.0.0.1',{})\np.user('bob@example.test')\np.pass_('pw-bob')\nassert p.stat()[0]==1\nprint(b'\\r\\n'.join(p.retr(1)[1]))\np.quit()\n",
         env.ports["pop3"]

@@ -125,6 +125,9 @@ pub fn main() -> ExitCode {
 struct Running {
     name: &'static str,
     child: Child,
+    /// Tasks copying the child's stdout/stderr; awaited after it exits so
+    /// its last lines ("stopped") are not lost.
+    output: Vec<tokio::task::JoinHandle<()>>,
 }
 
 async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
@@ -150,7 +153,11 @@ async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
             _ = term.recv() => Err(anyhow::anyhow!("terminated during start-up")),
         };
         match started {
-            Ok(child) => running.push(Running { name, child }),
+            Ok(child) => running.push(Running {
+                name,
+                child: child.0,
+                output: child.1,
+            }),
             Err(e) => {
                 eprintln!("postern-dev: {name}: {e:#}");
                 stop_all(&mut running, cfg.global.shutdown_timeout).await;
@@ -306,7 +313,7 @@ async fn start(
     bin_dir: &Path,
     config: &Path,
     notify_dir: &Path,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
     let socket_path = notify_dir.join(format!("{name}.sock"));
     let _ = std::fs::remove_file(&socket_path);
     let notify = UnixDatagram::bind(&socket_path)
@@ -323,6 +330,7 @@ async fn start(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut output = Vec::new();
     for pipe in [
         child
             .stdout
@@ -336,12 +344,12 @@ async fn start(
     .into_iter()
     .flatten()
     {
-        tokio::spawn(async move {
+        output.push(tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("{name:>13} | {line}");
             }
-        });
+        }));
     }
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::sleep(READY_TIMEOUT);
@@ -358,7 +366,7 @@ async fn start(
                         let mut buf = vec![0u8; 4096];
                         while notify.recv(&mut buf).await.is_ok() {}
                     });
-                    return Ok(child);
+                    return Ok((child, output));
                 }
             }
             status = child.wait() => bail!("exited before it was ready ({})", status?),
@@ -393,6 +401,9 @@ async fn stop_all(running: &mut Vec<Running>, drain: Duration) {
                 eprintln!("postern-dev: {} did not stop in time, killing it", r.name);
                 let _ = r.child.kill().await;
             }
+        }
+        for task in r.output {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
     }
 }

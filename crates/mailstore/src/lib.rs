@@ -431,6 +431,24 @@ struct Found {
     vsize: Option<u64>,
 }
 
+/// Sort key of a base name: `<secs>.M<usec>P<pid>Q<n>.` as numbers; names
+/// of other programs fall back to their leading seconds and then the text.
+fn delivery_key(base: &str) -> (u64, u64, u64, &str) {
+    let num = |s: &str| -> u64 {
+        s.bytes().take_while(u8::is_ascii_digit).fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        })
+    };
+    let mut parts = base.splitn(3, '.');
+    let secs = parts.next().map_or(0, num);
+    let mid = parts.next().unwrap_or("");
+    let (usec, q) = match mid.strip_prefix('M') {
+        Some(rest) => (num(rest), mid.rsplit_once('Q').map_or(0, |(_, q)| num(q))),
+        None => (0, 0),
+    };
+    (secs, usec, q, base)
+}
+
 /// Seconds in the `<secs>.` prefix of a Maildir name.
 fn name_time(base: &str) -> Option<u64> {
     base.split('.').next()?.parse().ok()
@@ -551,8 +569,9 @@ impl Mailbox {
                 vsize: p.vsize,
             });
         }
-        // New base names get UIDs in delivery (name) order.
-        found.sort_by(|a, b| a.base.cmp(&b.base));
+        // New base names get UIDs in delivery order (time, microseconds,
+        // per-process counter; compared as numbers, not as text).
+        found.sort_by(|a, b| delivery_key(&a.base).cmp(&delivery_key(&b.base)));
         let mut changes = Changes::default();
         let mut seen = std::collections::HashSet::with_capacity(found.len());
         let mut messages = Vec::with_capacity(found.len());
@@ -719,3 +738,28 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod key_tests {
+    #[test]
+    fn delivery_order_is_numeric() {
+        let mut names = vec![
+            "1700000000.M99999P1Q2.h,S=1,W=1",
+            "1700000000.M100000P1Q3.h,S=1,W=1",
+            "1700000000.M5P1Q1.h,S=1,W=1",
+            "1699999999.M999999P1Q0.h",
+            "1700000000.M5P1Q10.h",
+        ];
+        names.sort_by(|a, b| super::delivery_key(a).cmp(&super::delivery_key(b)));
+        assert_eq!(
+            names,
+            [
+                "1699999999.M999999P1Q0.h",
+                "1700000000.M5P1Q1.h,S=1,W=1",
+                "1700000000.M5P1Q10.h",
+                "1700000000.M99999P1Q2.h,S=1,W=1",
+                "1700000000.M100000P1Q3.h,S=1,W=1",
+            ]
+        );
+    }
+}
