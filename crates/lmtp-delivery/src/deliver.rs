@@ -15,10 +15,10 @@ pub enum DeliveryError {
 
 impl DeliveryError {
     /// The LMTP reply line for this failure.
-    pub fn reply(&self) -> (u16, &'static str, &'static str) {
+    pub fn reply(&self) -> (u16, (u8, u16, u16), &'static str) {
         match self {
-            DeliveryError::OverQuota => (552, "5.2.2", "Mailbox full"),
-            DeliveryError::Store(_) => (451, "4.3.0", "Temporary failure writing the mailbox"),
+            DeliveryError::OverQuota => (552, (5, 2, 2), "Mailbox full"),
+            DeliveryError::Store(_) => (451, (4, 3, 0), "Temporary failure writing the mailbox"),
         }
     }
 }

@@ -6,10 +6,17 @@
 //! on a Unix socket and optional TCP listeners, and writes each accepted
 //! recipient's copy into its Maildir (fsynced before the per-recipient 250).
 //!
-//! **Status:** the skeleton binds the LMTP socket and listeners. The LMTP
-//! engine and the Maildir writer are issue 6: until then each connection is
-//! answered with `421 4.3.2` so that a client (queue-manager, Postfix)
-//! keeps the mail queued.
+//! Recipients are looked up in authd (`LookupUser`, after removing a
+//! `+extension`, which selects an existing folder of that name); unknown
+//! users get `550 5.1.1`, an unreachable authd `451 4.3.0`. Each accepted
+//! recipient's copy gets `Return-Path:` and `Delivered-To:` and is written
+//! with `mailstore::deliver` (tmp, fsync, rename, directory fsync) before its
+//! `250`; a full mailbox gets `552 5.2.2`. The protocol engine is the shared
+//! sans-I/O `smtp-proto` session in LMTP mode.
+//!
+//! **Status:** working for virtual users owned by the daemon's user. Not yet:
+//! delivery as other uids (system users' `~/Maildir`), new-mail notification
+//! to imapd (imapd polls), BINARYMIME.
 //!
 //! # SECURITY
 //! Runs as the `vmail` user that owns the virtual mailboxes. The socket is
@@ -29,13 +36,13 @@
 //! queue-manager(8), postern.toml(5)
 
 pub mod deliver;
+pub mod session;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use postern_common::listen::{accept_tcp, accept_unix};
 use postern_common::{Config, ConfigError, Context};
-use tokio::io::AsyncWriteExt;
 
 /// Checks beyond the shared configuration validation.
 pub fn validate(_cfg: &Config, _file: &Path) -> Result<(), ConfigError> {
@@ -45,41 +52,36 @@ pub fn validate(_cfg: &Config, _file: &Path) -> Result<(), ConfigError> {
 /// Run until shutdown.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cfg = ctx.config();
-    let reply: Arc<str> = format!(
-        "421 4.3.2 {} LMTP service not available: delivery engine not built yet\r\n",
-        cfg.global.myhostname
-    )
-    .into();
+    let channel = postern_ipc::dial(
+        &Config::socket_uri(&cfg.authd.socket),
+        &postern_ipc::DialOptions::default(),
+    )?;
+    let shared = Arc::new(session::Shared {
+        hostname: cfg.global.myhostname.clone(),
+        auth: postern_ipc::auth::v1::auth_client::AuthClient::new(channel),
+        message_size_limit: cfg.global.message_size_limit,
+        delimiter: cfg.global.recipient_delimiter.clone(),
+    });
     let uri = Config::socket_uri(&cfg.lmtp.socket);
     let unix = ctx.listeners.unix("lmtp", &uri, 0o660)?;
     tracing::info!(socket = %uri, "listening");
     let mut loops = tokio::task::JoinSet::new();
-    let r = reply.clone();
+    let (sh, down) = (shared.clone(), ctx.shutdown.clone());
     loops.spawn(accept_unix(
         "lmtp".into(),
         unix,
         ctx.shutdown.clone(),
-        move |mut s| {
-            let r = r.clone();
-            async move {
-                let _ = s.write_all(r.as_bytes()).await;
-            }
-        },
+        move |s| session::run(sh.clone(), s, "unix".to_string(), down.clone()),
     ));
     for l in &cfg.lmtp.listener {
         let listener = ctx.listeners.tcp(&l.name, &l.address)?;
         tracing::info!(listener = %l.name, address = %l.address, "listening");
-        let r = reply.clone();
+        let (sh, down) = (shared.clone(), ctx.shutdown.clone());
         loops.spawn(accept_tcp(
             l.name.clone(),
             listener,
             ctx.shutdown.clone(),
-            move |mut s, _| {
-                let r = r.clone();
-                async move {
-                    let _ = s.write_all(r.as_bytes()).await;
-                }
-            },
+            move |s, peer| session::run(sh.clone(), s, peer.to_string(), down.clone()),
         ));
     }
     ctx.ready("accepting LMTP connections");
