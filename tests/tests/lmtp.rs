@@ -2,68 +2,15 @@
 //! whole local path: sendmail(1) → queue-manager → LMTP → Maildir → POP3.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use postern_tests::{Daemon, TestEnv, bin};
 
+use postern_tests::stack::{files, maildir};
+
 fn setup(env: &TestEnv, extra: &str) {
-    let mut text = env.config_text("level = \"info\"");
-    text.push_str("\n[authd.directory]\ncache_ttl_secs = 1\n");
-    text.push_str(extra);
-    std::fs::write(&env.config_path, text).unwrap();
-    let mailctl = |args: &[&str], stdin: Option<&str>| {
-        let mut c = Command::new(bin("mailctl"))
-            .arg("--config")
-            .arg(&env.config_path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(s) = stdin {
-            c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "mailctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    mailctl(&["domain", "add", "example.test"], None);
-    mailctl(
-        &["user", "add", "alice@example.test", "--password-stdin"],
-        Some("pw-alice\n"),
-    );
-    mailctl(
-        &["user", "add", "bob@example.test", "--password-stdin"],
-        Some("pw-bob\n"),
-    );
-}
-
-fn maildir(env: &TestEnv, user: &str) -> std::path::PathBuf {
-    env.path()
-        .join("lib/mail/example.test")
-        .join(user)
-        .join("Maildir")
-}
-
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = ["new", "cur"]
-        .iter()
-        .flat_map(|d| {
-            std::fs::read_dir(dir.join(d))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-        })
-        .collect();
-    v.sort();
-    v
+    postern_tests::stack::setup_users(env, extra);
 }
 
 #[test]

@@ -19,3 +19,16 @@ pub mod tls;
 pub use config::{Config, ConfigError};
 pub use daemon::Context;
 pub use shutdown::Shutdown;
+
+/// A fresh, hard-to-guess id for a client session, for logs and trace headers.
+pub fn session_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}

@@ -68,7 +68,7 @@ pub async fn run(
     implicit_tls: bool,
     shutdown: Shutdown,
 ) {
-    let session_id = format!("{:x}", rand_id());
+    let session_id = postern_common::session_id();
     let span = tracing::info_span!("session", id = %session_id, remote = %peer);
     let _enter = span.enter();
     let conn = if implicit_tls {
@@ -551,16 +551,4 @@ impl Conversation {
             self.input.extend_from_slice(&buf[..n]);
         }
     }
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }

@@ -7,11 +7,20 @@
 //! message to queue-manager; the 250 after DATA is sent only once the queue
 //! has the message on disk.
 //!
-//! **Status:** the daemon skeleton is in place (configuration, listeners with
-//! socket activation, TLS certificate loading, graceful shutdown). The SMTP
-//! protocol engine is not wired in yet (issue 5): every connection is
-//! answered with `421 4.3.2` ("service not available"), the RFC 5321 way of
-//! telling a client to come back later, so no mail is accepted and none is lost.
+//! The protocol engine is the shared sans-I/O `smtp-proto` session (also
+//! used by lmtp-delivery): pipelining, DATA and BDAT, size limit while
+//! streaming, bare-LF refusal (SMTP smuggling), STARTTLS with the
+//! plaintext buffer discarded, error limit. Roles: `mx` (no AUTH; relaying
+//! only for `mynetworks`), `submission` (STARTTLS required, then AUTH
+//! PLAIN/LOGIN relayed to authd, before MAIL), `submissions` (implicit TLS).
+//! RCPT is checked with authd (`550 5.1.1` unknown, `554 5.7.1` relay denied,
+//! `451 4.3.0` when authd cannot answer); an authenticated sender must own
+//! its MAIL FROM address (`553 5.7.1`). The message is streamed to
+//! queue-manager with a `Received:` header in front, and `250 ... queued as
+//! ID` is sent only once the queue has it on disk.
+//!
+//! **Status:** not yet: per-IP connection limits and rates, Message-ID/Date
+//! added on submission, per-state timeouts beyond the idle timeout, VRFY.
 //!
 //! # SECURITY
 //! Runs as the `postern` user; needs `CAP_NET_BIND_SERVICE` only for ports
@@ -35,14 +44,13 @@
 pub mod enqueue;
 pub mod policy;
 pub mod received;
+pub mod session;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use postern_common::config::SmtpRole;
 use postern_common::listen::accept_tcp;
 use postern_common::{Config, ConfigError, Context};
-use tokio::io::AsyncWriteExt;
 
 /// Checks beyond the shared configuration validation.
 pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
@@ -60,31 +68,29 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cfg = ctx.config();
     let tls = postern_common::tls::from_config(&cfg, &ctx.config_path)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let opts = postern_ipc::DialOptions::default();
+    let auth = postern_ipc::dial(&Config::socket_uri(&cfg.authd.socket), &opts)?;
+    let queue = postern_ipc::dial(&Config::socket_uri(&cfg.queue.socket), &opts)?;
+    let shared = Arc::new(session::Shared {
+        hostname: cfg.global.myhostname.clone(),
+        acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        auth: postern_ipc::auth::v1::auth_client::AuthClient::new(auth),
+        queue: postern_ipc::queue::v1::queue_client::QueueClient::new(queue),
+        mynetworks: cfg.global.mynetworks.clone(),
+        message_size_limit: cfg.global.message_size_limit,
+    });
     let mut loops = tokio::task::JoinSet::new();
     for l in &cfg.smtpd.listener {
         let listener = ctx.listeners.tcp(&l.name, &l.address)?;
         tracing::info!(listener = %l.name, address = %l.address, role = ?l.role, "listening");
         let role = l.role;
-        let acceptor = acceptor.clone();
-        let hostname: Arc<str> = cfg.global.myhostname.as_str().into();
-        loops.spawn(accept_tcp(l.name.clone(), listener, ctx.shutdown.clone(), move |stream, peer| {
-            let acceptor = acceptor.clone();
-            let hostname = hostname.clone();
-            async move {
-                let reply = format!("421 4.3.2 {hostname} Service not available: SMTP engine not built yet\r\n");
-                let result = if role == SmtpRole::Submissions {
-                    match acceptor.accept(stream).await {
-                        Ok(mut tls) => tls.write_all(reply.as_bytes()).await.and(tls.shutdown().await),
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    let mut stream = stream;
-                    stream.write_all(reply.as_bytes()).await
-                };
-                tracing::info!(%peer, ?role, ok = result.is_ok(), "connection refused with 421 (not implemented)");
-            }
-        }));
+        let (sh, down) = (shared.clone(), ctx.shutdown.clone());
+        loops.spawn(accept_tcp(
+            l.name.clone(),
+            listener,
+            ctx.shutdown.clone(),
+            move |stream, peer| session::run(sh.clone(), stream, peer, role, down.clone()),
+        ));
     }
     ctx.ready("accepting connections");
     while loops.join_next().await.is_some() {}

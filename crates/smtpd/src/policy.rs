@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use postern_ipc::auth::v1::resolve_recipient_response::Status as Resolved;
 
 /// An SMTP reply decided by policy: code, enhanced code, text.
-pub type Verdict = (u16, &'static str, &'static str);
+pub type Verdict = (u16, (u8, u16, u16), &'static str);
 
 /// Whether `ip` is inside `mynetworks` (IPv4-mapped IPv6 addresses count as IPv4).
 pub fn in_mynetworks(ip: IpAddr, nets: &[IpNet]) -> bool {
@@ -31,12 +31,14 @@ pub fn in_mynetworks(ip: IpAddr, nets: &[IpNet]) -> bool {
 pub fn rcpt_verdict(resolved: Option<Resolved>, may_relay: bool) -> Option<Verdict> {
     match resolved {
         Some(Resolved::Local) => None,
-        Some(Resolved::Unknown) => Some((550, "5.1.1", "Recipient address rejected: user unknown")),
-        Some(Resolved::Disabled) => Some((550, "5.2.1", "Recipient mailbox disabled")),
+        Some(Resolved::Unknown) => {
+            Some((550, (5, 1, 1), "Recipient address rejected: user unknown"))
+        }
+        Some(Resolved::Disabled) => Some((550, (5, 2, 1), "Recipient mailbox disabled")),
         Some(Resolved::NotOurs) if may_relay => None,
-        Some(Resolved::NotOurs) => Some((554, "5.7.1", "Relay access denied")),
+        Some(Resolved::NotOurs) => Some((554, (5, 7, 1), "Relay access denied")),
         Some(Resolved::TempFail) | Some(Resolved::Unspecified) | None => {
-            Some((451, "4.3.0", "Temporary lookup failure, try again later"))
+            Some((451, (4, 3, 0), "Temporary lookup failure, try again later"))
         }
     }
 }

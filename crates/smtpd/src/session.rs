@@ -1,0 +1,500 @@
+//! One SMTP connection on the shared `smtp-proto` engine: the engine does
+//! sequencing, pipelining, DATA/BDAT framing and limits; this module answers
+//! its events with authd (recipients, AUTH) and queue-manager (the message).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ipnet::IpNet;
+use postern_common::Shutdown;
+use postern_common::config::SmtpRole;
+use postern_common::conn::Conn;
+use postern_ipc::auth::v1 as apb;
+use postern_ipc::queue::v1 as qpb;
+use postern_ipc::sasl::{SaslExchange, SaslStep};
+use smtp_proto::{
+    Body, Capability, Command, EnhancedCode, Event, Reply, Ret, Session, SessionConfig,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Channel;
+
+use crate::enqueue::EnqueueStream;
+use crate::policy::{in_mynetworks, rcpt_verdict};
+use crate::received::{Trace, received};
+
+/// RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on a TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What every session shares.
+pub struct Shared {
+    pub hostname: String,
+    pub acceptor: TlsAcceptor,
+    pub auth: apb::auth_client::AuthClient<Channel>,
+    pub queue: qpb::queue_client::QueueClient<Channel>,
+    pub mynetworks: Vec<IpNet>,
+    pub message_size_limit: u64,
+}
+
+fn r(code: u16, enh: (u8, u16, u16), text: &str) -> Reply {
+    Reply::new(code, Some(EnhancedCode(enh.0, enh.1, enh.2)), text)
+}
+
+#[derive(Default)]
+struct Txn {
+    envelope: qpb::Envelope,
+    stream: Option<EnqueueStream>,
+    failed: bool,
+}
+
+struct State {
+    helo: String,
+    esmtp: bool,
+    auth_user: Option<String>,
+    sasl: Option<SaslExchange>,
+    txn: Txn,
+    session_id: String,
+}
+
+/// Serve one connection.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    role: SmtpRole,
+    shutdown: Shutdown,
+) {
+    let session_id = postern_common::session_id();
+    let span = tracing::info_span!("session", id = %session_id, remote = %peer);
+    let _e = span.enter();
+    let mut conn = if role == SmtpRole::Submissions {
+        match tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            Conn::accept_tls(stream, &shared.acceptor),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            _ => {
+                tracing::info!("TLS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Conn::Plain(stream)
+    };
+    let submission = role != SmtpRole::Mx;
+    let mut session = Session::new(SessionConfig {
+        message_size_limit: shared.message_size_limit,
+        hostname: shared.hostname.clone(),
+        tls_required: role == SmtpRole::Submission,
+        auth_required: submission,
+        ..Default::default()
+    });
+    if conn.is_tls() {
+        session.tls_started();
+    }
+    tracing::info!(?role, tls = conn.is_tls(), "connected");
+    let mut st = State {
+        helo: String::new(),
+        esmtp: false,
+        auth_user: None,
+        sasl: None,
+        txn: Txn::default(),
+        session_id,
+    };
+    if conn
+        .write_all(&Reply::greeting(&shared.hostname, "ESMTP postern").encode())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        while let Some(ev) = session.poll() {
+            let starttls = matches!(ev, Event::StartTls);
+            let reply = handle(&shared, &mut st, &conn, peer, submission, ev).await;
+            if let Some(reply) = reply {
+                let accepted_tls = starttls && reply.code == 220;
+                session.reply(reply);
+                if accepted_tls {
+                    if conn.write_all(&session.take_output()).await.is_err() {
+                        return;
+                    }
+                    if tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, conn.upgrade(&shared.acceptor))
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        tracing::info!("STARTTLS handshake failed");
+                        return;
+                    }
+                    session.tls_started();
+                    st.helo.clear();
+                    st.auth_user = None;
+                    st.txn = Txn::default();
+                }
+            }
+            if session.wants_flush() && conn.write_all(&session.take_output()).await.is_err() {
+                return;
+            }
+        }
+        let out = session.take_output();
+        if !out.is_empty() && conn.write_all(&out).await.is_err() {
+            return;
+        }
+        if session.is_closed() {
+            let _ = conn.shutdown().await;
+            tracing::info!(
+                user = st.auth_user.as_deref().unwrap_or("-"),
+                "disconnected"
+            );
+            return;
+        }
+        let n = tokio::select! {
+            _ = shutdown.triggered() => {
+                let _ = conn.write_all(&Reply::shutting_down(&shared.hostname).encode()).await;
+                return;
+            }
+            res = tokio::time::timeout(IDLE_TIMEOUT, conn.read(&mut buf)) => match res {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    let _ = conn.write_all(&r(421, (4, 4, 2), "Timeout, closing connection").encode()).await;
+                    return;
+                }
+            },
+        };
+        session.feed(&buf[..n]);
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    st: &mut State,
+    conn: &Conn<TcpStream>,
+    peer: SocketAddr,
+    submission: bool,
+    ev: Event,
+) -> Option<Reply> {
+    let tls = conn.is_tls();
+    Some(match ev {
+        Event::Hello(cmd) => {
+            st.txn = Txn::default();
+            match cmd {
+                Command::Ehlo(d) | Command::Lhlo(d) => {
+                    st.helo = d;
+                    st.esmtp = true;
+                    let mut caps = vec![
+                        Capability::Pipelining,
+                        Capability::Size(Some(shared.message_size_limit)),
+                        Capability::EightBitMime,
+                        Capability::SmtpUtf8,
+                        Capability::EnhancedStatusCodes,
+                        Capability::Chunking,
+                        Capability::Dsn,
+                    ];
+                    if !tls {
+                        caps.push(Capability::StartTls);
+                    }
+                    if submission && tls {
+                        caps.push(Capability::Auth(vec!["PLAIN".into(), "LOGIN".into()]));
+                    }
+                    Reply::ehlo(&shared.hostname, "postern", &caps)
+                }
+                Command::Helo(d) => {
+                    st.helo = d;
+                    st.esmtp = false;
+                    Reply::helo(&shared.hostname)
+                }
+                _ => Reply::ok(),
+            }
+        }
+        Event::StartTls => {
+            if tls {
+                Reply::bad_sequence("TLS already active")
+            } else {
+                Reply::starttls_ready()
+            }
+        }
+        Event::Auth {
+            mechanism,
+            initial_response,
+        } => {
+            if !submission || !tls || st.auth_user.is_some() {
+                return Some(r(503, (5, 5, 1), "AUTH not available here"));
+            }
+            let ir = match initial_response.as_deref() {
+                None => None,
+                Some("=") => Some(Vec::new()),
+                Some(b) => match B64.decode(b) {
+                    Ok(v) => Some(v),
+                    Err(_) => return Some(r(501, (5, 5, 2), "Invalid base64 data")),
+                },
+            };
+            let start = apb::AuthStart {
+                mechanism,
+                initial_response: ir,
+                client: Some(apb::ClientInfo {
+                    service: "submission".into(),
+                    remote_ip: peer.ip().to_string(),
+                    remote_port: peer.port() as u32,
+                    secured: tls,
+                    session_id: st.session_id.clone(),
+                    ..Default::default()
+                }),
+            };
+            let mut auth = shared.auth.clone();
+            match SaslExchange::start(&mut auth, start).await {
+                Ok((x, step)) => {
+                    st.sasl = Some(x);
+                    sasl_reply(st, step)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "authd unavailable");
+                    r(454, (4, 7, 0), "Temporary authentication failure")
+                }
+            }
+        }
+        Event::AuthResponse(line) => {
+            let Some(mut x) = st.sasl.take() else {
+                return Some(Reply::bad_sequence("no AUTH in progress"));
+            };
+            let step = if line.trim() == "*" {
+                x.cancel().await
+            } else {
+                match B64.decode(line.trim()) {
+                    Ok(d) => x.respond(d).await,
+                    Err(_) => x.cancel().await,
+                }
+            };
+            st.sasl = Some(x);
+            match step {
+                Ok(step) => sasl_reply(st, step),
+                Err(_) => {
+                    st.sasl = None;
+                    r(454, (4, 7, 0), "Temporary authentication failure")
+                }
+            }
+        }
+        Event::Mail { from, params } => {
+            if let Some((p, _)) = params.unknown.first() {
+                return Some(Reply::unsupported_parameter(p));
+            }
+            if params.size.is_some_and(|s| s > shared.message_size_limit) {
+                return Some(Reply::message_too_big());
+            }
+            let sender = from.map(|a| a.to_string()).unwrap_or_default();
+            if let Some(user) = &st.auth_user
+                && !sender.is_empty()
+                && !sender_owned(shared, &sender, user).await
+            {
+                tracing::warn!(sender = %sender, user = %user, "sender address not owned by the authenticated user");
+                return Some(r(
+                    553,
+                    (5, 7, 1),
+                    "Sender address rejected: not owned by user",
+                ));
+            }
+            st.txn = Txn::default();
+            let e = &mut st.txn.envelope;
+            e.sender = sender;
+            e.body = match params.body {
+                Some(Body::EightBitMime) => qpb::BodyType::Body8bitmime as i32,
+                Some(Body::BinaryMime) => qpb::BodyType::BodyBinarymime as i32,
+                _ => qpb::BodyType::Unspecified as i32,
+            };
+            e.smtputf8 = params.smtputf8;
+            e.ret = match params.ret {
+                Some(Ret::Full) => qpb::DsnRet::Full as i32,
+                Some(Ret::Hdrs) => qpb::DsnRet::Hdrs as i32,
+                None => qpb::DsnRet::Unspecified as i32,
+            };
+            e.envid = params.envid.unwrap_or_default();
+            e.size_hint = params.size.unwrap_or(0);
+            e.client_helo = st.helo.clone();
+            e.client_address = peer.ip().to_string();
+            e.auth_user = st.auth_user.clone().unwrap_or_default();
+            e.origin = "smtpd".into();
+            e.session_id = st.session_id.clone();
+            Reply::sender_ok()
+        }
+        Event::Rcpt { to, params } => {
+            if let Some((p, _)) = params.unknown.first() {
+                return Some(Reply::unsupported_parameter(p));
+            }
+            let addr = to.to_string();
+            let may_relay = st.auth_user.is_some() || in_mynetworks(peer.ip(), &shared.mynetworks);
+            let mut auth = shared.auth.clone();
+            let resolved = match auth
+                .resolve_recipient(apb::ResolveRecipientRequest {
+                    address: addr.clone(),
+                    authenticated: st.auth_user.is_some(),
+                })
+                .await
+            {
+                Ok(resp) => {
+                    apb::resolve_recipient_response::Status::try_from(resp.get_ref().status).ok()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "recipient lookup failed");
+                    None
+                }
+            };
+            if let Some((code, enh, text)) = rcpt_verdict(resolved, may_relay) {
+                tracing::info!(rcpt = %addr, code, "recipient refused");
+                return Some(r(code, enh, text));
+            }
+            let notify = params.notify.unwrap_or_default();
+            st.txn.envelope.recipients.push(qpb::Recipient {
+                address: addr,
+                notify_never: notify.never,
+                notify_success: notify.success,
+                notify_failure: notify.failure,
+                notify_delay: notify.delay,
+                orcpt: params
+                    .orcpt
+                    .map(|o| format!("{};{}", o.addr_type, o.address))
+                    .unwrap_or_default(),
+            });
+            Reply::recipient_ok()
+        }
+        Event::DataStart { bdat } => {
+            let envelope = st.txn.envelope.clone();
+            let single =
+                (envelope.recipients.len() == 1).then(|| envelope.recipients[0].address.clone());
+            match EnqueueStream::start(&shared.queue, envelope).await {
+                Ok(mut s) => {
+                    let tls_info = conn.tls_info();
+                    let date = time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc2822)
+                        .unwrap_or_default();
+                    let header = received(&Trace {
+                        helo: &st.helo,
+                        client_ip: peer.ip(),
+                        myhostname: &shared.hostname,
+                        esmtp: st.esmtp,
+                        tls: tls_info
+                            .as_ref()
+                            .map(|t| (t.version.as_str(), t.cipher.as_str())),
+                        auth_user: st.auth_user.as_deref(),
+                        show_auth_user: false,
+                        for_rcpt: single.as_deref(),
+                        date: &date,
+                        session: &st.session_id,
+                    });
+                    if s.chunk(header.into_bytes()).await.is_err() {
+                        st.txn.failed = true;
+                    }
+                    st.txn.stream = Some(s);
+                    if bdat {
+                        Reply::ok()
+                    } else {
+                        Reply::start_data()
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "queue unavailable");
+                    r(451, (4, 3, 0), "Queue unavailable, try again later")
+                }
+            }
+        }
+        Event::Data(chunk) => {
+            if let Some(s) = st.txn.stream.as_mut()
+                && !st.txn.failed
+                && s.chunk(chunk).await.is_err()
+            {
+                st.txn.failed = true;
+            }
+            return None;
+        }
+        Event::DataEnd(_) => {
+            let txn = std::mem::take(&mut st.txn);
+            let Some(s) = txn.stream else {
+                return Some(r(451, (4, 3, 0), "Queue unavailable, try again later"));
+            };
+            match s.finish().await {
+                Ok(id) if !txn.failed => {
+                    tracing::info!(queue_id = %id, sender = %txn.envelope.sender, rcpts = txn.envelope.recipients.len(), "queued");
+                    Reply::queued(&id)
+                }
+                Ok(id) => {
+                    tracing::error!(queue_id = %id, "stream failed but queue answered; refusing to be safe");
+                    r(451, (4, 3, 0), "Queue error, try again later")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "enqueue failed");
+                    r(451, (4, 3, 0), "Queue error, try again later")
+                }
+            }
+        }
+        Event::DataAborted(e) => {
+            tracing::info!(error = ?e, "message refused");
+            if let Some(s) = std::mem::take(&mut st.txn).stream {
+                s.abort();
+            }
+            return None;
+        }
+        Event::Other(cmd) => match cmd {
+            Command::Rset => {
+                if let Some(s) = std::mem::take(&mut st.txn).stream {
+                    s.abort();
+                }
+                Reply::ok()
+            }
+            Command::Vrfy(_) | Command::Expn(_) => Reply::vrfy_disabled(),
+            Command::Help(_) => r(214, (2, 0, 0), "See RFC 5321"),
+            _ => Reply::ok(),
+        },
+    })
+}
+
+fn sasl_reply(st: &mut State, step: SaslStep) -> Reply {
+    match step {
+        SaslStep::Challenge(data) => Reply::auth_challenge(&B64.encode(data)),
+        SaslStep::Ok(ok) => {
+            st.sasl = None;
+            tracing::info!(user = %ok.user, "authenticated");
+            st.auth_user = Some(ok.user);
+            Reply::auth_ok()
+        }
+        SaslStep::Fail(f) => {
+            st.sasl = None;
+            if f.temporary {
+                r(454, (4, 7, 0), "Temporary authentication failure")
+            } else {
+                Reply::auth_failed()
+            }
+        }
+    }
+}
+
+/// `reject_sender_login_mismatch`: the user's own address, or an address
+/// that resolves to the user's mailbox (an alias of theirs).
+async fn sender_owned(shared: &Shared, sender: &str, user: &str) -> bool {
+    if sender.eq_ignore_ascii_case(user) {
+        return true;
+    }
+    let mut auth = shared.auth.clone();
+    match auth
+        .resolve_recipient(apb::ResolveRecipientRequest {
+            address: sender.to_string(),
+            authenticated: true,
+        })
+        .await
+    {
+        Ok(resp) => resp
+            .get_ref()
+            .mailboxes
+            .iter()
+            .any(|m| m.user.eq_ignore_ascii_case(user)),
+        Err(_) => false,
+    }
+}
