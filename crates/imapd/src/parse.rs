@@ -1,0 +1,346 @@
+//! A small, bounded IMAP command reader and tokenizer (hand-written: there was
+//! no time to evaluate an IMAP codec crate against rustc 1.95, see the crate
+//! docs). Handles synchronizing `{n}` and non-synchronizing `{n+}` literals.
+
+/// Longest command, literals included (there is no APPEND yet, so commands
+/// are small).
+pub const MAX_COMMAND: usize = 64 * 1024;
+
+/// What the reader found at the start of the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// A complete command of this many bytes (CRLF included).
+    Command(usize),
+    /// More input is needed; if `Some(pos)`, a synchronizing literal whose
+    /// announcing line ends at `pos` waits for a `+` continuation.
+    Incomplete(Option<usize>),
+    /// Over `MAX_COMMAND`.
+    TooLong,
+}
+
+/// Find a complete command (line plus literals) at the start of `input`.
+pub fn frame(input: &[u8]) -> Framed {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = input[pos..].iter().position(|&b| b == b'\n') else {
+            return if input.len() > MAX_COMMAND {
+                Framed::TooLong
+            } else {
+                Framed::Incomplete(None)
+            };
+        };
+        let end = pos + nl + 1;
+        if end > MAX_COMMAND {
+            return Framed::TooLong;
+        }
+        let line = &input[pos..end];
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match literal_len(line) {
+            None => return Framed::Command(end),
+            Some((n, sync)) => {
+                if end + n > MAX_COMMAND {
+                    return Framed::TooLong;
+                }
+                if input.len() < end + n {
+                    return Framed::Incomplete(sync.then_some(end));
+                }
+                pos = end + n;
+            }
+        }
+    }
+}
+
+/// `{n}` or `{n+}` at the end of a line: (n, synchronizing).
+fn literal_len(line: &[u8]) -> Option<(usize, bool)> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let mut digits = &inner[open + 1..];
+    let mut sync = true;
+    if let Some(d) = digits.strip_suffix(b"+") {
+        digits = d;
+        sync = false;
+    }
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((n, sync))
+}
+
+/// One token of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    /// An atom; a `[...]` section (with spaces and parentheses inside) and a
+    /// following `<...>` partial stay part of the atom.
+    Atom(String),
+    /// A quoted string or a literal.
+    Str(Vec<u8>),
+    LParen,
+    RParen,
+}
+
+impl Token {
+    /// The text of an atom or string (astring).
+    pub fn astring(&self) -> Option<String> {
+        match self {
+            Token::Atom(a) => Some(a.clone()),
+            Token::Str(s) => String::from_utf8(s.clone()).ok(),
+            _ => None,
+        }
+    }
+    pub fn is_atom(&self, word: &str) -> bool {
+        matches!(self, Token::Atom(a) if a.eq_ignore_ascii_case(word))
+    }
+}
+
+/// Split a framed command (CRLF included) into tokens.
+pub fn tokenize(cmd: &[u8]) -> Result<Vec<Token>, &'static str> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let n = cmd.len();
+    while i < n {
+        match cmd[i] {
+            b' ' => i += 1,
+            b'\r' | b'\n' => i += 1,
+            b'(' => {
+                out.push(Token::LParen);
+                i += 1;
+            }
+            b')' => {
+                out.push(Token::RParen);
+                i += 1;
+            }
+            b'"' => {
+                let mut s = Vec::new();
+                i += 1;
+                loop {
+                    match cmd.get(i) {
+                        None | Some(b'\r') | Some(b'\n') => return Err("unterminated string"),
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\') => {
+                            let c = *cmd.get(i + 1).ok_or("bad escape")?;
+                            if c != b'"' && c != b'\\' {
+                                return Err("bad escape");
+                            }
+                            s.push(c);
+                            i += 2;
+                        }
+                        Some(&c) => {
+                            s.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(Token::Str(s));
+            }
+            b'{' => {
+                let close = cmd[i..]
+                    .iter()
+                    .position(|&b| b == b'}')
+                    .ok_or("bad literal")?
+                    + i;
+                let (len, _) = literal_len(&cmd[i..=close]).ok_or("bad literal")?;
+                let mut start = close + 1;
+                if cmd.get(start) == Some(&b'\r') {
+                    start += 1;
+                }
+                if cmd.get(start) != Some(&b'\n') {
+                    return Err("bad literal");
+                }
+                start += 1;
+                let data = cmd.get(start..start + len).ok_or("short literal")?;
+                out.push(Token::Str(data.to_vec()));
+                i = start + len;
+            }
+            _ => {
+                let start = i;
+                let mut depth = 0usize;
+                while i < n {
+                    let c = cmd[i];
+                    match c {
+                        b'[' | b'<' => depth += 1,
+                        b']' | b'>' => depth = depth.saturating_sub(1),
+                        b'\r' | b'\n' => break,
+                        b' ' | b'(' | b')' if depth == 0 => break,
+                        b'"' | b'{' if depth == 0 => return Err("bad atom"),
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let atom = std::str::from_utf8(&cmd[start..i]).map_err(|_| "bad atom")?;
+                out.push(Token::Atom(atom.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parse a sequence set against `max` (the value of `*`); `None` if invalid.
+/// The result is sorted and deduplicated; numbers may exceed `max` (callers
+/// filter).
+pub fn sequence_set(s: &str, max: u32) -> Option<Vec<u32>> {
+    let num = |p: &str| -> Option<u32> {
+        if p == "*" {
+            Some(max)
+        } else {
+            let v: u32 = p.parse().ok()?;
+            (v > 0).then_some(v)
+        }
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        if let Some((a, b)) = part.split_once(':') {
+            let (a, b) = (num(a)?, num(b)?);
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            // Bounded: only up to max matters (plus the explicit ends).
+            let hi_eff = hi.min(max.max(lo));
+            out.extend(lo..=hi_eff);
+        } else {
+            out.push(num(part)?);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// Quote a string for a response, or send it as a literal.
+pub fn astring_out(s: &[u8], out: &mut Vec<u8>) {
+    if s.len() < 1000 && s.iter().all(|&c| (0x20..0x7f).contains(&c)) {
+        out.push(b'"');
+        for &c in s {
+            if c == b'"' || c == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(c);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+        out.extend_from_slice(s);
+    }
+}
+
+/// Convert stored form (LF) to the wire form (CRLF).
+pub fn to_crlf(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + stored.len() / 30);
+    for &b in stored {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// INTERNALDATE text (`dd-Mon-yyyy hh:mm:ss +0000`) from Unix seconds.
+pub fn internal_date(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil from days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{:02}-{}-{} {:02}:{:02}:{:02} +0000",
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Glob for LIST patterns: `*` matches anything, `%` anything but `.`.
+pub fn list_match(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| list_match(rest, &name[i..])),
+        Some((b'%', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != b'.')
+            .any(|i| list_match(rest, &name[i..])),
+        Some((&c, rest)) => name
+            .split_first()
+            .is_some_and(|(&n, nr)| n.eq_ignore_ascii_case(&c) && list_match(rest, nr)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_lines_and_literals() {
+        assert_eq!(frame(b"a NOOP\r\n"), Framed::Command(8));
+        assert_eq!(frame(b"a NOOP"), Framed::Incomplete(None));
+        assert_eq!(frame(b"a LOGIN {3}\r\nab"), Framed::Incomplete(Some(13)));
+        assert_eq!(frame(b"a LOGIN {3+}\r\nab"), Framed::Incomplete(None));
+        assert_eq!(frame(b"a LOGIN {3}\r\nabc x\r\n"), Framed::Command(20));
+        assert_eq!(frame(b"a X {999999999}\r\n"), Framed::TooLong);
+        assert_eq!(frame(&vec![b'a'; MAX_COMMAND + 1]), Framed::TooLong);
+    }
+
+    #[test]
+    fn tokenizes_sections_strings_literals() {
+        let t = tokenize(
+            b"1 FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.10> \"a\\\"b\" {2}\r\nxy)\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            vec![
+                Token::Atom("1".into()),
+                Token::Atom("FETCH".into()),
+                Token::Atom("1:*".into()),
+                Token::LParen,
+                Token::Atom("BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.10>".into()),
+                Token::Str(b"a\"b".to_vec()),
+                Token::Str(b"xy".to_vec()),
+                Token::RParen,
+            ]
+        );
+        assert!(tokenize(b"a \"unterminated\r\n").is_err());
+        assert!(tokenize(b"a {5}\r\nab").is_err());
+    }
+
+    #[test]
+    fn sequence_sets() {
+        assert_eq!(sequence_set("1:3,5", 9), Some(vec![1, 2, 3, 5]));
+        assert_eq!(sequence_set("*", 4), Some(vec![4]));
+        assert_eq!(sequence_set("3:*", 4), Some(vec![3, 4]));
+        assert_eq!(sequence_set("5:*", 4), Some(vec![4]));
+        assert_eq!(sequence_set("0", 4), None);
+        assert_eq!(sequence_set("x", 4), None);
+        // A huge range stays bounded by max.
+        assert_eq!(sequence_set("1:4294967295", 2), Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(to_crlf(b"a\nb\n"), b"a\r\nb\r\n");
+        assert_eq!(internal_date(0), "01-Jan-1970 00:00:00 +0000");
+        assert_eq!(internal_date(1_709_210_096), "29-Feb-2024 12:34:56 +0000");
+        assert!(list_match(b"*", b"Sent"));
+        assert!(list_match(b"%", b"Sent"));
+        assert!(!list_match(b"%", b"a.b"));
+        assert!(list_match(b"in*", b"INBOX"));
+        let mut o = Vec::new();
+        astring_out(b"a\"b", &mut o);
+        assert_eq!(o, b"\"a\\\"b\"");
+    }
+}

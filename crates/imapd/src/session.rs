@@ -1,0 +1,1312 @@
+//! One IMAP connection: framing, state, commands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use mailstore::{Mailbox, special_use};
+use postern_common::Shutdown;
+use postern_common::conn::Conn;
+use postern_ipc::auth::v1 as pb;
+use postern_ipc::sasl::{SaslExchange, SaslStep};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Channel;
+
+use crate::parse::{self, Framed, Token};
+
+/// RFC 9051 section 5.4: at least 30 minutes once authenticated.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Before login.
+pub const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Failed commands (BAD/NO for bad input or failed logins) before the
+/// connection is closed.
+pub const MAX_FAILED_COMMANDS: u32 = 20;
+/// How often an IDLE session looks for changes.
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What every session shares.
+pub struct Shared {
+    pub hostname: String,
+    pub acceptor: TlsAcceptor,
+    pub auth: pb::auth_client::AuthClient<Channel>,
+    pub allow_plaintext: bool,
+}
+
+struct Selected {
+    _name: String,
+    mb: Mailbox,
+    /// UIDs in MSN order as this session knows them.
+    uids: Vec<u32>,
+    readonly: bool,
+}
+
+struct Session {
+    conn: Conn<TcpStream>,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    peer: SocketAddr,
+    session_id: String,
+    user: Option<String>,
+    root: Option<PathBuf>,
+    sel: Option<Selected>,
+    failures: u32,
+    cont_sent: Option<usize>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Serve one connection.
+pub async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    shutdown: Shutdown,
+) {
+    let session_id = postern_common::session_id();
+    let span = tracing::info_span!("session", id = %session_id, remote = %peer);
+    let _enter = span.enter();
+    let conn = if implicit_tls {
+        match tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            Conn::accept_tls(stream, &shared.acceptor),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            _ => {
+                tracing::info!("TLS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Conn::Plain(stream)
+    };
+    let mut s = Session {
+        conn,
+        input: Vec::new(),
+        out: Vec::new(),
+        peer,
+        session_id,
+        user: None,
+        root: None,
+        sel: None,
+        failures: 0,
+        cont_sent: None,
+    };
+    tracing::info!(tls = s.conn.is_tls(), "connected");
+    let caps = s.capabilities(&shared);
+    s.out.extend_from_slice(
+        format!(
+            "* OK [CAPABILITY {caps}] {} IMAP ready\r\n",
+            shared.hostname
+        )
+        .as_bytes(),
+    );
+    if s.flush().await.is_err() {
+        return;
+    }
+    loop {
+        match s.next_command().await {
+            Ok(Some(cmd)) => match s.command(&shared, &cmd, &shutdown).await {
+                Ok(Flow::Continue) => {}
+                _ => break,
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "read");
+                break;
+            }
+        }
+        if s.flush().await.is_err() {
+            break;
+        }
+        if shutdown.is_triggered() {
+            s.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+            break;
+        }
+    }
+    let _ = s.flush().await;
+    let _ = s.conn.shutdown().await;
+    tracing::info!(user = s.user.as_deref().unwrap_or("-"), "disconnected");
+}
+
+fn flag_names(letters: &str) -> String {
+    let mut v = Vec::new();
+    for c in letters.chars() {
+        v.push(match c {
+            'S' => "\\Seen",
+            'R' => "\\Answered",
+            'F' => "\\Flagged",
+            'T' => "\\Deleted",
+            'D' => "\\Draft",
+            _ => continue,
+        });
+    }
+    v.join(" ")
+}
+
+fn flag_letter(name: &str) -> Option<char> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "\\seen" => 'S',
+        "\\answered" => 'R',
+        "\\flagged" => 'F',
+        "\\deleted" => 'T',
+        "\\draft" => 'D',
+        _ => return None,
+    })
+}
+
+/// Folders of a Maildir: INBOX and every `.Name` with `cur/`.
+fn folders(root: &Path) -> Vec<String> {
+    let mut v = vec!["INBOX".to_string()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                let name = n.strip_prefix('.')?;
+                (!name.is_empty() && name != "." && e.path().join("cur").is_dir())
+                    .then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        v.extend(names);
+    }
+    v
+}
+
+fn valid_folder(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.chars().any(|c| c.is_control())
+}
+
+/// A section of a message in wire form.
+fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
+    let hdr_end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(msg.len());
+    let upper = spec.to_ascii_uppercase();
+    if upper.is_empty() {
+        Some(msg.to_vec())
+    } else if upper == "HEADER" {
+        Some(msg[..hdr_end].to_vec())
+    } else if upper == "TEXT" {
+        Some(msg[hdr_end..].to_vec())
+    } else if let Some(rest) = upper.strip_prefix("HEADER.FIELDS") {
+        let (not, rest) = match rest.strip_prefix(".NOT") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let list = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+        let names: Vec<&str> = list
+            .split_whitespace()
+            .map(|n| n.trim_matches('"'))
+            .collect();
+        let mut out = Vec::new();
+        let mut keep = false;
+        for line in msg[..hdr_end].split_inclusive(|&b| b == b'\n') {
+            if line == b"\r\n" {
+                break;
+            }
+            if line[0] != b' ' && line[0] != b'\t' {
+                let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+                let name = String::from_utf8_lossy(name).trim().to_ascii_uppercase();
+                keep = names.iter().any(|n| *n == name) != not;
+            }
+            if keep {
+                out.extend_from_slice(line);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        Some(out)
+    } else {
+        None
+    }
+}
+
+impl Session {
+    fn capabilities(&self, shared: &Shared) -> String {
+        let mut c = String::from("IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE");
+        if self.user.is_none() {
+            if !self.conn.is_tls() {
+                c.push_str(" STARTTLS");
+            }
+            if self.conn.is_tls() || shared.allow_plaintext {
+                c.push_str(" AUTH=PLAIN AUTH=LOGIN");
+            } else {
+                c.push_str(" LOGINDISABLED");
+            }
+        }
+        c
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.conn.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.conn.flush().await
+    }
+
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        let timeout = if self.user.is_some() {
+            IDLE_TIMEOUT
+        } else {
+            PREAUTH_TIMEOUT
+        };
+        let mut buf = vec![0u8; READ_CHUNK];
+        match tokio::time::timeout(timeout, self.conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Ok(false),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+            Err(_) => {
+                self.out
+                    .extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Read one framed command (sending `+` for synchronizing literals).
+    async fn next_command(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            match parse::frame(&self.input) {
+                Framed::Command(n) => {
+                    self.cont_sent = None;
+                    return Ok(Some(self.input.drain(..n).collect()));
+                }
+                Framed::TooLong => {
+                    self.out
+                        .extend_from_slice(b"* BYE Command line or literal too long\r\n");
+                    return Ok(None);
+                }
+                Framed::Incomplete(Some(pos)) if self.cont_sent != Some(pos) => {
+                    self.cont_sent = Some(pos);
+                    self.out.extend_from_slice(b"+ Ready for literal data\r\n");
+                    self.flush().await?;
+                }
+                Framed::Incomplete(_) => {}
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Read one CRLF line (for SASL and IDLE).
+    async fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(p) = self.input.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.input.drain(..=p).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            if self.input.len() > parse::MAX_COMMAND || !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn reply(&mut self, tag: &str, text: &str) {
+        self.out
+            .extend_from_slice(format!("{tag} {text}\r\n").as_bytes());
+    }
+
+    /// Answer with a failure; true if the connection should be closed.
+    fn fail(&mut self, tag: &str, text: &str) -> bool {
+        self.reply(tag, text);
+        self.failures += 1;
+        if self.failures >= MAX_FAILED_COMMANDS {
+            self.out.extend_from_slice(b"* BYE Too many errors\r\n");
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn command(
+        &mut self,
+        shared: &Shared,
+        raw: &[u8],
+        shutdown: &Shutdown,
+    ) -> std::io::Result<Flow> {
+        let toks = match parse::tokenize(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                let tag = raw
+                    .split(|&b| b == b' ')
+                    .next()
+                    .filter(|t| !t.is_empty() && t.iter().all(|b| b.is_ascii_graphic()))
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .unwrap_or_else(|| "*".into());
+                return Ok(self.bad(&tag, &format!("BAD {e}")));
+            }
+        };
+        let (tag, verb) = match (toks.first(), toks.get(1)) {
+            (Some(Token::Atom(t)), Some(Token::Atom(v))) if !t.contains(['[', '<', '*', '+']) => {
+                (t.clone(), v.to_ascii_uppercase())
+            }
+            _ => return Ok(self.bad("*", "BAD Missing tag or command")),
+        };
+        let args = &toks[2..];
+        let authed = self.user.is_some();
+        match (verb.as_str(), authed) {
+            ("CAPABILITY", _) => {
+                let c = self.capabilities(shared);
+                self.out
+                    .extend_from_slice(format!("* CAPABILITY {c}\r\n").as_bytes());
+                self.reply(&tag, "OK CAPABILITY completed");
+            }
+            ("NOOP", _) | ("CHECK", true) => {
+                self.updates();
+                self.reply(&tag, "OK NOOP completed");
+            }
+            ("LOGOUT", _) => {
+                self.out.extend_from_slice(b"* BYE Logging out\r\n");
+                self.reply(&tag, "OK LOGOUT completed");
+                return Ok(Flow::Close);
+            }
+            ("ID", _) => {
+                self.out.extend_from_slice(
+                    format!(
+                        "* ID (\"name\" \"postern-imapd\" \"version\" \"{}\")\r\n",
+                        env!("CARGO_PKG_VERSION")
+                    )
+                    .as_bytes(),
+                );
+                self.reply(&tag, "OK ID completed");
+            }
+            ("ENABLE", true) => {
+                // No ENABLE-able extension is implemented.
+                self.out.extend_from_slice(b"* ENABLED\r\n");
+                self.reply(&tag, "OK ENABLE completed");
+            }
+            ("NAMESPACE", true) => {
+                self.out
+                    .extend_from_slice(b"* NAMESPACE ((\"\" \".\")) NIL NIL\r\n");
+                self.reply(&tag, "OK NAMESPACE completed");
+            }
+            ("STARTTLS", false) => {
+                if self.conn.is_tls() {
+                    return Ok(self.bad(&tag, "BAD TLS already active"));
+                }
+                self.reply(&tag, "OK Begin TLS negotiation now");
+                self.flush().await?;
+                // STARTTLS injection: anything pipelined before the handshake is dropped.
+                self.input.clear();
+                match tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    self.conn.upgrade(&shared.acceptor),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        tracing::info!("STARTTLS handshake failed");
+                        return Ok(Flow::Close);
+                    }
+                }
+            }
+            ("LOGIN", false) => {
+                if !self.conn.is_tls() && !shared.allow_plaintext {
+                    return Ok(self.bad(
+                        &tag,
+                        "NO [PRIVACYREQUIRED] LOGIN is disabled before STARTTLS",
+                    ));
+                }
+                let (Some(u), Some(p)) = (
+                    args.first().and_then(Token::astring),
+                    args.get(1).and_then(|t| match t {
+                        Token::Atom(a) => Some(a.as_bytes().to_vec()),
+                        Token::Str(s) => Some(s.clone()),
+                        _ => None,
+                    }),
+                ) else {
+                    return Ok(self.bad(&tag, "BAD LOGIN needs user and password"));
+                };
+                let mut ir = vec![0];
+                ir.extend_from_slice(u.as_bytes());
+                ir.push(0);
+                ir.extend_from_slice(&p);
+                return self.authenticate(shared, &tag, "PLAIN", Some(ir)).await;
+            }
+            ("AUTHENTICATE", false) => {
+                let Some(mech) = args.first().and_then(Token::astring) else {
+                    return Ok(self.bad(&tag, "BAD AUTHENTICATE needs a mechanism"));
+                };
+                let mech = mech.to_ascii_uppercase();
+                if mech != "PLAIN" && mech != "LOGIN" {
+                    return Ok(self.bad(&tag, "NO Unsupported mechanism"));
+                }
+                if !self.conn.is_tls() && !shared.allow_plaintext {
+                    return Ok(self.bad(&tag, "NO [PRIVACYREQUIRED] Use STARTTLS first"));
+                }
+                let ir = match args.get(1).and_then(Token::astring) {
+                    None => None,
+                    Some(s) if s == "=" => Some(Vec::new()),
+                    Some(s) => match base64::engine::general_purpose::STANDARD.decode(s) {
+                        Ok(v) => Some(v),
+                        Err(_) => return Ok(self.bad(&tag, "BAD Invalid base64")),
+                    },
+                };
+                return self.authenticate(shared, &tag, &mech, ir).await;
+            }
+            ("LIST", true) | ("LSUB", true) => self.list(&tag, &verb, args),
+            ("SELECT", true) | ("EXAMINE", true) => {
+                return Ok(self.select(&tag, verb == "EXAMINE", args));
+            }
+            ("STATUS", true) => return Ok(self.status(&tag, args)),
+            ("CLOSE", true) | ("UNSELECT", true) if self.sel.is_some() => {
+                if verb == "CLOSE" {
+                    self.expunge_deleted(None);
+                }
+                self.sel = None;
+                self.reply(&tag, &format!("OK {verb} completed"));
+            }
+            ("IDLE", true) => return self.idle(&tag, shutdown).await,
+            ("FETCH", true) | ("STORE", true) | ("SEARCH", true) | ("EXPUNGE", true)
+                if self.sel.is_some() =>
+            {
+                return Ok(self.selected(&tag, &verb, false, args));
+            }
+            ("UID", true) if self.sel.is_some() => {
+                let sub = args.first().and_then(Token::astring).unwrap_or_default();
+                let sub = sub.to_ascii_uppercase();
+                if !matches!(sub.as_str(), "FETCH" | "STORE" | "SEARCH" | "EXPUNGE") {
+                    return Ok(self.bad(&tag, "BAD Unknown UID command"));
+                }
+                return Ok(self.selected(&tag, &sub, true, &args[1..]));
+            }
+            (_, false)
+                if matches!(
+                    verb.as_str(),
+                    "LIST"
+                        | "LSUB"
+                        | "SELECT"
+                        | "EXAMINE"
+                        | "STATUS"
+                        | "IDLE"
+                        | "ENABLE"
+                        | "NAMESPACE"
+                ) =>
+            {
+                return Ok(self.bad(&tag, "BAD Log in first"));
+            }
+            _ => return Ok(self.bad(&tag, "BAD Unknown command or wrong state")),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn bad(&mut self, tag: &str, text: &str) -> Flow {
+        if self.fail(tag, text) {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        shared: &Shared,
+        tag: &str,
+        mech: &str,
+        ir: Option<Vec<u8>>,
+    ) -> std::io::Result<Flow> {
+        let mut auth = shared.auth.clone();
+        let start = pb::AuthStart {
+            mechanism: mech.to_string(),
+            initial_response: ir,
+            client: Some(pb::ClientInfo {
+                service: "imap".into(),
+                remote_ip: self.peer.ip().to_string(),
+                remote_port: self.peer.port() as u32,
+                secured: self.conn.is_tls() || shared.allow_plaintext,
+                session_id: self.session_id.clone(),
+                ..Default::default()
+            }),
+        };
+        let (mut exchange, mut step) = match SaslExchange::start(&mut auth, start).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "authd unavailable");
+                self.reply(tag, "NO [UNAVAILABLE] Authentication service unavailable");
+                return Ok(Flow::Continue);
+            }
+        };
+        let user = loop {
+            match step {
+                SaslStep::Challenge(data) => {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+                    self.out
+                        .extend_from_slice(format!("+ {b64}\r\n").as_bytes());
+                    self.flush().await?;
+                    let Some(line) = self.read_line().await? else {
+                        return Ok(Flow::Close);
+                    };
+                    step = if line == b"*" {
+                        self.reply(tag, "BAD Authentication cancelled");
+                        let _ = exchange.cancel().await;
+                        return Ok(Flow::Continue);
+                    } else {
+                        match base64::engine::general_purpose::STANDARD.decode(&line) {
+                            Ok(d) => exchange.respond(d).await,
+                            Err(_) => {
+                                let _ = exchange.cancel().await;
+                                return Ok(self.bad(tag, "BAD Invalid base64"));
+                            }
+                        }
+                    }
+                    .unwrap_or_else(|e| {
+                        SaslStep::Fail(pb::AuthFail {
+                            temporary: true,
+                            reason: e.message().to_string(),
+                            delay_ms: 0,
+                        })
+                    });
+                }
+                SaslStep::Ok(ok) => break ok.user,
+                SaslStep::Fail(f) => {
+                    let text = if f.temporary {
+                        "NO [UNAVAILABLE] Temporary authentication failure"
+                    } else {
+                        "NO [AUTHENTICATIONFAILED] Authentication failed"
+                    };
+                    return Ok(self.bad(tag, text));
+                }
+            }
+        };
+        let info = match auth
+            .lookup_user(pb::LookupUserRequest { user: user.clone() })
+            .await
+        {
+            Ok(r) if r.get_ref().found => r.into_inner().info.unwrap_or_default(),
+            Ok(_) => {
+                self.reply(tag, "NO [SERVERBUG] No mailbox for this user");
+                return Ok(Flow::Continue);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "user lookup failed");
+                self.reply(tag, "NO [UNAVAILABLE] Mailbox lookup failed");
+                return Ok(Flow::Continue);
+            }
+        };
+        let root = PathBuf::from(&info.mailbox);
+        if let Err(e) = mailstore::create_maildir(&root) {
+            tracing::error!(error = %e, "cannot open maildir");
+            self.reply(tag, "NO [SERVERBUG] Cannot open the mailbox");
+            return Ok(Flow::Continue);
+        }
+        tracing::info!(user = %user, "logged in");
+        self.user = Some(user);
+        self.root = Some(root);
+        let caps = self.capabilities(shared);
+        self.reply(tag, &format!("OK [CAPABILITY {caps}] Logged in"));
+        Ok(Flow::Continue)
+    }
+
+    fn list(&mut self, tag: &str, verb: &str, args: &[Token]) {
+        let (Some(reference), Some(pattern)) = (
+            args.first().and_then(Token::astring),
+            args.get(1).and_then(Token::astring),
+        ) else {
+            self.fail(tag, "BAD LIST needs reference and pattern");
+            return;
+        };
+        let root = self.root.clone().expect("authenticated");
+        if pattern.is_empty() {
+            self.out
+                .extend_from_slice(format!("* {verb} (\\Noselect) \".\" \"\"\r\n").as_bytes());
+            self.reply(tag, &format!("OK {verb} completed"));
+            return;
+        }
+        let full = format!("{reference}{pattern}");
+        let subs = if verb == "LSUB" {
+            let mut s: Vec<String> = std::fs::read_to_string(root.join("subscriptions"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            s.push("INBOX".into());
+            Some(s)
+        } else {
+            None
+        };
+        for f in folders(&root) {
+            if !parse::list_match(full.as_bytes(), f.as_bytes()) {
+                continue;
+            }
+            if let Some(s) = &subs
+                && !s.iter().any(|x| x == &f)
+            {
+                continue;
+            }
+            let mut attrs = vec!["\\HasNoChildren"];
+            if let Some(u) = special_use(&f) {
+                attrs.push(u);
+            }
+            let mut line = format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes();
+            parse::astring_out(f.as_bytes(), &mut line);
+            line.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&line);
+        }
+        self.reply(tag, &format!("OK {verb} completed"));
+    }
+
+    fn open_folder(&self, name: &str) -> Option<(String, Mailbox)> {
+        let root = self.root.as_ref()?;
+        let canonical = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX".to_string()
+        } else if valid_folder(name) {
+            name.to_string()
+        } else {
+            return None;
+        };
+        let dir = mailstore::folder_path(root, &canonical);
+        if !dir.join("cur").is_dir() {
+            return None;
+        }
+        let mb = tokio::task::block_in_place(|| Mailbox::open(&dir)).ok()?;
+        Some((canonical, mb))
+    }
+
+    fn select(&mut self, tag: &str, readonly: bool, args: &[Token]) -> Flow {
+        self.sel = None;
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD SELECT needs a mailbox");
+        };
+        let Some((name, mb)) = self.open_folder(&name) else {
+            return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+        };
+        let uids: Vec<u32> = mb.messages().iter().map(|m| m.uid).collect();
+        let unseen = mb.messages().iter().position(|m| !m.flags.contains('S'));
+        let mut o = String::new();
+        o.push_str("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+        o.push_str(&format!("* {} EXISTS\r\n* 0 RECENT\r\n", uids.len()));
+        if let Some(u) = unseen {
+            o.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", u + 1));
+        }
+        o.push_str(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
+            mb.uidvalidity(),
+            mb.uidnext()
+        ));
+        if readonly {
+            o.push_str("* OK [PERMANENTFLAGS ()] Read-only\r\n");
+        } else {
+            o.push_str(
+                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Limited\r\n",
+            );
+        }
+        self.out.extend_from_slice(o.as_bytes());
+        let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
+        let verb = if readonly { "EXAMINE" } else { "SELECT" };
+        self.reply(tag, &format!("OK [{mode}] {verb} completed"));
+        self.sel = Some(Selected {
+            _name: name,
+            mb,
+            uids,
+            readonly,
+        });
+        Flow::Continue
+    }
+
+    fn status(&mut self, tag: &str, args: &[Token]) -> Flow {
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD STATUS needs a mailbox");
+        };
+        let Some((name, mb)) = self.open_folder(&name) else {
+            return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+        };
+        let mut items = Vec::new();
+        for t in args.iter().skip(1) {
+            let Token::Atom(a) = t else { continue };
+            let a = a.to_ascii_uppercase();
+            let v = match a.as_str() {
+                "MESSAGES" => mb.messages().len() as u64,
+                "UIDNEXT" => mb.uidnext() as u64,
+                "UIDVALIDITY" => mb.uidvalidity() as u64,
+                "UNSEEN" => mb
+                    .messages()
+                    .iter()
+                    .filter(|m| !m.flags.contains('S'))
+                    .count() as u64,
+                "RECENT" => 0,
+                _ => return self.bad(tag, "BAD Unknown STATUS item"),
+            };
+            items.push(format!("{a} {v}"));
+        }
+        let mut line = b"* STATUS ".to_vec();
+        parse::astring_out(name.as_bytes(), &mut line);
+        line.extend_from_slice(format!(" ({})\r\n", items.join(" ")).as_bytes());
+        self.out.extend_from_slice(&line);
+        self.reply(tag, "OK STATUS completed");
+        Flow::Continue
+    }
+
+    /// Report changes made by others: EXPUNGE (MSNs adjusted as each is
+    /// removed), EXISTS, flag changes.
+    fn updates(&mut self) {
+        let Some(sel) = self.sel.as_mut() else { return };
+        let changes = match tokio::task::block_in_place(|| sel.mb.sync()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "sync failed");
+                return;
+            }
+        };
+        let now: std::collections::HashSet<u32> = sel.mb.messages().iter().map(|m| m.uid).collect();
+        let mut i = 0;
+        while i < sel.uids.len() {
+            if now.contains(&sel.uids[i]) {
+                i += 1;
+            } else {
+                self.out
+                    .extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                sel.uids.remove(i);
+            }
+        }
+        let last = sel.uids.last().copied().unwrap_or(0);
+        let before = sel.uids.len();
+        sel.uids.extend(
+            sel.mb
+                .messages()
+                .iter()
+                .map(|m| m.uid)
+                .filter(|&u| u > last),
+        );
+        if sel.uids.len() != before {
+            self.out
+                .extend_from_slice(format!("* {} EXISTS\r\n", sel.uids.len()).as_bytes());
+        }
+        for uid in changes.flags_changed {
+            if let (Some(pos), Some(m)) = (
+                sel.uids.iter().position(|&u| u == uid),
+                sel.mb.messages().iter().find(|m| m.uid == uid),
+            ) {
+                self.out.extend_from_slice(
+                    format!("* {} FETCH (FLAGS ({}))\r\n", pos + 1, flag_names(&m.flags))
+                        .as_bytes(),
+                );
+            }
+        }
+    }
+
+    /// Expunge \Deleted messages (all, or only these UIDs); returns the
+    /// MSNs to report, in the order to send them.
+    fn expunge_deleted(&mut self, only: Option<&[u32]>) -> Vec<u32> {
+        let Some(sel) = self.sel.as_mut() else {
+            return Vec::new();
+        };
+        if sel.readonly {
+            return Vec::new();
+        }
+        let gone: Vec<u32> = sel
+            .mb
+            .messages()
+            .iter()
+            .filter(|m| m.flags.contains('T') && only.is_none_or(|o| o.contains(&m.uid)))
+            .map(|m| m.uid)
+            .collect();
+        if let Err(e) = tokio::task::block_in_place(|| sel.mb.expunge(&gone)) {
+            tracing::error!(error = %e, "expunge failed");
+        }
+        let mut msns = Vec::new();
+        for uid in gone {
+            if let Some(pos) = sel.uids.iter().position(|&u| u == uid) {
+                msns.push(pos as u32 + 1);
+                sel.uids.remove(pos);
+            }
+        }
+        msns
+    }
+
+    /// FETCH / STORE / SEARCH / EXPUNGE (and their UID forms).
+    fn selected(&mut self, tag: &str, verb: &str, uid_mode: bool, args: &[Token]) -> Flow {
+        let name = if uid_mode {
+            format!("UID {verb}")
+        } else {
+            verb.to_string()
+        };
+        if verb == "EXPUNGE" {
+            let only = if uid_mode {
+                let Some(set) = args.first().and_then(Token::astring) else {
+                    return self.bad(tag, "BAD UID EXPUNGE needs a set");
+                };
+                let max = self
+                    .sel
+                    .as_ref()
+                    .map_or(0, |s| s.mb.uidnext().saturating_sub(1));
+                match parse::sequence_set(&set, max) {
+                    Some(v) => Some(v),
+                    None => return self.bad(tag, "BAD Invalid UID set"),
+                }
+            } else {
+                None
+            };
+            if self.sel.as_ref().is_some_and(|s| s.readonly) {
+                return self.bad(tag, "NO [READ-ONLY] Mailbox is read-only");
+            }
+            for msn in self.expunge_deleted(only.as_deref()) {
+                self.out
+                    .extend_from_slice(format!("* {msn} EXPUNGE\r\n").as_bytes());
+            }
+            self.updates();
+            self.reply(tag, &format!("OK {name} completed"));
+            return Flow::Continue;
+        }
+        if verb == "SEARCH" {
+            return self.search(tag, &name, uid_mode, args);
+        }
+        let Some(set) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD Missing sequence set");
+        };
+        let Some(targets) = self.resolve(&set, uid_mode) else {
+            return self.bad(tag, "BAD Invalid sequence set");
+        };
+        let result = if verb == "FETCH" {
+            self.fetch(&targets, uid_mode, &args[1..])
+        } else {
+            self.store(&targets, uid_mode, &args[1..])
+        };
+        match result {
+            Ok(()) => {
+                self.reply(tag, &format!("OK {name} completed"));
+                Flow::Continue
+            }
+            Err(e) => self.bad(tag, &e),
+        }
+    }
+
+    /// (MSN, UID) pairs of a set.
+    fn resolve(&self, set: &str, uid_mode: bool) -> Option<Vec<(u32, u32)>> {
+        let sel = self.sel.as_ref()?;
+        if uid_mode {
+            let max = sel.uids.last().copied().unwrap_or(0);
+            let want = parse::sequence_set(set, max)?;
+            Some(
+                sel.uids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| want.binary_search(u).is_ok())
+                    .map(|(i, &u)| (i as u32 + 1, u))
+                    .collect(),
+            )
+        } else {
+            let max = sel.uids.len() as u32;
+            let want = parse::sequence_set(set, max)?;
+            if want.iter().any(|&n| n > max || n == 0) {
+                return None;
+            }
+            Some(
+                want.into_iter()
+                    .map(|n| (n, sel.uids[n as usize - 1]))
+                    .collect(),
+            )
+        }
+    }
+
+    fn fetch(
+        &mut self,
+        targets: &[(u32, u32)],
+        uid_mode: bool,
+        args: &[Token],
+    ) -> Result<(), String> {
+        let mut items: Vec<String> = args
+            .iter()
+            .filter_map(|t| match t {
+                Token::Atom(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut expanded = Vec::new();
+        for i in items.drain(..) {
+            match i.to_ascii_uppercase().as_str() {
+                "ALL" | "FAST" => {
+                    expanded.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE"].map(String::from))
+                }
+                _ => expanded.push(i),
+            }
+        }
+        if uid_mode && !expanded.iter().any(|i| i.eq_ignore_ascii_case("UID")) {
+            expanded.insert(0, "UID".into());
+        }
+        if expanded.is_empty() {
+            return Err("BAD FETCH needs items".into());
+        }
+        // Validate before answering.
+        for i in &expanded {
+            let u = i.to_ascii_uppercase();
+            let ok = matches!(
+                u.as_str(),
+                "FLAGS"
+                    | "UID"
+                    | "RFC822.SIZE"
+                    | "INTERNALDATE"
+                    | "RFC822"
+                    | "RFC822.HEADER"
+                    | "RFC822.TEXT"
+            ) || ((u.starts_with("BODY[") || u.starts_with("BODY.PEEK["))
+                && u.contains(']')
+                && section(b"", &u[u.find('[').unwrap() + 1..u.find(']').unwrap()]).is_some());
+            if !ok {
+                return Err(format!("BAD Unsupported FETCH item {i}"));
+            }
+        }
+        let readonly = self.sel.as_ref().is_some_and(|s| s.readonly);
+        for &(msn, uid) in targets {
+            let sel = self.sel.as_mut().expect("selected");
+            let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
+                continue;
+            };
+            let mut body: Option<Vec<u8>> = None;
+            let mut set_seen = false;
+            let mut parts: Vec<Vec<u8>> = Vec::new();
+            for item in &expanded {
+                let u = item.to_ascii_uppercase();
+                let mut load = |sel: &mut Selected| -> Result<Vec<u8>, String> {
+                    if body.is_none() {
+                        let raw = tokio::task::block_in_place(|| sel.mb.read_message(uid))
+                            .map_err(|e| format!("NO [SERVERBUG] Cannot read message: {e}"))?;
+                        body = Some(parse::to_crlf(&raw));
+                    }
+                    Ok(body.clone().unwrap_or_default())
+                };
+                let mut p = Vec::new();
+                match u.as_str() {
+                    "UID" => p.extend_from_slice(format!("UID {uid}").as_bytes()),
+                    "FLAGS" => {}
+                    "RFC822.SIZE" => {
+                        p.extend_from_slice(format!("RFC822.SIZE {}", m.vsize).as_bytes())
+                    }
+                    "INTERNALDATE" => p.extend_from_slice(
+                        format!("INTERNALDATE \"{}\"", parse::internal_date(m.internal_date))
+                            .as_bytes(),
+                    ),
+                    "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
+                        let msg = load(sel)?;
+                        let data = match u.as_str() {
+                            "RFC822" => {
+                                set_seen = true;
+                                msg
+                            }
+                            "RFC822.HEADER" => section(&msg, "HEADER").unwrap_or_default(),
+                            _ => {
+                                set_seen = true;
+                                section(&msg, "TEXT").unwrap_or_default()
+                            }
+                        };
+                        p.extend_from_slice(format!("{u} {{{}}}\r\n", data.len()).as_bytes());
+                        p.extend_from_slice(&data);
+                    }
+                    _ => {
+                        let peek = u.starts_with("BODY.PEEK[");
+                        let open = item.find('[').unwrap_or(0);
+                        let close = item.find(']').unwrap_or(item.len());
+                        let spec = &item[open + 1..close];
+                        let partial = &item[close + 1..];
+                        let msg = load(sel)?;
+                        let mut data = section(&msg, spec).unwrap_or_default();
+                        let mut origin = String::new();
+                        if !partial.is_empty() {
+                            let inner = partial
+                                .strip_prefix('<')
+                                .and_then(|p| p.strip_suffix('>'))
+                                .ok_or("BAD Invalid partial")?;
+                            let (a, b) = inner.split_once('.').ok_or("BAD Invalid partial")?;
+                            let a: usize = a.parse().map_err(|_| "BAD Invalid partial")?;
+                            let b: usize = b.parse().map_err(|_| "BAD Invalid partial")?;
+                            let start = a.min(data.len());
+                            let end = start.saturating_add(b).min(data.len());
+                            data = data[start..end].to_vec();
+                            origin = format!("<{a}>");
+                        }
+                        if !peek {
+                            set_seen = true;
+                        }
+                        p.extend_from_slice(
+                            format!(
+                                "BODY[{}]{origin} {{{}}}\r\n",
+                                spec.to_ascii_uppercase(),
+                                data.len()
+                            )
+                            .as_bytes(),
+                        );
+                        p.extend_from_slice(&data);
+                    }
+                }
+                if u != "FLAGS" {
+                    parts.push(p);
+                }
+            }
+            let mut flags = m.flags.clone();
+            if set_seen && !readonly && !flags.contains('S') {
+                flags.push('S');
+                if let Err(e) = tokio::task::block_in_place(|| sel.mb.set_flags(uid, &flags)) {
+                    tracing::warn!(error = %e, "cannot set \\Seen");
+                    flags = m.flags.clone();
+                }
+            }
+            if expanded.iter().any(|i| i.eq_ignore_ascii_case("FLAGS"))
+                || (set_seen && flags != m.flags)
+            {
+                parts.push(format!("FLAGS ({})", flag_names(&flags)).into_bytes());
+            }
+            self.out
+                .extend_from_slice(format!("* {msn} FETCH (").as_bytes());
+            self.out.extend_from_slice(&parts.join(&b' '));
+            self.out.extend_from_slice(b")\r\n");
+        }
+        Ok(())
+    }
+
+    fn store(
+        &mut self,
+        targets: &[(u32, u32)],
+        uid_mode: bool,
+        args: &[Token],
+    ) -> Result<(), String> {
+        let Some(Token::Atom(op)) = args.first() else {
+            return Err("BAD STORE needs an operation".into());
+        };
+        let op = op.to_ascii_uppercase();
+        let (mode, silent) = match op.as_str() {
+            "FLAGS" => ('=', false),
+            "FLAGS.SILENT" => ('=', true),
+            "+FLAGS" => ('+', false),
+            "+FLAGS.SILENT" => ('+', true),
+            "-FLAGS" => ('-', false),
+            "-FLAGS.SILENT" => ('-', true),
+            _ => return Err("BAD Unknown STORE operation".into()),
+        };
+        let mut letters = String::new();
+        for t in &args[1..] {
+            if let Token::Atom(a) = t {
+                match flag_letter(a) {
+                    Some(c) => letters.push(c),
+                    None if a.starts_with('\\') => {
+                        return Err(format!("BAD Unknown system flag {a}"));
+                    }
+                    None => return Err("NO [CANNOT] Keywords are not supported".into()),
+                }
+            }
+        }
+        let sel = self.sel.as_mut().expect("selected");
+        if sel.readonly {
+            return Err("NO [READ-ONLY] Mailbox is read-only".into());
+        }
+        for &(msn, uid) in targets {
+            let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
+                continue;
+            };
+            let new: String = match mode {
+                '=' => letters.clone(),
+                '+' => format!("{}{}", m.flags, letters),
+                _ => m.flags.chars().filter(|c| !letters.contains(*c)).collect(),
+            };
+            let mut sorted: Vec<char> = new.chars().collect();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let new: String = sorted.into_iter().collect();
+            tokio::task::block_in_place(|| sel.mb.set_flags(uid, &new))
+                .map_err(|e| format!("NO [SERVERBUG] {e}"))?;
+            if !silent {
+                let uidpart = if uid_mode {
+                    format!("UID {uid} ")
+                } else {
+                    String::new()
+                };
+                self.out.extend_from_slice(
+                    format!("* {msn} FETCH ({uidpart}FLAGS ({}))\r\n", flag_names(&new)).as_bytes(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn search(&mut self, tag: &str, name: &str, uid_mode: bool, args: &[Token]) -> Flow {
+        let sel = self.sel.as_ref().expect("selected");
+        let mut keep: Vec<bool> = vec![true; sel.uids.len()];
+        let flags: Vec<String> = sel
+            .uids
+            .iter()
+            .map(|u| {
+                sel.mb
+                    .messages()
+                    .iter()
+                    .find(|m| m.uid == *u)
+                    .map(|m| m.flags.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut i = 0;
+        while i < args.len() {
+            let Some(key) = args[i].astring() else {
+                return self.bad(tag, "BAD Unsupported SEARCH syntax");
+            };
+            let k = key.to_ascii_uppercase();
+            let flag_test = |letter: char, want: bool| -> Vec<bool> {
+                flags.iter().map(|f| f.contains(letter) == want).collect()
+            };
+            let cond: Vec<bool> = match k.as_str() {
+                "ALL" => vec![true; keep.len()],
+                "SEEN" => flag_test('S', true),
+                "UNSEEN" => flag_test('S', false),
+                "DELETED" => flag_test('T', true),
+                "UNDELETED" => flag_test('T', false),
+                "FLAGGED" => flag_test('F', true),
+                "UNFLAGGED" => flag_test('F', false),
+                "ANSWERED" => flag_test('R', true),
+                "UNANSWERED" => flag_test('R', false),
+                "DRAFT" => flag_test('D', true),
+                "UNDRAFT" => flag_test('D', false),
+                "UID" => {
+                    i += 1;
+                    let max = sel.uids.last().copied().unwrap_or(0);
+                    let Some(set) = args
+                        .get(i)
+                        .and_then(Token::astring)
+                        .and_then(|s| parse::sequence_set(&s, max))
+                    else {
+                        return self.bad(tag, "BAD Invalid UID set");
+                    };
+                    sel.uids
+                        .iter()
+                        .map(|u| set.binary_search(u).is_ok())
+                        .collect()
+                }
+                "CHARSET" => {
+                    i += 2;
+                    continue;
+                }
+                _ => {
+                    let max = sel.uids.len() as u32;
+                    let Some(set) = parse::sequence_set(&key, max) else {
+                        return self.bad(tag, "BAD Unsupported SEARCH key");
+                    };
+                    (1..=sel.uids.len() as u32)
+                        .map(|n| set.binary_search(&n).is_ok())
+                        .collect()
+                }
+            };
+            for (k, c) in keep.iter_mut().zip(cond) {
+                *k &= c;
+            }
+            i += 1;
+        }
+        let hits: Vec<String> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(n, _)| {
+                if uid_mode {
+                    sel.uids[n].to_string()
+                } else {
+                    (n + 1).to_string()
+                }
+            })
+            .collect();
+        let mut line = String::from("* SEARCH");
+        for h in hits {
+            line.push(' ');
+            line.push_str(&h);
+        }
+        line.push_str("\r\n");
+        self.out.extend_from_slice(line.as_bytes());
+        self.reply(tag, &format!("OK {name} completed"));
+        Flow::Continue
+    }
+
+    async fn idle(&mut self, tag: &str, shutdown: &Shutdown) -> std::io::Result<Flow> {
+        self.out.extend_from_slice(b"+ idling\r\n");
+        self.updates();
+        self.flush().await?;
+        let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        let mut buf = vec![0u8; 1024];
+        loop {
+            if let Some(p) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=p).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().eq_ignore_ascii_case("DONE") {
+                    self.reply(tag, "OK IDLE terminated");
+                    return Ok(Flow::Continue);
+                }
+                return Ok(self.bad(tag, "BAD Expected DONE"));
+            }
+            if self.input.len() > 1024 {
+                return Ok(self.bad(tag, "BAD Expected DONE"));
+            }
+            tokio::select! {
+                _ = shutdown.triggered() => {
+                    self.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+                    return Ok(Flow::Close);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+                    return Ok(Flow::Close);
+                }
+                r = self.conn.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return Ok(Flow::Close),
+                    Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                },
+                _ = tokio::time::sleep(IDLE_POLL) => {
+                    self.updates();
+                    self.flush().await?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections() {
+        let msg = b"Subject: a\r\nFrom: b\r\n c\r\nTo: d\r\n\r\nbody\r\n";
+        assert_eq!(section(msg, "").unwrap(), msg);
+        assert_eq!(section(msg, "HEADER").unwrap(), &msg[..34]);
+        assert_eq!(section(msg, "TEXT").unwrap(), b"body\r\n");
+        assert_eq!(
+            section(msg, "HEADER.FIELDS (FROM)").unwrap(),
+            b"From: b\r\n c\r\n\r\n"
+        );
+        assert_eq!(
+            section(msg, "HEADER.FIELDS.NOT (FROM TO)").unwrap(),
+            b"Subject: a\r\n\r\n"
+        );
+        assert!(section(msg, "1.MIME").is_none());
+    }
+
+    #[test]
+    fn flags_map() {
+        assert_eq!(flag_names("FRST"), "\\Flagged \\Answered \\Seen \\Deleted");
+        assert_eq!(flag_letter("\\SEEN"), Some('S'));
+        assert_eq!(flag_letter("$Junk"), None);
+        assert!(valid_folder("Sent"));
+        assert!(!valid_folder("../x"));
+        assert!(!valid_folder(".hidden"));
+    }
+}
