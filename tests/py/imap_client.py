@@ -83,7 +83,8 @@ check("pop3 uidl = imap uid+uidvalidity", uidls == ["%08X%08X" % (u, uidvalidity
 
 # A second session over implicit TLS.
 m2 = imaplib.IMAP4_SSL("127.0.0.1", imaps_port, ssl_context=ctx)
-m2.login(user, password)
+typ, _ = m2.authenticate("PLAIN", lambda _: ("\0%s\0%s" % (user, password)).encode())
+check("authenticate plain over 993", typ == "OK")
 m2.select("INBOX")
 
 typ, data = m.store("2", "+FLAGS", "(\\Deleted)")

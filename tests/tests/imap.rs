@@ -97,3 +97,107 @@ fn imaplib_starttls_list_select_fetch_store_expunge_idle_uidl() {
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Raw protocol: LOGINDISABLED before TLS, literals (synchronizing and
+/// LITERAL+), SASL-IR and AUTH=LOGIN when plaintext is allowed, bad input,
+/// the literal size bound.
+#[test]
+fn raw_literals_sasl_bounds() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::new();
+    let maildir = setup(&env, "bob@example.test", "pw-bob");
+    mailstore::deliver(&maildir, "INBOX", b"Subject: hi\r\n\r\nhello\r\n").unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let _imapd = Daemon::start(&env, "imapd");
+    let connect = |port: u16| {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).unwrap();
+        assert!(greeting.starts_with("* OK [CAPABILITY "), "{greeting}");
+        assert!(greeting.contains("LOGINDISABLED"), "{greeting}");
+        (w, r)
+    };
+    let line = |r: &mut BufReader<std::net::TcpStream>| {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    };
+    let (mut w, mut r) = connect(env.ports["imap"]);
+    // Synchronizing literal gets "+", LITERAL+ does not; LOGIN still refused.
+    w.write_all(b"a LOGIN {16}\r\n").unwrap();
+    assert!(line(&mut r).starts_with("+ "));
+    w.write_all(b"bob@example.test {6+}\r\npw-bob\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("a NO [PRIVACYREQUIRED]"), "{l}");
+    w.write_all(b"b AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAcHctYm9i\r\n")
+        .unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("b NO [PRIVACYREQUIRED]"), "{l}");
+    // Bad input answers BAD and the session goes on.
+    w.write_all(b"c FETCH 1 (FLAGS)\r\nd \"unterminated\r\n\r\ne NOOP\r\n")
+        .unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("c BAD"), "{l}");
+    let l = line(&mut r);
+    assert!(l.starts_with("d BAD"), "{l}");
+    let mut l = line(&mut r);
+    if l.starts_with("* BAD") {
+        l = line(&mut r);
+    }
+    assert!(l.starts_with("e OK"), "{l}");
+    // A literal over the bound ends the connection.
+    w.write_all(b"f NOOP {99999999}\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("* BYE"), "{l}");
+    assert_eq!(line(&mut r), "");
+
+    // With plaintext allowed: SASL-IR PLAIN works, AUTH=LOGIN with challenges.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace("[imapd]\n", "[imapd]\nallow_plaintext_auth = true\n"),
+    )
+    .unwrap();
+    drop(_imapd);
+    let _imapd = Daemon::start(&env, "imapd");
+    let s = std::net::TcpStream::connect(("127.0.0.1", env.ports["imap"])).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let g = line(&mut r);
+    assert!(
+        g.contains("AUTH=PLAIN") && !g.contains("LOGINDISABLED"),
+        "{g}"
+    );
+    w.write_all(b"a AUTHENTICATE PLAIN AGJvYkBleGFtcGxlLnRlc3QAd3Jvbmc=\r\n")
+        .unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("a NO [AUTHENTICATIONFAILED]"), "{l}");
+    w.write_all(b"b AUTHENTICATE LOGIN\r\n").unwrap();
+    assert!(line(&mut r).starts_with("+ "));
+    w.write_all(b"Ym9iQGV4YW1wbGUudGVzdA==\r\n").unwrap();
+    assert!(line(&mut r).starts_with("+ "));
+    w.write_all(b"cHctYm9i\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("b OK"), "{l}");
+    w.write_all(b"c EXAMINE INBOX\r\nd FETCH 1 (BODY[])\r\ne FETCH 1 (FLAGS)\r\nf LOGOUT\r\n")
+        .unwrap();
+    let mut all = String::new();
+    loop {
+        let l = line(&mut r);
+        if l.is_empty() {
+            break;
+        }
+        all.push_str(&l);
+    }
+    assert!(all.contains("c OK [READ-ONLY]"), "{all}");
+    assert!(all.contains("hello\r\n"), "{all}");
+    // EXAMINE is read-only: BODY[] does not set \Seen.
+    assert!(all.contains("* 1 FETCH (FLAGS ())"), "{all}");
+    assert!(all.contains("f OK"), "{all}");
+}
