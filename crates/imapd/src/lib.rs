@@ -13,7 +13,8 @@
 //! separator `.`; LSUB filters by the `subscriptions` file), SELECT/EXAMINE,
 //! STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT=0), CLOSE, UNSELECT,
 //! CHECK; FETCH/UID FETCH with FLAGS, UID, RFC822.SIZE (the CRLF size),
-//! INTERNALDATE, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
+//! INTERNALDATE, ENVELOPE (raw Date/Subject/Message-ID/In-Reply-To, addresses
+//! parsed with mail-parser), RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
 //! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`
 //! and partials `<n.m>` (messages are sent with CRLF line ends; non-PEEK
 //! fetches set `\Seen`); STORE/UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT) with
@@ -24,7 +25,7 @@
 //! for other sessions' changes at NOOP, CHECK, EXPUNGE and IDLE, with MSNs
 //! adjusted as each expunge is reported.
 //!
-//! **Not implemented yet:** ENVELOPE, BODYSTRUCTURE, BODY (structure), MIME
+//! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
 //! part sections (`BODY[1]`), text SEARCH keys (HEADER, SUBJECT, FROM, BODY,
 //! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), CREATE, DELETE,
 //! RENAME, SUBSCRIBE, COPY, MOVE, APPEND, UIDPLUS's COPYUID/APPENDUID (so

@@ -344,3 +344,119 @@ mod tests {
         assert_eq!(o, b"\"a\\\"b\"");
     }
 }
+
+/// The unfolded raw value of the first header `name` (wire-form header).
+fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut found: Option<Vec<u8>> = None;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let trimmed = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some(f) = found.as_mut() {
+                f.extend_from_slice(trimmed);
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        if let Some(colon) = trimmed.iter().position(|&b| b == b':')
+            && trimmed[..colon]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
+        {
+            found = Some(trimmed[colon + 1..].trim_ascii().to_vec());
+        }
+    }
+    found
+}
+
+fn nstring(v: Option<&[u8]>, out: &mut Vec<u8>) {
+    match v {
+        None => out.extend_from_slice(b"NIL"),
+        Some(s) => astring_out(s, out),
+    }
+}
+
+fn address_list(a: Option<&mail_parser::Address<'_>>, out: &mut Vec<u8>) {
+    let Some(a) = a else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    let addrs: Vec<_> = a.iter().filter(|x| x.address.is_some()).collect();
+    if addrs.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for x in addrs {
+        let addr = x.address.as_deref().unwrap_or("");
+        let (mbox, host) = addr.rsplit_once('@').unwrap_or((addr, ""));
+        out.push(b'(');
+        nstring(x.name.as_deref().map(str::as_bytes), out);
+        out.extend_from_slice(b" NIL ");
+        nstring(Some(mbox.as_bytes()), out);
+        out.push(b' ');
+        nstring((!host.is_empty()).then_some(host.as_bytes()), out);
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+/// RFC 3501 ENVELOPE of a wire-form message: date, subject, message-id and
+/// in-reply-to are the raw header values; addresses come from mail-parser
+/// (names decoded to UTF-8; groups are flattened).
+pub fn envelope(msg: &[u8]) -> Vec<u8> {
+    let hdr_end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(msg.len());
+    let header = &msg[..hdr_end];
+    let parsed = mail_parser::MessageParser::default().parse_headers(header);
+    let mut out = b"ENVELOPE (".to_vec();
+    nstring(raw_header(header, "Date").as_deref(), &mut out);
+    out.push(b' ');
+    nstring(raw_header(header, "Subject").as_deref(), &mut out);
+    let p = parsed.as_ref();
+    let from = p.and_then(|m| m.from());
+    for a in [
+        from,
+        p.and_then(|m| m.sender()).or(from),
+        p.and_then(|m| m.reply_to()).or(from),
+        p.and_then(|m| m.to()),
+        p.and_then(|m| m.cc()),
+        p.and_then(|m| m.bcc()),
+    ] {
+        out.push(b' ');
+        address_list(a, &mut out);
+    }
+    out.push(b' ');
+    nstring(raw_header(header, "In-Reply-To").as_deref(), &mut out);
+    out.push(b' ');
+    nstring(raw_header(header, "Message-ID").as_deref(), &mut out);
+    out.push(b')');
+    out
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    #[test]
+    fn envelope_fields() {
+        let m = b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nSubject: hi\r\n there\r\nFrom: Al <al@example.test>\r\nTo: b@example.test, c@x.test\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n";
+        let e = String::from_utf8(envelope(m)).unwrap();
+        assert_eq!(
+            e,
+            "ENVELOPE (\"Mon, 1 Jan 2024 00:00:00 +0000\" \"hi there\" ((\"Al\" NIL \"al\" \"example.test\")) ((\"Al\" NIL \"al\" \"example.test\")) ((\"Al\" NIL \"al\" \"example.test\")) ((NIL NIL \"b\" \"example.test\")(NIL NIL \"c\" \"x.test\")) NIL NIL NIL \"<1@x>\")"
+        );
+        let e = String::from_utf8(envelope(b"\r\n")).unwrap();
+        assert_eq!(e, "ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
+    }
+}

@@ -943,7 +943,9 @@ impl Session {
         let mut expanded = Vec::new();
         for i in items.drain(..) {
             match i.to_ascii_uppercase().as_str() {
-                "ALL" | "FAST" => {
+                "ALL" => expanded
+                    .extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"].map(String::from)),
+                "FAST" => {
                     expanded.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE"].map(String::from))
                 }
                 _ => expanded.push(i),
@@ -967,6 +969,7 @@ impl Session {
                     | "RFC822"
                     | "RFC822.HEADER"
                     | "RFC822.TEXT"
+                    | "ENVELOPE"
             ) || ((u.starts_with("BODY[") || u.starts_with("BODY.PEEK["))
                 && u.contains(']')
                 && section(b"", &u[u.find('[').unwrap() + 1..u.find(']').unwrap()]).is_some());
@@ -1004,6 +1007,7 @@ impl Session {
                         format!("INTERNALDATE \"{}\"", parse::internal_date(m.internal_date))
                             .as_bytes(),
                     ),
+                    "ENVELOPE" => p.extend_from_slice(&parse::envelope(&load(sel)?)),
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                         let msg = load(sel)?;
                         let data = match u.as_str() {
