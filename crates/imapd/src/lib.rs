@@ -23,13 +23,17 @@
 //! (UN)ANSWERED, (UN)DRAFT, UID sets and sequence sets (keys are ANDed); IDLE
 //! (the mailbox is polled every 500 ms); untagged EXPUNGE/EXISTS/FETCH FLAGS
 //! for other sessions' changes at NOOP, CHECK, EXPUNGE and IDLE, with MSNs
-//! adjusted as each expunge is reported.
+//! adjusted as each expunge is reported; CREATE (Maildir++ `.Name`);
+//! APPEND with system flags (`APPENDLIMIT`, `[APPENDUID]`; the optional
+//! date-time is accepted but the internal date is the time of the APPEND);
+//! COPY, MOVE and their UID forms with UIDPLUS `[COPYUID]` (flags are kept;
+//! copies are written with `mailstore::deliver`).
 //!
 //! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
 //! part sections (`BODY[1]`), text SEARCH keys (HEADER, SUBJECT, FROM, BODY,
-//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), CREATE, DELETE,
-//! RENAME, SUBSCRIBE, COPY, MOVE, APPEND, UIDPLUS's COPYUID/APPENDUID (so
-//! UIDPLUS is not advertised), CONDSTORE, SCRAM-SHA-256 over IMAP. An IMAP
+//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), DELETE, RENAME,
+//! SUBSCRIBE/UNSUBSCRIBE, CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
+//! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP
 //! codec crate (imap-codec 2.0.0-alpha) was not evaluated: the work started
 //! too close to the deadline, so commands are read by a small bounded,
 //! hand-written tokenizer (`parse`) covering the commands above.
@@ -42,13 +46,16 @@
 //! `* BYE`); `session::MAX_FAILED_COMMANDS` failed commands close the
 //! connection; idle sessions are closed after 30 minutes once logged in
 //! (RFC 9051) and after 60 seconds before. Folder names containing `/`,
-//! `..` or starting with `.` are refused. Failed logins go through authd's
+//! `..` or starting with `.` are refused. Literals larger than a command
+//! line are accepted only after login, up to `parse::APPEND_LIMIT` (25 MiB)
+//! and held in memory. Failed logins go through authd's
 //! brute-force delay. Runs as `vmail`, the owner of the mailboxes.
 //!
 //! # STANDARDS
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
-//! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 6154
+//! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
+//! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).
 //!
 //! # CONFIGURATION

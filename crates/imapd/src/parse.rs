@@ -18,19 +18,25 @@ pub enum Framed {
     TooLong,
 }
 
-/// Find a complete command (line plus literals) at the start of `input`.
-pub fn frame(input: &[u8]) -> Framed {
+/// Largest APPEND message (advertised as `APPENDLIMIT`); literals this big
+/// are accepted only after login.
+pub const APPEND_LIMIT: usize = 25 * 1024 * 1024;
+
+/// Find a complete command (line plus literals) at the start of `input`;
+/// the whole command may be up to `limit` bytes (`MAX_COMMAND` before login,
+/// `APPEND_LIMIT` plus `MAX_COMMAND` after).
+pub fn frame(input: &[u8], limit: usize) -> Framed {
     let mut pos = 0;
     loop {
         let Some(nl) = input[pos..].iter().position(|&b| b == b'\n') else {
-            return if input.len() > MAX_COMMAND {
+            return if input.len() - pos > MAX_COMMAND {
                 Framed::TooLong
             } else {
                 Framed::Incomplete(None)
             };
         };
         let end = pos + nl + 1;
-        if end > MAX_COMMAND {
+        if end - pos > MAX_COMMAND || end > limit {
             return Framed::TooLong;
         }
         let line = &input[pos..end];
@@ -39,7 +45,7 @@ pub fn frame(input: &[u8]) -> Framed {
         match literal_len(line) {
             None => return Framed::Command(end),
             Some((n, sync)) => {
-                if end + n > MAX_COMMAND {
+                if end + n > limit {
                     return Framed::TooLong;
                 }
                 if input.len() < end + n {
@@ -286,13 +292,33 @@ mod tests {
 
     #[test]
     fn frames_lines_and_literals() {
-        assert_eq!(frame(b"a NOOP\r\n"), Framed::Command(8));
-        assert_eq!(frame(b"a NOOP"), Framed::Incomplete(None));
-        assert_eq!(frame(b"a LOGIN {3}\r\nab"), Framed::Incomplete(Some(13)));
-        assert_eq!(frame(b"a LOGIN {3+}\r\nab"), Framed::Incomplete(None));
-        assert_eq!(frame(b"a LOGIN {3}\r\nabc x\r\n"), Framed::Command(20));
-        assert_eq!(frame(b"a X {999999999}\r\n"), Framed::TooLong);
-        assert_eq!(frame(&vec![b'a'; MAX_COMMAND + 1]), Framed::TooLong);
+        assert_eq!(frame(b"a NOOP\r\n", MAX_COMMAND), Framed::Command(8));
+        assert_eq!(frame(b"a NOOP", MAX_COMMAND), Framed::Incomplete(None));
+        assert_eq!(
+            frame(b"a LOGIN {3}\r\nab", MAX_COMMAND),
+            Framed::Incomplete(Some(13))
+        );
+        assert_eq!(
+            frame(b"a LOGIN {3+}\r\nab", MAX_COMMAND),
+            Framed::Incomplete(None)
+        );
+        assert_eq!(
+            frame(b"a LOGIN {3}\r\nabc x\r\n", MAX_COMMAND),
+            Framed::Command(20)
+        );
+        assert_eq!(frame(b"a X {999999999}\r\n", MAX_COMMAND), Framed::TooLong);
+        assert_eq!(
+            frame(&vec![b'a'; MAX_COMMAND + 1], MAX_COMMAND),
+            Framed::TooLong
+        );
+        assert_eq!(
+            frame(b"a APPEND x {70000}\r\n", MAX_COMMAND),
+            Framed::TooLong
+        );
+        assert_eq!(
+            frame(b"a APPEND x {70000}\r\n", APPEND_LIMIT + MAX_COMMAND),
+            Framed::Incomplete(Some(20))
+        );
     }
 
     #[test]

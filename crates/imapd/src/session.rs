@@ -243,7 +243,9 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
 
 impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
-        let mut c = String::from("IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE");
+        let mut c = String::from(
+            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE",
+        );
         if self.user.is_none() {
             if !self.conn.is_tls() {
                 c.push_str(" STARTTLS");
@@ -254,6 +256,7 @@ impl Session {
                 c.push_str(" LOGINDISABLED");
             }
         }
+        c.push_str(&format!(" APPENDLIMIT={}", parse::APPEND_LIMIT));
         c
     }
 
@@ -289,7 +292,12 @@ impl Session {
     /// Read one framed command (sending `+` for synchronizing literals).
     async fn next_command(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         loop {
-            match parse::frame(&self.input) {
+            let limit = if self.user.is_some() {
+                parse::APPEND_LIMIT + parse::MAX_COMMAND
+            } else {
+                parse::MAX_COMMAND
+            };
+            match parse::frame(&self.input, limit) {
                 Framed::Command(n) => {
                     self.cont_sent = None;
                     return Ok(Some(self.input.drain(..n).collect()));
@@ -486,6 +494,11 @@ impl Session {
                 self.reply(&tag, &format!("OK {verb} completed"));
             }
             ("IDLE", true) => return self.idle(&tag, shutdown).await,
+            ("CREATE", true) => return Ok(self.create(&tag, args)),
+            ("APPEND", true) => return Ok(self.append(&tag, args)),
+            ("COPY", true) | ("MOVE", true) if self.sel.is_some() => {
+                return Ok(self.copy(&tag, &verb, false, args));
+            }
             ("FETCH", true) | ("STORE", true) | ("SEARCH", true) | ("EXPUNGE", true)
                 if self.sel.is_some() =>
             {
@@ -494,6 +507,9 @@ impl Session {
             ("UID", true) if self.sel.is_some() => {
                 let sub = args.first().and_then(Token::astring).unwrap_or_default();
                 let sub = sub.to_ascii_uppercase();
+                if sub == "COPY" || sub == "MOVE" {
+                    return Ok(self.copy(&tag, &sub, true, &args[1..]));
+                }
                 if !matches!(sub.as_str(), "FETCH" | "STORE" | "SEARCH" | "EXPUNGE") {
                     return Ok(self.bad(&tag, "BAD Unknown UID command"));
                 }
@@ -1239,6 +1255,170 @@ impl Session {
         line.push_str("\r\n");
         self.out.extend_from_slice(line.as_bytes());
         self.reply(tag, &format!("OK {name} completed"));
+        Flow::Continue
+    }
+
+    fn create(&mut self, tag: &str, args: &[Token]) -> Flow {
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD CREATE needs a mailbox");
+        };
+        let name = name.trim_end_matches('.').to_string();
+        if name.eq_ignore_ascii_case("INBOX") || !valid_folder(&name) {
+            return self.bad(tag, "NO [CANNOT] Invalid mailbox name");
+        }
+        let root = self.root.clone().expect("authenticated");
+        match tokio::task::block_in_place(|| mailstore::create_folder(&root, &name)) {
+            Ok(()) => {
+                self.reply(tag, "OK CREATE completed");
+                Flow::Continue
+            }
+            Err(_) if mailstore::folder_path(&root, &name).join("cur").is_dir() => {
+                self.bad(tag, "NO [ALREADYEXISTS] Mailbox exists")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "create failed");
+                self.bad(tag, "NO [SERVERBUG] Cannot create the mailbox")
+            }
+        }
+    }
+
+    /// Deliver `data` into folder `name` with flags; returns (UIDVALIDITY, UID).
+    fn put(&self, name: &str, data: &[u8], flags: &str) -> Result<(u32, u32), String> {
+        let root = self.root.clone().expect("authenticated");
+        tokio::task::block_in_place(|| {
+            let d = mailstore::deliver(&root, name, data).map_err(|e| e.to_string())?;
+            let dir = mailstore::folder_path(&root, name);
+            let mut mb = Mailbox::open(&dir).map_err(|e| e.to_string())?;
+            let base = d
+                .path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let uid = mb
+                .messages()
+                .iter()
+                .find(|m| m.base == base)
+                .map(|m| m.uid)
+                .ok_or("delivered message not found")?;
+            if !flags.is_empty() {
+                mb.set_flags(uid, flags).map_err(|e| e.to_string())?;
+            }
+            Ok((mb.uidvalidity(), uid))
+        })
+    }
+
+    fn append(&mut self, tag: &str, args: &[Token]) -> Flow {
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD APPEND needs a mailbox");
+        };
+        let Some((name, _)) = self.open_folder(&name) else {
+            return self.bad(tag, "NO [TRYCREATE] No such mailbox");
+        };
+        let mut i = 1;
+        let mut letters = String::new();
+        if args.get(i) == Some(&Token::LParen) {
+            i += 1;
+            while let Some(Token::Atom(f)) = args.get(i) {
+                match flag_letter(f) {
+                    Some(c) => letters.push(c),
+                    None => return self.bad(tag, "NO [CANNOT] Keywords are not supported"),
+                }
+                i += 1;
+            }
+            if args.get(i) != Some(&Token::RParen) {
+                return self.bad(tag, "BAD Invalid flag list");
+            }
+            i += 1;
+        }
+        // An optional date-time (quoted) is accepted but not stored: the
+        // internal date is the time of the APPEND.
+        if matches!(args.get(i), Some(Token::Str(s)) if s.len() < 40) && args.len() > i + 1 {
+            i += 1;
+        }
+        let Some(Token::Str(data)) = args.get(i) else {
+            return self.bad(tag, "BAD APPEND needs a message literal");
+        };
+        if data.len() > parse::APPEND_LIMIT {
+            return self.bad(tag, "NO [TOOBIG] Message too big");
+        }
+        match self.put(&name, data, &letters) {
+            Ok((v, u)) => {
+                self.updates();
+                self.reply(tag, &format!("OK [APPENDUID {v} {u}] APPEND completed"));
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed");
+                self.bad(tag, "NO [SERVERBUG] APPEND failed")
+            }
+        }
+    }
+
+    /// COPY / MOVE (and UID forms) with UIDPLUS COPYUID.
+    fn copy(&mut self, tag: &str, verb: &str, uid_mode: bool, args: &[Token]) -> Flow {
+        let (Some(set), Some(dest)) = (
+            args.first().and_then(Token::astring),
+            args.get(1).and_then(Token::astring),
+        ) else {
+            return self.bad(tag, "BAD Missing set or mailbox");
+        };
+        let Some(targets) = self.resolve(&set, uid_mode) else {
+            return self.bad(tag, "BAD Invalid sequence set");
+        };
+        let Some((dest, _)) = self.open_folder(&dest) else {
+            return self.bad(tag, "NO [TRYCREATE] No such mailbox");
+        };
+        if verb == "MOVE" && self.sel.as_ref().is_some_and(|s| s.readonly) {
+            return self.bad(tag, "NO [READ-ONLY] Mailbox is read-only");
+        }
+        let mut src = Vec::new();
+        let mut dst = Vec::new();
+        let mut validity = 0;
+        for &(_, uid) in &targets {
+            let sel = self.sel.as_ref().expect("selected");
+            let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
+                continue;
+            };
+            let data = match tokio::task::block_in_place(|| sel.mb.read_message(uid)) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "copy read failed");
+                    return self.bad(tag, "NO [SERVERBUG] Cannot read a message");
+                }
+            };
+            match self.put(&dest, &data, &m.flags) {
+                Ok((v, u)) => {
+                    validity = v;
+                    src.push(uid.to_string());
+                    dst.push(u.to_string());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "copy failed");
+                    return self.bad(tag, "NO [SERVERBUG] COPY failed");
+                }
+            }
+        }
+        let code = if src.is_empty() {
+            String::new()
+        } else {
+            format!("[COPYUID {validity} {} {}] ", src.join(","), dst.join(","))
+        };
+        if verb == "MOVE" {
+            if !code.is_empty() {
+                self.out
+                    .extend_from_slice(format!("* OK {code}Moved\r\n").as_bytes());
+            }
+            let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
+            let sel = self.sel.as_mut().expect("selected");
+            if let Err(e) = tokio::task::block_in_place(|| sel.mb.expunge(&uids)) {
+                tracing::error!(error = %e, "move expunge failed");
+            }
+            self.updates();
+            self.reply(tag, &format!("OK {verb} completed"));
+        } else {
+            self.reply(tag, &format!("OK {code}{verb} completed"));
+        }
         Flow::Continue
     }
 

@@ -271,6 +271,20 @@ pub fn deliver(root: &Path, folder: &str, message: &[u8]) -> Result<Delivered> {
     })
 }
 
+/// Create a folder (Maildir++ `.Name` with `cur/ new/ tmp/` and the
+/// `maildirfolder` marker). Fails with `AlreadyExists` if it exists.
+pub fn create_folder(root: &Path, folder: &str) -> Result<()> {
+    let dir = folder_path(root, folder);
+    if dir == root || dir.join("cur").exists() {
+        return Err(io_err(&dir)(io::Error::from(io::ErrorKind::AlreadyExists)));
+    }
+    ensure_maildir_dirs(&dir)?;
+    let marker = dir.join("maildirfolder");
+    File::create(&marker).map_err(io_err(&marker))?;
+    fsync_dir(root)?;
+    Ok(())
+}
+
 /// POP3's UIDL for a message: Dovecot's `%08Xu%08Xv`.
 pub fn pop3_uidl(uid: u32, uidvalidity: u32) -> String {
     format!("{uid:08X}{uidvalidity:08X}")

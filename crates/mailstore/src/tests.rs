@@ -207,3 +207,19 @@ fn folders_get_their_own_index() {
     assert_eq!(inbox.messages().len(), 1);
     assert!(root.join(".Archive").join(INDEX_FILE).exists());
 }
+
+#[test]
+fn create_folder_makes_a_maildir_once() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("Maildir");
+    create_maildir(&root).unwrap();
+    create_folder(&root, "Work").unwrap();
+    assert!(root.join(".Work/cur").is_dir() && root.join(".Work/maildirfolder").exists());
+    assert!(create_folder(&root, "Work").is_err());
+    assert!(create_folder(&root, "INBOX").is_err());
+    deliver(&root, "Work", b"Subject: x\r\n\r\ny\r\n").unwrap();
+    assert_eq!(
+        Mailbox::open(&root.join(".Work")).unwrap().messages().len(),
+        1
+    );
+}
