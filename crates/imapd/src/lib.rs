@@ -31,8 +31,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
 //! part sections (`BODY[1]`), text SEARCH keys (HEADER, SUBJECT, FROM, BODY,
-//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), DELETE, RENAME,
-//! SUBSCRIBE/UNSUBSCRIBE, CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
+//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), RENAME, CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
 //! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP
 //! codec crate (imap-codec 2.0.0-alpha) was not evaluated: the work started
 //! too close to the deadline, so commands are read by a small bounded,

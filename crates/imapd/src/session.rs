@@ -495,6 +495,10 @@ impl Session {
             }
             ("IDLE", true) => return self.idle(&tag, shutdown).await,
             ("CREATE", true) => return Ok(self.create(&tag, args)),
+            ("DELETE", true) => return Ok(self.delete(&tag, args)),
+            ("SUBSCRIBE", true) | ("UNSUBSCRIBE", true) => {
+                return Ok(self.subscribe(&tag, verb == "SUBSCRIBE", args));
+            }
             ("APPEND", true) => return Ok(self.append(&tag, args)),
             ("COPY", true) | ("MOVE", true) if self.sel.is_some() => {
                 return Ok(self.copy(&tag, &verb, false, args));
@@ -1278,6 +1282,68 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "create failed");
                 self.bad(tag, "NO [SERVERBUG] Cannot create the mailbox")
+            }
+        }
+    }
+
+    fn delete(&mut self, tag: &str, args: &[Token]) -> Flow {
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD DELETE needs a mailbox");
+        };
+        if name.eq_ignore_ascii_case("INBOX") {
+            return self.bad(tag, "NO [CANNOT] INBOX cannot be deleted");
+        }
+        if self.sel.as_ref().is_some_and(|s| s._name == name) {
+            self.sel = None;
+        }
+        let Some((name, _)) = self.open_folder(&name) else {
+            return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+        };
+        let root = self.root.clone().expect("authenticated");
+        let dir = mailstore::folder_path(&root, &name);
+        // Rename away first so a half-removed folder never shows in LIST.
+        let trash = root.join(format!("postern-deleting-{}", self.session_id));
+        let r = std::fs::rename(&dir, &trash).and_then(|()| std::fs::remove_dir_all(&trash));
+        match r {
+            Ok(()) => {
+                self.reply(tag, "OK DELETE completed");
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delete failed");
+                self.bad(tag, "NO [SERVERBUG] Cannot delete the mailbox")
+            }
+        }
+    }
+
+    fn subscribe(&mut self, tag: &str, on: bool, args: &[Token]) -> Flow {
+        let Some(name) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD Missing mailbox");
+        };
+        if !name.eq_ignore_ascii_case("INBOX") && !valid_folder(&name) {
+            return self.bad(tag, "NO [CANNOT] Invalid mailbox name");
+        }
+        let root = self.root.clone().expect("authenticated");
+        let path = root.join("subscriptions");
+        let mut list: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty() && *l != name)
+            .map(str::to_string)
+            .collect();
+        if on {
+            list.push(name);
+        }
+        let text: String = list.iter().map(|l| format!("{l}\n")).collect();
+        match tokio::task::block_in_place(|| mailstore::write_atomic(&path, text.as_bytes())) {
+            Ok(()) => {
+                let verb = if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
+                self.reply(tag, &format!("OK {verb} completed"));
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "subscriptions write failed");
+                self.bad(tag, "NO [SERVERBUG] Cannot update subscriptions")
             }
         }
     }
