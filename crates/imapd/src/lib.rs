@@ -23,7 +23,9 @@
 //! (UN)ANSWERED, (UN)DRAFT, UID sets and sequence sets (keys are ANDed); IDLE
 //! (the mailbox is polled every 500 ms); untagged EXPUNGE/EXISTS/FETCH FLAGS
 //! for other sessions' changes at NOOP, CHECK, EXPUNGE and IDLE, with MSNs
-//! adjusted as each expunge is reported; CREATE (Maildir++ `.Name`);
+//! adjusted as each expunge is reported; CREATE,
+//! DELETE (not INBOX), SUBSCRIBE, UNSUBSCRIBE (Maildir++ `.Name`, the
+//! `subscriptions` file);
 //! APPEND with system flags (`APPENDLIMIT`, `[APPENDUID]`; the optional
 //! date-time is accepted but the internal date is the time of the APPEND);
 //! COPY, MOVE and their UID forms with UIDPLUS `[COPYUID]` (flags are kept;
@@ -31,7 +33,8 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
 //! part sections (`BODY[1]`), text SEARCH keys (HEADER, SUBJECT, FROM, BODY,
-//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), RENAME, CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
+//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), RENAME,
+//! CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
 //! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP
 //! codec crate (imap-codec 2.0.0-alpha) was not evaluated: the work started
 //! too close to the deadline, so commands are read by a small bounded,
