@@ -20,7 +20,10 @@
 //! fetches set `\Seen`); STORE/UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT) with
 //! the system flags mapped to Maildir letters S R F T D; EXPUNGE, UID EXPUNGE;
 //! SEARCH/UID SEARCH with ALL, (UN)SEEN, (UN)DELETED, (UN)FLAGGED,
-//! (UN)ANSWERED, (UN)DRAFT, UID sets and sequence sets (keys are ANDed); IDLE
+//! (UN)ANSWERED, (UN)DRAFT, SUBJECT, FROM, TO, CC, BCC, HEADER, BODY, TEXT
+//! (ASCII case-insensitive substring on the raw, undecoded message; each
+//! text search reads every message), UID sets and sequence sets (keys are
+//! ANDed); IDLE
 //! (the mailbox is polled every 500 ms); untagged EXPUNGE/EXISTS/FETCH FLAGS
 //! for other sessions' changes at NOOP, CHECK, EXPUNGE and IDLE, with MSNs
 //! adjusted as each expunge is reported; CREATE,
@@ -32,8 +35,8 @@
 //! copies are written with `mailstore::deliver`).
 //!
 //! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
-//! part sections (`BODY[1]`), text SEARCH keys (HEADER, SUBJECT, FROM, BODY,
-//! TEXT), date SEARCH keys, OR/NOT, keywords (custom flags), RENAME,
+//! part sections (`BODY[1]`), MIME-decoding or charset-aware text search,
+//! date and size SEARCH keys, OR/NOT, keywords (custom flags), RENAME,
 //! CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
 //! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP
 //! codec crate (imap-codec 2.0.0-alpha) was not evaluated: the work started

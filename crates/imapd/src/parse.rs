@@ -372,7 +372,7 @@ mod tests {
 }
 
 /// The unfolded raw value of the first header `name` (wire-form header).
-fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
+pub fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
     let mut found: Option<Vec<u8>> = None;
     for line in header.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
@@ -484,5 +484,27 @@ mod envelope_tests {
         );
         let e = String::from_utf8(envelope(b"\r\n")).unwrap();
         assert_eq!(e, "ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
+    }
+}
+
+/// Case-insensitive (ASCII) substring test, as SEARCH text keys use.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn contains_ci() {
+        assert!(super::contains_ci(b"Hello World", b"wORLD"));
+        assert!(!super::contains_ci(b"Hello", b"World"));
+        assert!(super::contains_ci(b"x", b""));
+        assert_eq!(
+            super::raw_header(b"Subject: a\r\n b\r\nX: y\r\n\r\n", "subject").unwrap(),
+            b"a b"
+        );
     }
 }

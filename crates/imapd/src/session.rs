@@ -1220,6 +1220,48 @@ impl Session {
                         .map(|u| set.binary_search(u).is_ok())
                         .collect()
                 }
+                "SUBJECT" | "FROM" | "TO" | "CC" | "BCC" | "HEADER" | "BODY" | "TEXT" => {
+                    let field = if k == "HEADER" {
+                        i += 1;
+                        match args.get(i).and_then(Token::astring) {
+                            Some(f) => Some(f),
+                            None => return self.bad(tag, "BAD HEADER needs a field name"),
+                        }
+                    } else {
+                        None
+                    };
+                    i += 1;
+                    let Some(needle) = args.get(i).and_then(|t| match t {
+                        Token::Atom(a) => Some(a.as_bytes().to_vec()),
+                        Token::Str(s) => Some(s.clone()),
+                        _ => None,
+                    }) else {
+                        return self.bad(tag, "BAD Missing search string");
+                    };
+                    let mut v = Vec::with_capacity(sel.uids.len());
+                    for &uid in &sel.uids {
+                        let msg = match tokio::task::block_in_place(|| sel.mb.read_message(uid)) {
+                            Ok(m) => parse::to_crlf(&m),
+                            Err(_) => {
+                                v.push(false);
+                                continue;
+                            }
+                        };
+                        let hit = match k.as_str() {
+                            "TEXT" => parse::contains_ci(&msg, &needle),
+                            "BODY" => section(&msg, "TEXT")
+                                .is_some_and(|b| parse::contains_ci(&b, &needle)),
+                            _ => {
+                                let name = field.as_deref().unwrap_or(k.as_str());
+                                let hdr = section(&msg, "HEADER").unwrap_or_default();
+                                parse::raw_header(&hdr, name)
+                                    .is_some_and(|h| parse::contains_ci(&h, &needle))
+                            }
+                        };
+                        v.push(hit);
+                    }
+                    v
+                }
                 "CHARSET" => {
                     i += 2;
                     continue;
