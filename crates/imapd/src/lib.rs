@@ -14,7 +14,9 @@
 //! STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT=0), CLOSE, UNSELECT,
 //! CHECK; FETCH/UID FETCH with FLAGS, UID, RFC822.SIZE (the CRLF size),
 //! INTERNALDATE, ENVELOPE (raw Date/Subject/Message-ID/In-Reply-To, addresses
-//! parsed with mail-parser), RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
+//! parsed with mail-parser), BODYSTRUCTURE and BODY (from mail-parser's MIME
+//! tree, multipart and message/rfc822 nesting, without extension data; sizes
+//! of the still-encoded bodies), ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
 //! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`
 //! and partials `<n.m>` (messages are sent with CRLF line ends; non-PEEK
 //! fetches set `\Seen`); STORE/UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT) with
@@ -34,8 +36,8 @@
 //! COPY, MOVE and their UID forms with UIDPLUS `[COPYUID]` (flags are kept;
 //! copies are written with `mailstore::deliver`).
 //!
-//! **Not implemented yet:** BODYSTRUCTURE, BODY (structure), MIME
-//! part sections (`BODY[1]`), MIME-decoding or charset-aware text search,
+//! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
+//! language, MD5), MIME part sections (`BODY[1]`, `BODY[1.MIME]`), MIME-decoding or charset-aware text search,
 //! date and size SEARCH keys, OR/NOT, keywords (custom flags), RENAME,
 //! CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
 //! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP

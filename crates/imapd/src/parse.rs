@@ -508,3 +508,135 @@ mod text_tests {
         );
     }
 }
+
+/// RFC 3501 BODYSTRUCTURE (non-extensible form: no extension data) of a
+/// wire-form message, from mail-parser's MIME tree. Sizes and line counts
+/// are of the raw (still transfer-encoded) part bodies. Nesting is bounded.
+pub fn bodystructure(msg: &[u8]) -> Vec<u8> {
+    let mut out = b"BODYSTRUCTURE ".to_vec();
+    structure_of(msg, 0, &mut out);
+    out
+}
+
+fn structure_of(msg: &[u8], depth: usize, out: &mut Vec<u8>) {
+    match mail_parser::MessageParser::default().parse(msg) {
+        Some(m) if depth < 8 => part_structure(&m, 0, msg, depth, out),
+        _ => out.extend_from_slice(
+            b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0)",
+        ),
+    }
+}
+
+fn part_structure(
+    m: &mail_parser::Message<'_>,
+    id: u32,
+    raw: &[u8],
+    depth: usize,
+    out: &mut Vec<u8>,
+) {
+    use mail_parser::{MimeHeaders, PartType};
+    let Some(part) = m.parts.get(id as usize) else {
+        return;
+    };
+    let ct = part.content_type();
+    let ctype = ct.map(|c| c.ctype().to_ascii_uppercase());
+    let subtype = ct.and_then(|c| c.subtype()).map(|s| s.to_ascii_uppercase());
+    if let PartType::Multipart(children) = &part.body {
+        out.push(b'(');
+        for &c in children.iter().take(500) {
+            part_structure(m, c, raw, depth + 1, out);
+        }
+        if children.is_empty() {
+            structure_of(b"", 99, out);
+        }
+        out.push(b' ');
+        astring_out(subtype.as_deref().unwrap_or("MIXED").as_bytes(), out);
+        out.push(b')');
+        return;
+    }
+    let start = (part.raw_body_offset() as usize).min(raw.len());
+    let end = (part.raw_end_offset() as usize).clamp(start, raw.len());
+    let body = &raw[start..end];
+    let (t, s) = match (ctype.as_deref(), subtype.as_deref()) {
+        (Some(t), Some(s)) => (t.to_string(), s.to_string()),
+        (Some(t), None) => (t.to_string(), String::new()),
+        _ => ("TEXT".to_string(), "PLAIN".to_string()),
+    };
+    out.push(b'(');
+    astring_out(t.as_bytes(), out);
+    out.push(b' ');
+    astring_out(s.as_bytes(), out);
+    out.push(b' ');
+    let attrs: Vec<_> = ct
+        .and_then(|c| c.attributes())
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if attrs.is_empty() {
+        if t == "TEXT" {
+            out.extend_from_slice(b"(\"CHARSET\" \"us-ascii\")");
+        } else {
+            out.extend_from_slice(b"NIL");
+        }
+    } else {
+        out.push(b'(');
+        for (i, a) in attrs.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring_out(a.name.to_ascii_uppercase().as_bytes(), out);
+            out.push(b' ');
+            astring_out(a.value.as_bytes(), out);
+        }
+        out.push(b')');
+    }
+    out.push(b' ');
+    nstring(part.content_id().map(str::as_bytes), out);
+    out.push(b' ');
+    nstring(part.content_description().map(str::as_bytes), out);
+    out.push(b' ');
+    let cte = part
+        .content_transfer_encoding()
+        .unwrap_or("7BIT")
+        .to_ascii_uppercase();
+    astring_out(cte.as_bytes(), out);
+    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
+    let lines = body.iter().filter(|&&b| b == b'\n').count();
+    if t == "MESSAGE" && s == "RFC822" {
+        out.push(b' ');
+        let env = envelope(body);
+        out.extend_from_slice(&env[b"ENVELOPE ".len()..]);
+        out.push(b' ');
+        structure_of(body, depth + 1, out);
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    } else if t == "TEXT" {
+        out.extend_from_slice(format!(" {lines}").as_bytes());
+    }
+    out.push(b')');
+}
+
+#[cfg(test)]
+mod structure_tests {
+    use super::*;
+
+    #[test]
+    fn single_and_multipart() {
+        let s = String::from_utf8(bodystructure(b"Subject: x\r\n\r\nhello\r\nworld\r\n")).unwrap();
+        assert_eq!(
+            s,
+            "BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 14 2)"
+        );
+        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
+        let s = String::from_utf8(bodystructure(m)).unwrap();
+        assert!(
+            s.starts_with(
+                "BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" "
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("(\"APPLICATION\" \"PDF\" NIL NIL NIL \"BASE64\" "),
+            "{s}"
+        );
+        assert!(s.ends_with(" \"MIXED\")"), "{s}");
+    }
+}

@@ -965,6 +965,9 @@ impl Session {
             match i.to_ascii_uppercase().as_str() {
                 "ALL" => expanded
                     .extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"].map(String::from)),
+                "FULL" => expanded.extend(
+                    ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"].map(String::from),
+                ),
                 "FAST" => {
                     expanded.extend(["FLAGS", "INTERNALDATE", "RFC822.SIZE"].map(String::from))
                 }
@@ -990,6 +993,8 @@ impl Session {
                     | "RFC822.HEADER"
                     | "RFC822.TEXT"
                     | "ENVELOPE"
+                    | "BODYSTRUCTURE"
+                    | "BODY"
             ) || ((u.starts_with("BODY[") || u.starts_with("BODY.PEEK["))
                 && u.contains(']')
                 && section(b"", &u[u.find('[').unwrap() + 1..u.find(']').unwrap()]).is_some());
@@ -1028,6 +1033,12 @@ impl Session {
                             .as_bytes(),
                     ),
                     "ENVELOPE" => p.extend_from_slice(&parse::envelope(&load(sel)?)),
+                    "BODYSTRUCTURE" => p.extend_from_slice(&parse::bodystructure(&load(sel)?)),
+                    "BODY" => {
+                        let b = parse::bodystructure(&load(sel)?);
+                        p.extend_from_slice(b"BODY");
+                        p.extend_from_slice(&b[b"BODYSTRUCTURE".len()..]);
+                    }
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                         let msg = load(sel)?;
                         let data = match u.as_str() {
