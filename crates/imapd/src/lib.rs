@@ -17,7 +17,8 @@
 //! parsed with mail-parser), BODYSTRUCTURE and BODY (from mail-parser's MIME
 //! tree, multipart and message/rfc822 nesting, without extension data; sizes
 //! of the still-encoded bodies), ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
-//! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`
+//! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`,
+//! MIME parts `1`, `2.1`, `2.MIME`, `2.HEADER`, `2.TEXT` (raw, still encoded),
 //! and partials `<n.m>` (messages are sent with CRLF line ends; non-PEEK
 //! fetches set `\Seen`); STORE/UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT) with
 //! the system flags mapped to Maildir letters S R F T D; EXPUNGE, UID EXPUNGE;
@@ -37,7 +38,7 @@
 //! copies are written with `mailstore::deliver`).
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
-//! language, MD5), MIME part sections (`BODY[1]`, `BODY[1.MIME]`), MIME-decoding or charset-aware text search,
+//! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or charset-aware text search,
 //! date and size SEARCH keys, OR/NOT, keywords (custom flags), RENAME,
 //! CONDSTORE/QRESYNC, SCRAM-SHA-256 over IMAP, a
 //! stored APPEND date-time. MOVE is not atomic (copy, then expunge). An IMAP

@@ -640,3 +640,112 @@ mod structure_tests {
         assert!(s.ends_with(" \"MIXED\")"), "{s}");
     }
 }
+
+/// A MIME part section (`1`, `2.1`, `2.MIME`, `3.HEADER`, `3.TEXT`) of a
+/// wire-form message: `None` if the spec is not numeric, `Some(empty)` if
+/// the part does not exist.
+pub fn part_section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
+    let mut path = Vec::new();
+    let mut suffix = String::new();
+    for (i, piece) in spec.split('.').enumerate() {
+        match piece.parse::<u32>() {
+            Ok(n) if n > 0 && suffix.is_empty() => path.push(n),
+            _ if i > 0 && suffix.is_empty() => {
+                suffix = spec.splitn(i + 1, '.').last()?.to_ascii_uppercase()
+            }
+            _ if !suffix.is_empty() => {}
+            _ => return None,
+        }
+    }
+    if path.is_empty() || !matches!(suffix.as_str(), "" | "MIME" | "HEADER" | "TEXT") {
+        return None;
+    }
+    if suffix.starts_with("HEADER.FIELDS") {
+        return None;
+    }
+    Some(part_at(msg, &path, &suffix, 0).unwrap_or_default())
+}
+
+fn part_at(raw: &[u8], path: &[u32], suffix: &str, depth: usize) -> Option<Vec<u8>> {
+    use mail_parser::PartType;
+    if depth > 8 {
+        return None;
+    }
+    let m = mail_parser::MessageParser::default().parse(raw)?;
+    let mut cur = 0usize;
+    for (i, &n) in path.iter().enumerate() {
+        let part = m.parts.get(cur)?;
+        match &part.body {
+            PartType::Multipart(children) => cur = *children.get(n as usize - 1)? as usize,
+            PartType::Message(_) if i > 0 => {
+                let start = (part.raw_body_offset() as usize).min(raw.len());
+                let end = (part.raw_end_offset() as usize).clamp(start, raw.len());
+                return part_at(&raw[start..end], &path[i..], suffix, depth + 1);
+            }
+            _ if i == 0 && n == 1 => {}
+            _ => return None,
+        }
+    }
+    let part = m.parts.get(cur)?;
+    let hs = (part.offset_header as usize).min(raw.len());
+    let bs = (part.raw_body_offset() as usize).clamp(hs, raw.len());
+    let be = (part.raw_end_offset() as usize).clamp(bs, raw.len());
+    let body = &raw[bs..be];
+    match suffix {
+        "" if cur == 0 && path == [1] => section_text(raw),
+        "" => Some(body.to_vec()),
+        "MIME" => Some(raw[hs..bs].to_vec()),
+        "HEADER" | "TEXT" => {
+            let hdr_end = body
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                .unwrap_or(body.len());
+            Some(if suffix == "HEADER" {
+                body[..hdr_end].to_vec()
+            } else {
+                body[hdr_end..].to_vec()
+            })
+        }
+        _ => None,
+    }
+}
+
+fn section_text(msg: &[u8]) -> Option<Vec<u8>> {
+    let hdr_end = msg
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(msg.len());
+    Some(msg[hdr_end..].to_vec())
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+
+    #[test]
+    fn parts() {
+        let single = b"Subject: x\r\n\r\nhello\r\n";
+        assert_eq!(part_section(single, "1").unwrap(), b"hello\r\n");
+        assert_eq!(part_section(single, "2").unwrap(), b"");
+        assert!(part_section(single, "HEADER").is_none());
+        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
+        let p1 = part_section(m, "1").unwrap();
+        assert!(p1.starts_with(b"hi"), "{:?}", String::from_utf8_lossy(&p1));
+        let p2 = part_section(m, "2").unwrap();
+        assert!(
+            p2.starts_with(b"AAAA"),
+            "{:?}",
+            String::from_utf8_lossy(&p2)
+        );
+        let mime = part_section(m, "2.MIME").unwrap();
+        assert!(
+            mime.starts_with(b"Content-Type: application/pdf"),
+            "{:?}",
+            String::from_utf8_lossy(&mime)
+        );
+        assert_eq!(part_section(m, "3").unwrap(), b"");
+        assert!(part_section(m, "1.BOGUS").is_none());
+    }
+}

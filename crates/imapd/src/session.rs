@@ -237,7 +237,7 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(b"\r\n");
         Some(out)
     } else {
-        None
+        parse::part_section(msg, spec)
     }
 }
 
@@ -1600,7 +1600,8 @@ mod tests {
             section(msg, "HEADER.FIELDS.NOT (FROM TO)").unwrap(),
             b"Subject: a\r\n\r\n"
         );
-        assert!(section(msg, "1.MIME").is_none());
+        assert!(section(msg, "X.MIME").is_none());
+        assert_eq!(section(msg, "1").unwrap(), b"body\r\n");
     }
 
     #[test]
