@@ -273,17 +273,38 @@ pub fn internal_date(secs: u64) -> String {
 }
 
 /// Glob for LIST patterns: `*` matches anything, `%` anything but `.`.
+/// Dynamic programming, O(pattern × name): no exponential backtracking.
 pub fn list_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| list_match(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'.')
-            .any(|i| list_match(rest, &name[i..])),
-        Some((&c, rest)) => name
-            .split_first()
-            .is_some_and(|(&n, nr)| n.eq_ignore_ascii_case(&c) && list_match(rest, nr)),
+    let n = name.len();
+    // reach[j]: the pattern prefix consumed so far can end at name[..j].
+    let mut reach = vec![false; n + 1];
+    reach[0] = true;
+    for &c in pattern {
+        let mut next = vec![false; n + 1];
+        match c {
+            b'*' | b'%' => {
+                let mut on = false;
+                for j in 0..=n {
+                    if reach[j] {
+                        on = true;
+                    } else if c == b'%' && j > 0 && name[j - 1] == b'.' {
+                        on = false;
+                    }
+                    if on && c == b'%' && j > 0 && name[j - 1] == b'.' && !reach[j] {
+                        on = false;
+                    }
+                    next[j] = on;
+                }
+            }
+            _ => {
+                for j in 1..=n {
+                    next[j] = reach[j - 1] && name[j - 1].eq_ignore_ascii_case(&c);
+                }
+            }
+        }
+        reach = next;
     }
+    reach[n]
 }
 
 #[cfg(test)]
@@ -365,6 +386,17 @@ mod tests {
         assert!(list_match(b"%", b"Sent"));
         assert!(!list_match(b"%", b"a.b"));
         assert!(list_match(b"in*", b"INBOX"));
+        assert!(list_match(b"a.%", b"a.b"));
+        assert!(!list_match(b"a%", b"a.b"));
+        assert!(list_match(b"%.b", b"a.b"));
+        assert!(list_match(b"*b", b"a.b"));
+        assert!(!list_match(b"S", b"Sent"));
+        assert!(list_match(b"", b""));
+        let evil = b"*%".repeat(30_000);
+        assert!(!list_match(
+            &[evil.as_slice(), b"y"].concat(),
+            b"INBOX.Sent.Very.Long.Name"
+        ));
         let mut o = Vec::new();
         astring_out(b"a\"b", &mut o);
         assert_eq!(o, b"\"a\\\"b\"");
@@ -747,5 +779,34 @@ mod part_tests {
         );
         assert_eq!(part_section(m, "3").unwrap(), b"");
         assert!(part_section(m, "1.BOGUS").is_none());
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Pseudo-random and adversarial input never panics the parsers.
+    #[test]
+    fn garbage_does_not_panic() {
+        let alphabet = b"aB1 *:,()[]<>{}+\"\\.\r\n%0HEADER.FIELDS";
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..400usize {
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let _ = frame(&buf, MAX_COMMAND);
+            let _ = tokenize(&buf);
+            let s = String::from_utf8_lossy(&buf);
+            let _ = sequence_set(&s, 7);
+            let _ = part_section(&buf, &s);
+            let _ = envelope(&buf);
+            let _ = bodystructure(&buf);
+            let _ = list_match(&buf, b"INBOX.Sent");
+        }
     }
 }
