@@ -83,6 +83,7 @@ impl Core {
                 .await;
         };
         if mech.is_plaintext() && !start.secured {
+            tracing::warn!(remote = %start.remote_ip, service = %start.service, mechanism = %start.mechanism, session = %start.session, "plaintext mechanism refused on a connection without TLS");
             return Outcome::Fail {
                 temporary: false,
                 reason: "plaintext authentication disallowed without TLS",
