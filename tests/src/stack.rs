@@ -91,3 +91,25 @@ pub fn wait_for_messages(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Write a config with fast brute-force delays and a short directory cache,
+/// create `user`'s domain and the user with mailctl; returns its Maildir.
+pub fn setup_user(env: &TestEnv, user: &str, password: &str) -> PathBuf {
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(
+        "\n[authd]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"40ms\"\n\n[authd.directory]\ncache_ttl_secs = 1\n",
+    );
+    std::fs::write(&env.config_path, text).unwrap();
+    let (local, domain) = user.split_once('@').unwrap();
+    mailctl(env, &["domain", "add", domain], None);
+    mailctl(
+        env,
+        &["user", "add", user, "--password-stdin"],
+        Some(&format!("{password}\n")),
+    );
+    env.path()
+        .join("lib/mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir")
+}

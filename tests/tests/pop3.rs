@@ -3,46 +3,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use postern_tests::{Daemon, TestEnv, bin};
+use postern_tests::{Daemon, TestEnv};
 
 /// Write the config with fast brute-force delays, and add a user with mailctl.
 fn setup(env: &TestEnv, user: &str, password: &str) -> PathBuf {
-    let mut text = env.config_text("level = \"info\"");
-    text.push_str("\n[authd]\nauth_failure_delay = \"10ms\"\nauth_failure_delay_max = \"40ms\"\n\n[authd.directory]\ncache_ttl_secs = 1\n");
-    std::fs::write(&env.config_path, text).unwrap();
-    let (local, domain) = user.split_once('@').unwrap();
-    let mailctl = |args: &[&str], stdin: Option<&str>| {
-        let mut c = Command::new(bin("mailctl"))
-            .arg("--config")
-            .arg(&env.config_path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(s) = stdin {
-            c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "mailctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    mailctl(&["domain", "add", domain], None);
-    mailctl(
-        &["user", "add", user, "--password-stdin"],
-        Some(&format!("{password}\n")),
-    );
-    env.path()
-        .join("lib/mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir")
+    postern_tests::stack::setup_user(env, user, password)
 }
 
 fn messages() -> Vec<Vec<u8>> {
