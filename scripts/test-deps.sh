@@ -13,8 +13,16 @@ set -euo pipefail
 #   postfix, swaks, libnet-ssleay-perl
 #                 Postfix smtpd authenticating via authd's Dovecot socket, driven by
 #                 swaks --tls (tests/tests/authd.rs, tests/src/postfix.rs)
+#   fetchmail, mutt, isync, s-nail
+#                 real mail clients driven by the POP3/IMAP/sendmail tests
+#   dovecot-core, dovecot-imapd, dovecot-pop3d, dovecot-lmtpd
+#                 interop: our queue delivering to Dovecot's LMTP, Dovecot reading our
+#                 Maildir (also the reference stack of `make bench`)
+#   dnsmasq-base  a real DNS server on loopback serving MX records for the
+#                 remote-delivery tests
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
-  postfix swaks libnet-ssleay-perl)
+  postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
