@@ -325,6 +325,14 @@ pub struct QueueConfig {
     /// `queue_run_delay`). Default `300s`.
     #[serde(with = "duration")]
     pub queue_run_delay: Duration,
+    /// Where a copy of each non-delivery notification (with the original
+    /// headers only) goes, e.g. `postmaster` (Postfix `notify_classes =
+    /// bounce` with `bounce_notice_recipient`). Default empty: no copy.
+    pub bounce_notice_recipient: String,
+    /// Largest original message returned whole in a DSN, in bytes; a larger
+    /// one comes back as headers only (Postfix `bounce_size_limit`).
+    /// Default 50000; 0 = no limit.
+    pub bounce_size_limit: u64,
     /// How queued mail is delivered: `"none"` (nothing is delivered, mail
     /// stays queued) or `"lmtp"` (every recipient over LMTP to
     /// `lmtp.socket`; there is no routing to remote SMTP yet).
@@ -342,6 +350,8 @@ impl Default for QueueConfig {
             maximal_backoff_time: Duration::from_secs(4000),
             maximal_queue_lifetime: Duration::from_secs(5 * 86_400),
             queue_run_delay: Duration::from_secs(300),
+            bounce_notice_recipient: String::new(),
+            bounce_size_limit: 50_000,
             delivery_transport: "none".to_string(),
         }
     }

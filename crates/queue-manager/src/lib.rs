@@ -71,6 +71,7 @@
 //! # SEE ALSO
 //! lmtp-delivery(8), smtpd(8), mailctl(8)
 
+pub mod bounce;
 pub mod lmtp;
 pub mod scheduler;
 pub mod service;
@@ -152,6 +153,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
                 maximal_backoff: cfg.queue.maximal_backoff_time,
                 maximal_lifetime: cfg.queue.maximal_queue_lifetime,
             },
+            bounce: Some(Arc::new(bounce::Bouncer::new(bounce::Settings {
+                myhostname: cfg.global.myhostname.clone(),
+                notice_recipient: cfg.queue.bounce_notice_recipient.clone(),
+                size_limit: cfg.queue.bounce_size_limit,
+            }))),
         };
         ctx.shutdown.spawn(sched.run(
             cfg.queue.queue_run_delay,

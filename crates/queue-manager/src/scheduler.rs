@@ -3,8 +3,9 @@
 //! results in the status log, retries with exponential backoff and gives
 //! up after `maximal_queue_lifetime`.
 //!
-//! Bounce (DSN) generation is not written yet: a recipient that bounces is
-//! recorded `bounced` and logged with `tracing::error!`, no DSN is sent.
+//! A recipient that bounces (5xx, or a temporary failure past
+//! `maximal_queue_lifetime`) gets a DSN to the sender ([`crate::bounce`]),
+//! queued durably before its `bounced` status is recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,8 @@ pub struct Scheduler {
     pub spool: Spool,
     pub transport: Arc<dyn Transport>,
     pub policy: Policy,
+    /// DSN generation; `None` = no DSNs (the retry-policy tests).
+    pub bounce: Option<Arc<crate::bounce::Bouncer>>,
 }
 
 impl Scheduler {
@@ -182,7 +185,7 @@ impl Scheduler {
                     }
                 }
                 Outcome::PermFail(r) => {
-                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced (no DSN sent: not implemented)");
+                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced");
                     RcptStatus {
                         state: RcptState::Bounced,
                         attempts,
@@ -191,12 +194,12 @@ impl Scheduler {
                     }
                 }
                 Outcome::TempFail(r) if expired => {
-                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced: maximal_queue_lifetime exceeded (no DSN sent: not implemented)");
+                    tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced: maximal_queue_lifetime exceeded");
                     RcptStatus {
                         state: RcptState::Bounced,
                         attempts,
                         next_attempt_unix: 0,
-                        last_reply: format!("gave up after maximal_queue_lifetime: {r}"),
+                        last_reply: format!("{}{r}", crate::bounce::EXPIRED_PREFIX),
                     }
                 }
                 Outcome::TempFail(r) => {
@@ -211,6 +214,28 @@ impl Scheduler {
                 }
             };
             updates.push((i, st));
+        }
+        // Bounce hook: queue the DSN before any status becomes final.
+        if let Some(bouncer) = &self.bounce {
+            let (b, m, retry) = (bouncer.clone(), msg.clone(), self.policy.minimal_backoff);
+            let (n, u) = self
+                .blocking(move |s| {
+                    let n = crate::bounce::notify(
+                        s,
+                        &b.settings,
+                        &m,
+                        &content,
+                        &mut updates,
+                        now,
+                        retry.as_secs() as i64,
+                    );
+                    Ok((n, updates))
+                })
+                .await?;
+            updates = u;
+            if n > 0 {
+                bouncer.mark_queued();
+            }
         }
         let all_final = msg.status.iter().enumerate().all(|(i, s)| {
             s.state.is_final() || updates.iter().any(|(j, u)| *j == i && u.state.is_final())
@@ -239,6 +264,10 @@ impl Scheduler {
         loop {
             if let Err(e) = self.run_once().await {
                 tracing::error!(error = %e, "queue scan failed");
+            }
+            // DSNs queued during the pass are delivered at once.
+            if self.bounce.as_ref().is_some_and(|b| b.take_queued()) {
+                continue;
             }
             tokio::select! {
                 _ = &mut shutdown => return,

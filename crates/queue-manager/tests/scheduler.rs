@@ -59,6 +59,7 @@ fn sched(spool: &Spool, fake: &Arc<Fake>, policy: Policy) -> Scheduler {
         spool: spool.clone(),
         transport: fake.clone(),
         policy,
+        bounce: None,
     }
 }
 
