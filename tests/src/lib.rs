@@ -381,6 +381,7 @@ pub fn run_tool(env: &TestEnv, name: &str, args: &[&str]) -> (i32, String, Strin
     )
 }
 pub mod db;
+pub mod dovecot;
 pub mod postfix;
 pub mod stack;
 pub mod sysuser;
