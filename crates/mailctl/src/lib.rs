@@ -17,15 +17,20 @@
 //! mailctl aliases check | rebuild
 //! mailctl pw hash [-s SCHEME] [--password-stdin]
 //! mailctl pw verify HASH [--password-stdin]
+//! mailctl queue list [QUEUE...] | show QUEUE_ID [--envelope]
+//! mailctl queue hold|release|delete QUEUE_ID... | ALL [QUEUE]
+//! mailctl queue flush [QUEUE_ID...]
+//! mailq [-C config]
 //! newaliases [-C config]
 //! sendmail [-t] [-i] [-f sender] [-F name] [-C config] [recipient ...]
 //! ```
-//! (`newaliases` and `sendmail` are mailctl installed or linked under that
-//! name; see [`cmd::aliases`] and [`cmd::sendmail`].)
+//! (`newaliases`, `sendmail` and `mailq` are mailctl installed or linked
+//! under that name; see [`cmd::aliases`], [`cmd::sendmail`] and
+//! [`cmd::queue`].)
 //!
 //! # DESCRIPTION
 //! One entry point for the operator. Each subcommand group lives in its own
-//! module under `cmd/`; the queue commands and `mailq` are still to come.
+//! module under `cmd/`.
 //!
 //! * `config check` loads the configuration exactly as the daemons do,
 //!   reports the first error as `file: key: reason` (exit 78), or prints the
@@ -55,11 +60,15 @@
 //! * `aliases check|rebuild` and `newaliases`: see [`cmd::aliases`]; bad
 //!   lines are printed as `file:line: reason`.
 //! * `pw hash|verify`: like `doveadm pw`; see [`cmd::pw`].
+//! * `queue list|show|hold|release|delete|flush` and `mailq`: the mail
+//!   queue over queue-manager's private socket, Postfix `mailq` /
+//!   `postsuper` / `postcat -q` style; see [`cmd::queue`].
 //!
 //! # EXIT STATUS
 //! 0 success; 1 failure (unknown domain/user/alias, duplicate, domain not
 //! empty, password mismatch, bad lines in the aliases file, `pw verify`
-//! mismatch); 64 usage error; 65 bad data (a malformed address or domain);
+//! mismatch, unknown queue id); 64 usage error; 65 bad data (a malformed
+//! address or domain); 75 queue-manager unreachable (`queue`, `mailq`);
 //! 78 configuration error.
 
 use std::path::PathBuf;
@@ -101,10 +110,13 @@ pub enum Command {
     /// Password hashes, like `doveadm pw`.
     #[command(subcommand)]
     Pw(cmd::pw::PwCmd),
+    /// The mail queue: list (= mailq), show, hold, release, delete, flush.
+    #[command(subcommand)]
+    Queue(cmd::queue::QueueCmd),
 }
 
-/// Parse the command line and run. Called as `sendmail` or `newaliases`
-/// (a link to mailctl), it behaves as that command.
+/// Parse the command line and run. Called as `sendmail`, `newaliases` or
+/// `mailq` (a link to mailctl), it behaves as that command.
 pub fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked_as = argv
@@ -117,6 +129,9 @@ pub fn main() -> ExitCode {
     }
     if invoked_as == "newaliases" {
         return ExitCode::from(cmd::aliases::newaliases(&argv[1..]));
+    }
+    if invoked_as == "mailq" {
+        return ExitCode::from(cmd::queue::mailq(&argv[1..]));
     }
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -132,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::Alias(c) => ExitCode::from(cmd::alias::run(&args.config, c)),
         Command::Aliases(c) => ExitCode::from(cmd::aliases::run(&args.config, c)),
         Command::Pw(c) => ExitCode::from(cmd::pw::run(c)),
+        Command::Queue(c) => ExitCode::from(cmd::queue::run(&args.config, c)),
     }
 }
 
@@ -231,5 +247,28 @@ mod tests {
         assert!(parse(&["aliases", "check"]).is_ok());
         assert!(parse(&["aliases", "rebuild"]).is_ok());
         assert!(parse(&["aliases", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn queue_arguments() {
+        use cmd::queue::QueueCmd;
+        assert!(matches!(
+            parse(&["queue", "list"]).unwrap().command,
+            Command::Queue(QueueCmd::List { ref queues }) if queues.is_empty()
+        ));
+        assert!(matches!(
+            parse(&["queue", "show", "0123456789ABCDEF", "-e"])
+                .unwrap()
+                .command,
+            Command::Queue(QueueCmd::Show { envelope: true, .. })
+        ));
+        assert!(parse(&["queue", "show"]).is_err());
+        assert!(
+            parse(&["queue", "hold"]).is_err(),
+            "an id or ALL is required"
+        );
+        assert!(parse(&["queue", "delete", "ALL", "deferred"]).is_ok());
+        assert!(parse(&["queue", "release", "0123456789ABCDEF"]).is_ok());
+        assert!(parse(&["queue", "flush"]).is_ok());
     }
 }

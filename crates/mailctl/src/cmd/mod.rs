@@ -6,5 +6,6 @@ pub mod config;
 pub mod domain;
 pub mod password;
 pub mod pw;
+pub mod queue;
 pub mod sendmail;
 pub mod user;

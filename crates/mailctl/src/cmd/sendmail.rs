@@ -16,8 +16,8 @@
 //!
 //! Accepted and ignored for compatibility: `-bm`, `-odi`, `-odb`, `-oem`,
 //! `-oep`, `-om`, `-oQ…`, `-B type`, `-N dsn`, `-R ret`, `-V envid`, `-U`.
-//! Refused with a clear message: other `-b` modes except `-bp` (= mailq, not
-//! yet available) and `-bi` (= newaliases, see [`crate::cmd::aliases`]).
+//! Refused with a clear message: other `-b` modes except `-bp` (= mailq, see
+//! [`crate::cmd::queue`]) and `-bi` (= newaliases, see [`crate::cmd::aliases`]).
 //!
 //! Exit codes follow sysexits: 64 usage, 65 bad message data, 75 temporary
 //! failure (queue unreachable: try again), 78 configuration.
@@ -407,8 +407,10 @@ pub fn run(args: &[OsString]) -> u8 {
             );
         }
         Mode::ListQueue => {
-            eprintln!("sendmail: -bp: use mailq");
-            return 64;
+            return crate::cmd::queue::run(
+                cfg_path.as_ref(),
+                crate::cmd::queue::QueueCmd::List { queues: Vec::new() },
+            );
         }
     }
     let limit = cfg.global.message_size_limit.saturating_add(HEADER_ROOM);
