@@ -283,6 +283,47 @@ impl Default for AuthdConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpdConfig {
     pub listener: Vec<Listener<SmtpRole>>,
+    /// Recipients per message; more get `452 4.5.3` (Postfix
+    /// `smtpd_recipient_limit`). Default 1000.
+    pub smtpd_recipient_limit: usize,
+    /// Error replies before `421` and disconnect (Postfix
+    /// `smtpd_hard_error_limit`). Default 20.
+    pub smtpd_hard_error_limit: u32,
+    /// NOOP/VRFY/EXPN/HELP/RSET per session before each one counts as an
+    /// error (Postfix `smtpd_junk_command_limit`). Default 100.
+    pub smtpd_junk_command_limit: u32,
+    /// Concurrent connections over all listeners; beyond it new ones get
+    /// `421 4.7.0` and are closed (Postfix: the master.cf process limit).
+    /// Default 1000.
+    pub max_connections: usize,
+    /// Concurrent connections from one IP address; 0 = no limit (Postfix
+    /// `smtpd_client_connection_count_limit`). Default 50.
+    pub smtpd_client_connection_count_limit: usize,
+    /// New connections from one IP address per `anvil_rate_time_unit`; 0 = no
+    /// limit (Postfix `smtpd_client_connection_rate_limit`). Default 0.
+    pub smtpd_client_connection_rate_limit: usize,
+    /// Window of the rate limit (Postfix `anvil_rate_time_unit`). Default `60s`.
+    #[serde(with = "duration")]
+    pub anvil_rate_time_unit: Duration,
+    /// Networks exempt from the per-IP count and rate limits (Postfix
+    /// `smtpd_client_event_limit_exceptions`). Default: `global.mynetworks`.
+    pub smtpd_client_event_limit_exceptions: Option<Vec<IpNet>>,
+    /// Wait for a command line (Postfix `smtpd_timeout`; RFC 5321 4.5.3.2.7
+    /// asks for at least 5 minutes). Default `300s`.
+    #[serde(with = "duration")]
+    pub smtpd_timeout: Duration,
+    /// Wait for the next part of the message while receiving DATA or BDAT
+    /// content. Default `300s`.
+    #[serde(with = "duration")]
+    pub smtpd_data_timeout: Duration,
+    /// Bound on a TLS handshake, STARTTLS or implicit (Postfix
+    /// `smtpd_starttls_timeout`). Default `60s`.
+    #[serde(with = "duration")]
+    pub smtpd_starttls_timeout: Duration,
+    /// `true`: VRFY answers `252` without looking anything up (no address
+    /// harvesting). `false`: VRFY resolves the address through authd (`250`,
+    /// `550 5.1.1`). Postfix's default is `false`; ours is `true`. Default `true`.
+    pub disable_vrfy_command: bool,
 }
 
 impl Default for SmtpdConfig {
@@ -293,6 +334,18 @@ impl Default for SmtpdConfig {
                 Listener::new("submission", "0.0.0.0:587", SmtpRole::Submission),
                 Listener::new("submissions", "0.0.0.0:465", SmtpRole::Submissions),
             ],
+            smtpd_recipient_limit: 1000,
+            smtpd_hard_error_limit: 20,
+            smtpd_junk_command_limit: 100,
+            max_connections: 1000,
+            smtpd_client_connection_count_limit: 50,
+            smtpd_client_connection_rate_limit: 0,
+            anvil_rate_time_unit: Duration::from_secs(60),
+            smtpd_client_event_limit_exceptions: None,
+            smtpd_timeout: Duration::from_secs(300),
+            smtpd_data_timeout: Duration::from_secs(300),
+            smtpd_starttls_timeout: Duration::from_secs(60),
+            disable_vrfy_command: true,
         }
     }
 }
@@ -333,11 +386,50 @@ pub struct QueueConfig {
     /// one comes back as headers only (Postfix `bounce_size_limit`).
     /// Default 50000; 0 = no limit.
     pub bounce_size_limit: u64,
-    /// How queued mail is delivered: `"none"` (nothing is delivered, mail
-    /// stays queued) or `"lmtp"` (every recipient over LMTP to
-    /// `lmtp.socket`; there is no routing to remote SMTP yet).
-    /// Default `"none"`.
+    /// How queued mail is delivered: `"auto"` (route each recipient: local
+    /// domains over LMTP to `lmtp.socket` after alias expansion by authd,
+    /// `transport_maps`, `relayhost`, otherwise SMTP to the domain's MX),
+    /// `"lmtp"` (every recipient as it is over LMTP to `lmtp.socket`, no
+    /// lookups) or `"none"` (nothing is delivered, mail stays queued).
+    /// Default `"auto"`.
     pub delivery_transport: String,
+    /// Per-domain transports (Postfix `transport_maps`): keys are a domain,
+    /// `.domain` (its subdomains) or `*`; values `lmtp:unix:/path`,
+    /// `lmtp:inet:host:port`, `smtp:[host]:port` (no MX lookup),
+    /// `smtp:host[:port]` (MX lookup of host), `smtp` (MX of the recipient
+    /// domain), `relay` (the relayhost), `lmtp` (the default LMTP socket),
+    /// `error:text` (bounce with text). Default empty.
+    pub transport_maps: BTreeMap<String, String>,
+    /// Smarthost for mail to other domains (Postfix `relayhost`):
+    /// `[host]:port` / `[host]` (no MX lookup) or `host[:port]` (MX lookup).
+    /// Default empty: deliver to the recipient domain's MX.
+    pub relayhost: String,
+    /// User name for AUTH PLAIN at the relayhost (only over TLS). Default
+    /// empty: no AUTH.
+    pub relayhost_username: String,
+    /// File holding the relayhost password (first line). Default empty.
+    pub relayhost_password_file: PathBuf,
+    /// TLS for outgoing SMTP (Postfix `smtp_tls_security_level`): `"none"`,
+    /// `"may"` (STARTTLS when offered, certificate not verified),
+    /// `"encrypt"` (TLS required, not verified), `"verify"` (TLS required,
+    /// certificate verified against `smtp_tls_ca_file` and the host name).
+    /// Default `"may"`.
+    pub smtp_tls_security_level: String,
+    /// CA certificates (PEM) for `"verify"`. Default empty: the system's
+    /// `/etc/ssl/certs/ca-certificates.crt`.
+    pub smtp_tls_ca_file: PathBuf,
+    /// TCP port for SMTP delivery to MX hosts and `smtp:host` next hops.
+    /// Default 25; other values are mainly for tests.
+    pub smtp_port: u16,
+    /// DNS servers for MX/A/AAAA lookups (`"ip"` or `"ip:port"`). Default
+    /// empty: the system resolver configuration (`/etc/resolv.conf`).
+    pub dns_servers: Vec<String>,
+    /// Messages being delivered at the same time, all destinations together.
+    /// Default 100.
+    pub delivery_concurrency_limit: usize,
+    /// Connections at the same time to one destination (next hop) (Postfix
+    /// `default_destination_concurrency_limit`). Default 20.
+    pub default_destination_concurrency_limit: usize,
 }
 
 impl Default for QueueConfig {
@@ -352,7 +444,17 @@ impl Default for QueueConfig {
             queue_run_delay: Duration::from_secs(300),
             bounce_notice_recipient: String::new(),
             bounce_size_limit: 50_000,
-            delivery_transport: "none".to_string(),
+            delivery_transport: "auto".to_string(),
+            transport_maps: BTreeMap::new(),
+            relayhost: String::new(),
+            relayhost_username: String::new(),
+            relayhost_password_file: PathBuf::new(),
+            smtp_tls_security_level: "may".to_string(),
+            smtp_tls_ca_file: PathBuf::new(),
+            smtp_port: 25,
+            dns_servers: Vec::new(),
+            delivery_concurrency_limit: 100,
+            default_destination_concurrency_limit: 20,
         }
     }
 }
@@ -503,6 +605,9 @@ impl Config {
                 "localhost".into(),
             ];
         }
+        if self.smtpd.smtpd_client_event_limit_exceptions.is_none() {
+            self.smtpd.smtpd_client_event_limit_exceptions = Some(g.mynetworks.clone());
+        }
         let run = g.run_directory.clone();
         let state = g.state_directory.clone();
         let sock = |s: &mut String, rel: &str| {
@@ -561,6 +666,29 @@ impl Config {
                 "authd.auth_failure_delay",
                 "must not exceed authd.auth_failure_delay_max".into(),
             ));
+        }
+        let sm = &self.smtpd;
+        for (key, zero) in [
+            ("smtpd.smtpd_recipient_limit", sm.smtpd_recipient_limit == 0),
+            (
+                "smtpd.smtpd_hard_error_limit",
+                sm.smtpd_hard_error_limit == 0,
+            ),
+            ("smtpd.max_connections", sm.max_connections == 0),
+            (
+                "smtpd.anvil_rate_time_unit",
+                sm.anvil_rate_time_unit.is_zero(),
+            ),
+            ("smtpd.smtpd_timeout", sm.smtpd_timeout.is_zero()),
+            ("smtpd.smtpd_data_timeout", sm.smtpd_data_timeout.is_zero()),
+            (
+                "smtpd.smtpd_starttls_timeout",
+                sm.smtpd_starttls_timeout.is_zero(),
+            ),
+        ] {
+            if zero {
+                return Err(err(key, "must be greater than 0".into()));
+            }
         }
         if g.shutdown_timeout.is_zero() {
             return Err(err(

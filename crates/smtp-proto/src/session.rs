@@ -39,6 +39,10 @@ use crate::table::{Protocol, Stage};
 pub const DEFAULT_HARD_ERROR_LIMIT: u32 = 20;
 /// Default recipient limit per transaction (Postfix `smtpd_recipient_limit`).
 pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+/// Default junk command limit (Postfix `smtpd_junk_command_limit`): NOOP, VRFY,
+/// EXPN, HELP and RSET beyond this many in one session each count as an error,
+/// so a client looping on them reaches the hard error limit.
+pub const DEFAULT_JUNK_COMMAND_LIMIT: u32 = 100;
 
 /// Session settings.
 #[derive(Debug, Clone)]
@@ -49,6 +53,9 @@ pub struct SessionConfig {
     pub hard_error_limit: u32,
     /// Recipients per transaction; more get `452 4.5.3`. Default [`DEFAULT_MAX_RECIPIENTS`].
     pub max_recipients: usize,
+    /// NOOP/VRFY/EXPN/HELP/RSET allowed before each one counts as an error.
+    /// Default [`DEFAULT_JUNK_COMMAND_LIMIT`].
+    pub junk_command_limit: u32,
     /// Message size limit in octets. Default [`DEFAULT_MESSAGE_SIZE_LIMIT`].
     pub message_size_limit: u64,
     /// Bare LF/CR handling in DATA. Default [`BareNewlinePolicy::Reject`].
@@ -67,6 +74,7 @@ impl Default for SessionConfig {
             lmtp: false,
             hard_error_limit: DEFAULT_HARD_ERROR_LIMIT,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
+            junk_command_limit: DEFAULT_JUNK_COMMAND_LIMIT,
             message_size_limit: DEFAULT_MESSAGE_SIZE_LIMIT,
             bare_newline: BareNewlinePolicy::Reject,
             tls_required: false,
@@ -179,6 +187,7 @@ pub struct Session {
     replies_expected: usize,
     queued_end: Option<Event>,
     errors: u32,
+    junk: u32,
     out: Vec<u8>,
     flush: bool,
     closed: bool,
@@ -202,6 +211,7 @@ impl Session {
             replies_expected: 0,
             queued_end: None,
             errors: 0,
+            junk: 0,
             out: Vec::new(),
             flush: false,
             closed: false,
@@ -227,9 +237,16 @@ impl Session {
         self.flush
     }
 
-    /// The session is over (QUIT or too many errors); flush output and close.
+    /// The session is over (QUIT, too many errors, or a `421` reply from the
+    /// caller); flush output and close.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// True while message content (DATA or a BDAT chunk) is being received:
+    /// a server uses its data timeout rather than its command timeout.
+    pub fn in_message(&self) -> bool {
+        matches!(self.mode, Mode::Data(_) | Mode::Bdat(_) | Mode::BdatSkip(_))
     }
 
     /// Current stage.
@@ -269,13 +286,23 @@ impl Session {
         if ends_group {
             self.flush = true;
         }
+        if r.code == 421 {
+            // RFC 5321 3.8: 421 means the server is closing the channel.
+            self.flush = true;
+            self.closed = true;
+            return;
+        }
         if r.class() >= 4 {
-            self.errors += 1;
-            if self.errors >= self.cfg.hard_error_limit && !self.closed {
-                Reply::too_many_errors(&self.cfg.hostname).write_to(&mut self.out);
-                self.flush = true;
-                self.closed = true;
-            }
+            self.count_error();
+        }
+    }
+
+    fn count_error(&mut self) {
+        self.errors += 1;
+        if self.errors >= self.cfg.hard_error_limit && !self.closed {
+            Reply::too_many_errors(&self.cfg.hostname).write_to(&mut self.out);
+            self.flush = true;
+            self.closed = true;
         }
     }
 
@@ -588,8 +615,29 @@ impl Session {
                 None
             }
             Command::Data => self.wait(Pending::DataStart, ends, Event::DataStart { bdat: false }),
-            Command::Rset => self.wait(Pending::Rset, ends, Event::Other(Command::Rset)),
-            c => self.wait(Pending::Other, ends, Event::Other(c)),
+            c => {
+                if matches!(
+                    c,
+                    Command::Rset
+                        | Command::Noop(_)
+                        | Command::Vrfy(_)
+                        | Command::Expn(_)
+                        | Command::Help(_)
+                ) {
+                    self.junk += 1;
+                    if self.junk > self.cfg.junk_command_limit {
+                        self.count_error();
+                        if self.closed {
+                            return None;
+                        }
+                    }
+                }
+                if c == Command::Rset {
+                    self.wait(Pending::Rset, ends, Event::Other(Command::Rset))
+                } else {
+                    self.wait(Pending::Other, ends, Event::Other(c))
+                }
+            }
         }
     }
 }

@@ -405,3 +405,56 @@ fn pseudo_random_sessions_terminate() {
         assert!(t.output.is_empty() || t.output.ends_with(b"\r\n"));
     }
 }
+
+#[test]
+fn junk_commands_count_as_errors_beyond_the_limit() {
+    let cfg = SessionConfig {
+        junk_command_limit: 2,
+        hard_error_limit: 2,
+        ..SessionConfig::default()
+    };
+    // Two junk commands are free; the third and fourth count as errors and the
+    // fourth reaches the hard error limit: 421 and close, nothing after it runs.
+    let t = run(&cfg, b"EHLO c\r\nNOOP\r\nRSET\r\nNOOP\r\nHELP\r\nNOOP\r\n");
+    let l = lines(&t.output);
+    assert_eq!(
+        l.last().unwrap(),
+        "421 4.7.0 localhost Error: too many errors"
+    );
+    assert_eq!(
+        l.iter().filter(|x| x.starts_with("250 ")).count(),
+        4,
+        "{l:?}"
+    );
+    assert!(t.closed);
+    // A junk command within the limit is answered normally.
+    let t = run(&SessionConfig::default(), b"NOOP\r\nNOOP\r\nQUIT\r\n");
+    assert_eq!(
+        lines(&t.output),
+        ["250 2.0.0 Ok", "250 2.0.0 Ok", "221 2.0.0 Bye"]
+    );
+}
+
+#[test]
+fn a_421_reply_from_the_caller_closes_the_session() {
+    let mut s = Session::new(SessionConfig::default());
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+    let mut n = 0;
+    while let Some(ev) = s.poll() {
+        n += 1;
+        match ev {
+            Event::Hello(_) => s.reply(Reply::ehlo("mx", "", &[])),
+            _ => s.reply(Reply::new(
+                421,
+                Some(EnhancedCode(4, 7, 0)),
+                "mx Error: too many connections",
+            )),
+        }
+    }
+    assert_eq!(n, 2, "nothing is processed after the 421");
+    assert!(s.is_closed());
+    assert_eq!(
+        lines(&s.take_output()),
+        ["250 mx", "421 4.7.0 mx Error: too many connections"]
+    );
+}

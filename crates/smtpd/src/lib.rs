@@ -17,10 +17,23 @@
 //! `451 4.3.0` when authd cannot answer); an authenticated sender must own
 //! its MAIL FROM address (`553 5.7.1`). The message is streamed to
 //! queue-manager with a `Received:` header in front, and `250 ... queued as
-//! ID` is sent only once the queue has it on disk.
+//! ID` is sent only once the queue has it on disk. On submission (an
+//! authenticated session) a missing `Date:` or `Message-ID:` is added at the
+//! end of the header section ([`headers`]).
 //!
-//! **Status:** not yet: per-IP connection limits and rates, Message-ID/Date
-//! added on submission, per-state timeouts beyond the idle timeout, VRFY.
+//! Limits ([`limits`], and the engine's counters): concurrent connections
+//! over all listeners (`max_connections`) and per client IP
+//! (`smtpd_client_connection_count_limit`), new connections per IP per
+//! `anvil_rate_time_unit` (`smtpd_client_connection_rate_limit`) — refused
+//! with `421 4.7.0` before the greeting, `mynetworks` exempt from the per-IP
+//! ones by default; recipients per message (`452 4.5.3`), error replies per
+//! session (`421 4.7.0` after `smtpd_hard_error_limit`), junk commands
+//! (NOOP/VRFY/EXPN/HELP/RSET beyond `smtpd_junk_command_limit` count as
+//! errors); timeouts for a command line (`smtpd_timeout`), for message
+//! content (`smtpd_data_timeout`) and for a TLS handshake
+//! (`smtpd_starttls_timeout`), each ending the session with `421 4.4.2`.
+//! VRFY answers `252` unless `disable_vrfy_command = false`, then it
+//! resolves the address through authd.
 //!
 //! # SECURITY
 //! Runs as the `postern` user; needs `CAP_NET_BIND_SERVICE` only for ports
@@ -28,20 +41,37 @@
 //! queue-manager over their private Unix sockets.
 //!
 //! # STANDARDS
-//! RFC 5321 (SMTP), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS for submission).
+//! RFC 5321 (SMTP), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS for
+//! submission), RFC 6409 (message submission: adding Date/Message-ID),
+//! RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 1870 (SIZE), RFC 6152
+//! (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 (DSN parameters), RFC 2034
+//! (ENHANCEDSTATUSCODES), RFC 4954 (AUTH).
 //!
 //! # CONFIGURATION
 //! `[smtpd] listener = [{ name, address, role = "mx" | "submission" | "submissions" }]`,
-//! `[tls] cert_file, key_file`, `[global] myhostname`. See `deploy/postern.toml`.
+//! `smtpd_recipient_limit` (1000), `smtpd_hard_error_limit` (20),
+//! `smtpd_junk_command_limit` (100), `max_connections` (1000),
+//! `smtpd_client_connection_count_limit` (50),
+//! `smtpd_client_connection_rate_limit` (0 = off), `anvil_rate_time_unit`
+//! (60s), `smtpd_client_event_limit_exceptions` (`global.mynetworks`),
+//! `smtpd_timeout` (300s), `smtpd_data_timeout` (300s),
+//! `smtpd_starttls_timeout` (60s), `disable_vrfy_command` (true);
+//! `[tls] cert_file, key_file`, `[global] myhostname, mynetworks,
+//! message_size_limit`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
-//! Logs to stderr (journald), one line per event with `daemon=smtpd`.
+//! Logs to stderr (journald), one line per event with `daemon=smtpd` and the
+//! session id: `connected`, `connection refused by limit` (with the limit),
+//! `authenticated` (user), `recipient refused`, `queued` (queue id),
+//! `missing header fields added`, `timeout`, `disconnected`.
 //! Exit status 0 after a clean stop, 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
 //! queue-manager(8), authd(8), postern.toml(5)
 
 pub mod enqueue;
+pub mod headers;
+pub mod limits;
 pub mod policy;
 pub mod received;
 pub mod session;
@@ -78,6 +108,18 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         queue: postern_ipc::queue::v1::queue_client::QueueClient::new(queue),
         mynetworks: cfg.global.mynetworks.clone(),
         message_size_limit: cfg.global.message_size_limit,
+        limits: limits::Limits::new(limits::LimitConfig {
+            max_connections: cfg.smtpd.max_connections,
+            per_ip: cfg.smtpd.smtpd_client_connection_count_limit,
+            rate: cfg.smtpd.smtpd_client_connection_rate_limit,
+            window: cfg.smtpd.anvil_rate_time_unit,
+            exceptions: cfg
+                .smtpd
+                .smtpd_client_event_limit_exceptions
+                .clone()
+                .unwrap_or_else(|| cfg.global.mynetworks.clone()),
+        }),
+        cfg: cfg.smtpd.clone(),
     });
     let mut loops = tokio::task::JoinSet::new();
     for l in &cfg.smtpd.listener {

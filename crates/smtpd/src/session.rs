@@ -24,13 +24,12 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Channel;
 
 use crate::enqueue::EnqueueStream;
+use crate::headers::{Additions, HeaderFixer};
+use crate::limits::Limits;
 use crate::policy::{in_mynetworks, rcpt_verdict};
 use crate::received::{Trace, received};
 
-/// RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bound on a TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from the client at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What every session shares.
@@ -41,6 +40,9 @@ pub struct Shared {
     pub queue: qpb::queue_client::QueueClient<Channel>,
     pub mynetworks: Vec<IpNet>,
     pub message_size_limit: u64,
+    pub limits: Arc<Limits>,
+    /// `[smtpd]` settings (limits, timeouts, VRFY).
+    pub cfg: postern_common::config::SmtpdConfig,
 }
 
 fn r(code: u16, enh: (u8, u16, u16), text: &str) -> Reply {
@@ -52,6 +54,8 @@ struct Txn {
     envelope: qpb::Envelope,
     stream: Option<EnqueueStream>,
     failed: bool,
+    /// Submission: adds a missing Date/Message-ID.
+    fixer: Option<HeaderFixer>,
 }
 
 struct State {
@@ -61,6 +65,8 @@ struct State {
     sasl: Option<SaslExchange>,
     txn: Txn,
     session_id: String,
+    /// Messages started in this session (for Message-ID uniqueness).
+    messages: u32,
 }
 
 /// Serve one connection.
@@ -74,13 +80,25 @@ pub async fn run(
     let session_id = postern_common::session_id();
     let span = tracing::info_span!("session", id = %session_id, remote = %peer);
     let _e = span.enter();
+    let _permit = match shared.limits.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(refusal) => {
+            tracing::warn!(?role, limit = ?refusal, "connection refused by limit");
+            let mut stream = stream;
+            let reply = Reply::new(
+                421,
+                Some(EnhancedCode(4, 7, 0)),
+                format!("{} {}", shared.hostname, refusal.text()),
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply.encode()))
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let tls_timeout = shared.cfg.smtpd_starttls_timeout;
     let mut conn = if role == SmtpRole::Submissions {
-        match tokio::time::timeout(
-            TLS_HANDSHAKE_TIMEOUT,
-            Conn::accept_tls(stream, &shared.acceptor),
-        )
-        .await
-        {
+        match tokio::time::timeout(tls_timeout, Conn::accept_tls(stream, &shared.acceptor)).await {
             Ok(Ok(c)) => c,
             _ => {
                 tracing::info!("TLS handshake failed");
@@ -96,6 +114,9 @@ pub async fn run(
         hostname: shared.hostname.clone(),
         tls_required: role == SmtpRole::Submission,
         auth_required: submission,
+        max_recipients: shared.cfg.smtpd_recipient_limit,
+        hard_error_limit: shared.cfg.smtpd_hard_error_limit,
+        junk_command_limit: shared.cfg.smtpd_junk_command_limit,
         ..Default::default()
     });
     if conn.is_tls() {
@@ -109,6 +130,7 @@ pub async fn run(
         sasl: None,
         txn: Txn::default(),
         session_id,
+        messages: 0,
     };
     if conn
         .write_all(&Reply::greeting(&shared.hostname, "ESMTP postern").encode())
@@ -129,7 +151,7 @@ pub async fn run(
                     if conn.write_all(&session.take_output()).await.is_err() {
                         return;
                     }
-                    if tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, conn.upgrade(&shared.acceptor))
+                    if tokio::time::timeout(tls_timeout, conn.upgrade(&shared.acceptor))
                         .await
                         .map_or(true, |r| r.is_err())
                     {
@@ -158,15 +180,21 @@ pub async fn run(
             );
             return;
         }
+        let wait = if session.in_message() {
+            shared.cfg.smtpd_data_timeout
+        } else {
+            shared.cfg.smtpd_timeout
+        };
         let n = tokio::select! {
             _ = shutdown.triggered() => {
                 let _ = conn.write_all(&Reply::shutting_down(&shared.hostname).encode()).await;
                 return;
             }
-            res = tokio::time::timeout(IDLE_TIMEOUT, conn.read(&mut buf)) => match res {
+            res = tokio::time::timeout(wait, conn.read(&mut buf)) => match res {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => n,
                 Err(_) => {
+                    tracing::info!(in_message = session.in_message(), "timeout");
                     let _ = conn.write_all(&r(421, (4, 4, 2), "Timeout, closing connection").encode()).await;
                     return;
                 }
@@ -394,6 +422,13 @@ async fn handle(
                         st.txn.failed = true;
                     }
                     st.txn.stream = Some(s);
+                    st.messages += 1;
+                    if st.auth_user.is_some() {
+                        st.txn.fixer = Some(HeaderFixer::new(Additions {
+                            date,
+                            message_id: message_id(&st.session_id, st.messages, &shared.hostname),
+                        }));
+                    }
                     if bdat {
                         Reply::ok()
                     } else {
@@ -407,7 +442,12 @@ async fn handle(
             }
         }
         Event::Data(chunk) => {
-            if let Some(s) = st.txn.stream.as_mut()
+            let chunk = match st.txn.fixer.as_mut() {
+                Some(f) => f.feed(&chunk),
+                None => chunk,
+            };
+            if !chunk.is_empty()
+                && let Some(s) = st.txn.stream.as_mut()
                 && !st.txn.failed
                 && s.chunk(chunk).await.is_err()
             {
@@ -416,10 +456,21 @@ async fn handle(
             return None;
         }
         Event::DataEnd(_) => {
-            let txn = std::mem::take(&mut st.txn);
-            let Some(s) = txn.stream else {
+            let mut txn = std::mem::take(&mut st.txn);
+            let Some(mut s) = txn.stream else {
                 return Some(r(451, (4, 3, 0), "Queue unavailable, try again later"));
             };
+            if let Some(f) = txn.fixer.as_mut() {
+                let rest = f.finish();
+                if !rest.is_empty() && !txn.failed && s.chunk(rest).await.is_err() {
+                    txn.failed = true;
+                }
+                if f.gave_up {
+                    tracing::warn!("header section too long to check for Date/Message-ID");
+                } else if !f.added.is_empty() {
+                    tracing::info!(added = ?f.added, "missing header fields added");
+                }
+            }
             match s.finish().await {
                 Ok(id) if !txn.failed => {
                     tracing::info!(queue_id = %id, sender = %txn.envelope.sender, rcpts = txn.envelope.recipients.len(), "queued");
@@ -449,11 +500,60 @@ async fn handle(
                 }
                 Reply::ok()
             }
+            Command::Vrfy(arg) if !shared.cfg.disable_vrfy_command => vrfy(shared, &arg).await,
             Command::Vrfy(_) | Command::Expn(_) => Reply::vrfy_disabled(),
             Command::Help(_) => r(214, (2, 0, 0), "See RFC 5321"),
             _ => Reply::ok(),
         },
     })
+}
+
+/// A `Message-ID` for a submitted message without one: unique by time,
+/// session and message number.
+fn message_id(session: &str, n: u32, host: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "<{}.{:06}.{session}.{n}@{host}>",
+        now.as_secs(),
+        now.subsec_micros()
+    )
+}
+
+/// VRFY when enabled (`disable_vrfy_command = false`): look the address up.
+async fn vrfy(shared: &Shared, arg: &str) -> Reply {
+    let addr = arg
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string();
+    if !addr.contains('@') {
+        return r(501, (5, 5, 2), "VRFY needs a full address");
+    }
+    let mut auth = shared.auth.clone();
+    use apb::resolve_recipient_response::Status as S;
+    match auth
+        .resolve_recipient(apb::ResolveRecipientRequest {
+            address: addr.clone(),
+            authenticated: false,
+        })
+        .await
+        .map(|resp| S::try_from(resp.get_ref().status).ok())
+    {
+        Ok(Some(S::Local)) => r(250, (2, 1, 5), &format!("<{addr}>")),
+        Ok(Some(S::Unknown)) => r(
+            550,
+            (5, 1, 1),
+            &format!("<{addr}>: Recipient address rejected: User unknown"),
+        ),
+        Ok(Some(S::TempFail)) => r(451, (4, 3, 0), "Temporary lookup failure"),
+        Ok(_) => Reply::vrfy_disabled(),
+        Err(e) => {
+            tracing::error!(error = %e, "recipient lookup failed");
+            r(451, (4, 3, 0), "Temporary lookup failure")
+        }
+    }
 }
 
 fn sasl_reply(st: &mut State, step: SaslStep) -> Reply {
