@@ -380,6 +380,7 @@ pub fn run_tool(env: &TestEnv, name: &str, args: &[&str]) -> (i32, String, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod clients;
 pub mod db;
 pub mod dovecot;
 pub mod postfix;
