@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `list` prints what Postfix's `mailq` prints with long queue ids (ours
-//! are 16 characters): a header line, then per message the id followed by
+//! are 16 characters): a header line, then per message (oldest first,
+//! whatever its queue) the id followed by
 //! `*` when it is being delivered (`active/`) or `!` when it is on hold,
 //! the size, the arrival time (UTC), the sender (`MAILER-DAEMON` for the
 //! null sender); for each deferral reason the reason in parentheses,
@@ -146,7 +147,10 @@ async fn list(client: &mut Client, queues: Vec<String>) -> u8 {
     };
     match client.list(pb::ListRequest { queues }).await {
         Ok(r) => {
-            let text = format_mailq(&r.into_inner().entries);
+            // Oldest first, whatever queue a message is in (ids sort by time).
+            let mut entries = r.into_inner().entries;
+            entries.sort_by(|a, b| a.queue_id.cmp(&b.queue_id));
+            let text = format_mailq(&entries);
             let mut out = std::io::stdout().lock();
             if out.write_all(text.as_bytes()).is_err() {
                 return admin::EXIT_FAILURE;

@@ -1,0 +1,178 @@
+//! DSN bounces end to end: smtpd → queue-manager → lmtp-delivery answers
+//! `552 5.2.2` for a user over quota → queue-manager queues an RFC 3464
+//! DSN from the null sender → it is delivered into the sender's Maildir,
+//! where Python's `email` package must see a multipart/report with a
+//! message/delivery-status naming the recipient and the status. A bounce
+//! that cannot be delivered is not bounced again.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use postern_tests::stack::{files, mailctl, maildir, wait_for_messages};
+use postern_tests::{Daemon, TestEnv, run_tool};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Send one message over SMTP with Python's smtplib (DSN parameters
+/// given as ESMTP options); panics unless every recipient is accepted.
+fn smtp_send(env: &TestEnv, from: &str, to: &str, mail_opts: &[&str], rcpt_opts: &[&str]) {
+    let py = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("client.example.org")
+assert s.has_extn("dsn"), "smtpd does not offer DSN"
+msg = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+       b"Subject: bounce me\r\nMessage-ID: <bounce-test@example.test>\r\n\r\n"
+       b"the body of the bounced message\r\n")
+refused = s.sendmail({from:?}, [{to:?}], msg, mail_options={mail:?}, rcpt_options={rcpt:?})
+assert not refused, refused
+s.quit()
+"#,
+        port = env.ports["smtp"],
+        mail = mail_opts,
+        rcpt = rcpt_opts,
+    );
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Wait until `mailctl queue list` says the queue is empty.
+fn wait_queue_empty(env: &TestEnv, qm: &Daemon) {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (code, out, err) = run_tool(env, "mailctl", &["queue", "list"]);
+        assert_eq!(code, 0, "mailctl queue list: {err}");
+        if out == "Mail queue is empty\n" {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "queue not empty:\n{out}\n--- queue-manager ---\n{}",
+            qm.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn over_quota_recipient_bounces_a_dsn_into_the_senders_maildir_and_a_bounce_is_never_bounced() {
+    let env = TestEnv::new();
+    // queue_run_delay 1h: the DSN must be delivered because the scheduler
+    // runs another pass after queuing it, not because of a periodic scan.
+    postern_tests::stack::setup_users(
+        &env,
+        "\n[queue]\ndelivery_transport = \"lmtp\"\nqueue_run_delay = \"1h\"\n",
+    );
+    // A 1-byte quota: every delivery to bob is refused with 552 5.2.2.
+    mailctl(&env, &["user", "quota", "bob@example.test", "1"], None);
+    let _authd = Daemon::start(&env, "authd");
+    let lmtp = Daemon::start(&env, "lmtp-delivery");
+    let qm = Daemon::start(&env, "queue-manager");
+    let _smtpd = Daemon::start(&env, "smtpd");
+
+    smtp_send(
+        &env,
+        "alice@example.test",
+        "bob@example.test",
+        &["RET=HDRS", "ENVID=e2e-envid-1"],
+        &["NOTIFY=FAILURE", "ORCPT=rfc822;Bob@Example.test"],
+    );
+    let alice = maildir(&env, "alice");
+    let got = wait_for_messages(&alice, 1, WAIT).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- queue-manager ---\n{}\n--- lmtp ---\n{}",
+            qm.output(),
+            lmtp.output()
+        )
+    });
+    assert_eq!(files(&maildir(&env, "bob")).len(), 0);
+    let py = r#"
+import email, email.policy, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.compat32)
+assert m["Return-Path"] == "<>", m["Return-Path"]
+assert m.get_content_type() == "multipart/report", m.get_content_type()
+assert m.get_param("report-type") == "delivery-status"
+assert m["From"].startswith("MAILER-DAEMON@mail.example.test"), m["From"]
+assert m["To"] == "alice@example.test", m["To"]
+parts = m.get_payload()
+print([p.get_content_type() for p in parts])
+ds = parts[1].get_payload()
+print("envid", ds[0]["Original-Envelope-Id"])
+print("mta", ds[0]["Reporting-MTA"])
+for r in ds[1:]:
+    print("rcpt", r["Final-Recipient"], "|", r["Original-Recipient"], "|", r["Action"], "|", r["Status"], "|", r["Diagnostic-Code"])
+hdrs = parts[2].get_payload()
+print("subject-returned", "Subject: bounce me" in hdrs, "body-returned", "the body" in hdrs)
+print("human", "<bob@example.test>: 552 5.2.2" in parts[0].get_payload())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(&got[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}\n{text}\n--- DSN ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&got[0]).unwrap_or_default()
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "['text/plain', 'message/delivery-status', 'text/rfc822-headers']"
+    );
+    assert_eq!(lines[1], "envid e2e-envid-1");
+    assert_eq!(lines[2], "mta dns; mail.example.test");
+    assert!(
+        lines[3].starts_with(
+            "rcpt rfc822; bob@example.test | rfc822; Bob@Example.test | failed | 5.2.2 | smtp; 552 5.2.2"
+        ),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines.len(), 6, "one recipient block only: {text}");
+    assert_eq!(
+        lines[4], "subject-returned True body-returned False",
+        "RET=HDRS"
+    );
+    assert_eq!(lines[5], "human True");
+    wait_queue_empty(&env, &qm);
+
+    // A message from the null sender that fails: no DSN, just the log.
+    smtp_send(&env, "", "bob@example.test", &[], &[]);
+    qm.wait_output("null sender: no DSN", WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_queue_empty(&env, &qm);
+
+    // Alice over quota too: bob's failure bounces to alice, the bounce
+    // fails as well and is dropped, not bounced again (it has the null
+    // sender); nothing loops, the queue empties.
+    mailctl(&env, &["user", "quota", "alice@example.test", "1"], None);
+    std::thread::sleep(Duration::from_millis(1200)); // authd cache_ttl_secs = 1
+    let before = qm.output().matches("null sender: no DSN").count();
+    smtp_send(&env, "alice@example.test", "bob@example.test", &[], &[]);
+    let end = Instant::now() + WAIT;
+    while qm.output().matches("null sender: no DSN").count() < before + 1 {
+        assert!(Instant::now() < end, "{}", qm.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_queue_empty(&env, &qm);
+    // Still only the first DSN in alice's Maildir; exactly two DSNs were
+    // ever queued (the first one and the one that failed).
+    assert_eq!(files(&alice).len(), 1);
+    assert_eq!(
+        qm.output()
+            .matches("sender non-delivery notification queued")
+            .count(),
+        2,
+        "{}",
+        qm.output()
+    );
+}
