@@ -44,6 +44,10 @@ fn message(n: usize) -> Vec<pb::EnqueueRequest> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_kill_9() {
     let env = TestEnv::new();
+    // No delivery: the messages must still be in incoming/ after the restart.
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str("\n[queue]\ndelivery_transport = \"none\"\n");
+    std::fs::write(&env.config_path, text).unwrap();
     let d = Daemon::start(&env, "queue-manager");
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();

@@ -486,6 +486,17 @@ pub struct Pop3dConfig {
     /// Allow USER/PASS and AUTH PLAIN without TLS (Dovecot
     /// `disable_plaintext_auth = no`). A warning is logged at start.
     pub allow_plaintext_auth: bool,
+    /// Close a session that sends nothing for this long (RFC 1939 section
+    /// 3 asks for at least 10 minutes; a shorter value is accepted with a
+    /// warning at start). Default `10m`.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Minimum time between two logins of the same user, announced in CAPA
+    /// as `LOGIN-DELAY` (RFC 2449 section 6.5) and enforced with
+    /// `-ERR [LOGIN-DELAY]`; `0s` = no delay, not announced. Remembered per
+    /// pop3d process. Default `0s`.
+    #[serde(with = "duration")]
+    pub login_delay: Duration,
 }
 
 impl Default for Pop3dConfig {
@@ -496,6 +507,8 @@ impl Default for Pop3dConfig {
                 Listener::new("pop3s", "0.0.0.0:995", Pop3Role::Pop3s),
             ],
             allow_plaintext_auth: false,
+            idle_timeout: Duration::from_secs(600),
+            login_delay: Duration::ZERO,
         }
     }
 }
@@ -680,6 +693,7 @@ impl Config {
                 sm.anvil_rate_time_unit.is_zero(),
             ),
             ("smtpd.smtpd_timeout", sm.smtpd_timeout.is_zero()),
+            ("pop3d.idle_timeout", self.pop3d.idle_timeout.is_zero()),
             ("smtpd.smtpd_data_timeout", sm.smtpd_data_timeout.is_zero()),
             (
                 "smtpd.smtpd_starttls_timeout",

@@ -1,5 +1,5 @@
 //! # NAME
-//! queue-manager — postern mail queue: spool, delivery scheduling, retries
+//! queue-manager — postern mail queue: spool, routing, LMTP/SMTP delivery, retries
 //!
 //! # DESCRIPTION
 //! Owns the spool (`tmp/ incoming/ active/ deferred/ hold/ corrupt/ status/`
@@ -26,24 +26,45 @@
 //! exponential backoff (`minimal_backoff_time` doubling up to
 //! `maximal_backoff_time`), bounces after `maximal_queue_lifetime`, and
 //! removes a message once every recipient is delivered or bounced.
+//! Up to `delivery_concurrency_limit` messages are delivered at the same
+//! time (a slow destination does not hold up the others), a message never
+//! twice at once; on SIGTERM no new attempt starts and those in progress
+//! finish.
 //!
-//! **Status:** spool, recovery, the gRPC service (Enqueue, List, Inspect,
-//! Hold, Release, Delete, Flush), the scheduler with its retry policy (tested
-//! with a fake transport) and an LMTP client transport ([`lmtp`], tested
-//! against a scripted LMTP server) work. The scheduler runs only with
-//! `queue.delivery_transport = "lmtp"`; the default `"none"` starts no
-//! scheduler, so messages stay queued and nothing is marked delivered.
-//! **Not yet:** no routing (with `"lmtp"` *every* recipient goes to LMTP, no
-//! remote SMTP client), no DSN bounce messages (a bounced recipient is only
-//! logged at error level and recorded; the message is removed once every
-//! recipient is final, so the bounce is lost apart from the log); messages
+//! Which transport (`queue.delivery_transport`):
+//!
+//! * `"auto"` (default): [`route`] — each recipient is resolved by authd
+//!   (aliases, virtual aliases, catch-all, plus-addressing); local mailboxes
+//!   go over LMTP ([`lmtp`]) to `lmtp.socket`, other domains by SMTP
+//!   ([`smtp_client`]) to their MX hosts ([`mx`], hickory-resolver) or to
+//!   `relayhost`; `transport_maps` overrides per domain (`lmtp:unix:`,
+//!   `lmtp:inet:`, `smtp:[host]:port`, `smtp:host`, `relay`, `error:`). An
+//!   alias with several targets is re-queued once as a new message for the
+//!   expanded list, so each target has its own durable status.
+//! * `"lmtp"`: every recipient as it is over LMTP to `lmtp.socket`, no
+//!   lookups (a host whose LMTP server does its own alias handling).
+//! * `"none"`: no scheduler runs; messages stay queued.
+//!
+//! Bounced recipients get DSNs ([`bounce`]).
+//!
+//! **Status:** spool, recovery, gRPC service, scheduler, routing, LMTP and
+//! SMTP delivery work and are tested end to end (`tests/tests/remote.rs`:
+//! dnsmasq serving MX/null MX on loopback, a scripted SMTP peer with
+//! STARTTLS). **Not yet:** connection reuse across messages (one LMTP/SMTP
+//! connection per transaction), BDAT/BINARYMIME towards the next hop (8-bit
+//! bodies go with DATA), DANE/MTA-STS, mail-loop detection when an MX points
+//! back at this host (Postfix's "mail for X loops back to myself"), alias
+//! targets that are commands or files (authd logs and drops them); messages
 //! are buffered in memory while streamed in and read whole for delivery and
-//! Inspect (bounded by `message_size_limit`), one delivery at a time, no
-//! end-to-end test of the daemon delivering into lmtp-delivery yet.
-//! Hold/Delete skip a message that is in `active/` (being delivered).
+//! Inspect (bounded by `message_size_limit`). Hold/Delete skip a message
+//! that is in `active/` (being delivered).
 //!
 //! # SECURITY
-//! Runs as the `postern` user. The private socket is mode 0660; the public
+//! Runs as the `postern` user. Outgoing SMTP uses STARTTLS when offered
+//! (`smtp_tls_security_level = "may"`: encrypted but not authenticated, as
+//! Postfix's default for MX delivery; `"verify"` checks the certificate and
+//! host name). Relayhost credentials are only ever sent over TLS; the
+//! password is read from `relayhost_password_file` and never logged. The private socket is mode 0660; the public
 //! socket is 0666 (local submission by any user, as Postfix's
 //! `public/pickup`): only `Handshake` and `Enqueue` are served there, the
 //! administration calls answer PERMISSION_DENIED. Queue ids from clients are
@@ -51,20 +72,31 @@
 //! the spool directory only.
 //!
 //! # STANDARDS
-//! RFC 2033 (LMTP client), RFC 5321 4.5.2 (dot-stuffing) and 4.2 (reply
-//! syntax), RFC 3461 (DSN parameters kept in the envelope); later: RFC 5321
-//! SMTP client, RFC 3464 (DSN).
+//! RFC 2033 (LMTP client), RFC 5321 (SMTP client: 5.1 MX ordering and
+//! implicit MX, 4.5.2 dot-stuffing, 4.2 replies, 4.5.3.2 timeouts),
+//! RFC 3207 (STARTTLS), RFC 7435 (opportunistic TLS), RFC 2920
+//! (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531
+//! (SMTPUTF8), RFC 3461 (DSN parameters passed on), RFC 4954 (AUTH PLAIN to
+//! the relayhost), RFC 7505 (null MX), RFC 3464 (DSN).
 //!
 //! # CONFIGURATION
 //! `[queue]`: `socket`, `public_socket`, `spool_directory`,
 //! `minimal_backoff_time` (300s), `maximal_backoff_time` (4000s),
 //! `maximal_queue_lifetime` (5d), `queue_run_delay` (300s),
-//! `delivery_transport` ("none"; "lmtp" delivers to `lmtp.socket`).
-//! `[global] message_size_limit`. See `deploy/postern.toml`.
+//! `delivery_transport` ("auto"; "lmtp"; "none"), `transport_maps` ({}),
+//! `relayhost` (""), `relayhost_username`, `relayhost_password_file`,
+//! `smtp_tls_security_level` ("may"), `smtp_tls_ca_file`, `smtp_port` (25;
+//! other values mainly for tests), `dns_servers` ([] = /etc/resolv.conf),
+//! `delivery_concurrency_limit` (100),
+//! `default_destination_concurrency_limit` (20).
+//! `[global] myhostname` (EHLO/LHLO name), `recipient_delimiter`,
+//! `message_size_limit`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
 //! Logs to stderr (journald) with `daemon=queue-manager` and `queue_id` on
-//! every message event (`queued`, `delivered`, `deferred`, `bounced`,
+//! every message event (`queued`, `sent` with `to` and `relay`, `delivered`,
+//! `deferred`, `bounced`, `alias expanded, re-queued` with `new_queue_id`,
+//! `no next hop`, `host failed, trying the next one`,
 //! `corrupt queue file moved to corrupt/`). Exit status 0 after a clean stop,
 //! 78 for a configuration error, 1 otherwise.
 //!
@@ -73,8 +105,11 @@
 
 pub mod bounce;
 pub mod lmtp;
+pub mod mx;
+pub mod route;
 pub mod scheduler;
 pub mod service;
+pub mod smtp_client;
 pub mod spool;
 
 use std::path::Path;
@@ -90,11 +125,58 @@ pub use spool::QUEUES;
 /// Checks beyond the shared configuration validation.
 pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
     let q = &cfg.queue;
-    if !matches!(q.delivery_transport.as_str(), "none" | "lmtp") {
+    if !matches!(q.delivery_transport.as_str(), "auto" | "none" | "lmtp") {
         return Err(ConfigError::new(
             file,
             "queue.delivery_transport",
-            format!("{:?}: must be \"none\" or \"lmtp\"", q.delivery_transport),
+            format!(
+                "{:?}: must be \"auto\", \"lmtp\" or \"none\"",
+                q.delivery_transport
+            ),
+        ));
+    }
+    if let Err((k, e)) = route::TransportMaps::parse(&q.transport_maps) {
+        return Err(ConfigError::new(
+            file,
+            format!("queue.transport_maps.{k}"),
+            e,
+        ));
+    }
+    if !q.relayhost.is_empty()
+        && let Err(e) = route::parse_smtp_dest(&q.relayhost)
+    {
+        return Err(ConfigError::new(file, "queue.relayhost", e));
+    }
+    if !q.relayhost_username.is_empty() && q.relayhost_password_file.as_os_str().is_empty() {
+        return Err(ConfigError::new(
+            file,
+            "queue.relayhost_password_file",
+            "needed when queue.relayhost_username is set",
+        ));
+    }
+    if let Err(e) = smtp_client::TlsLevel::parse(&q.smtp_tls_security_level) {
+        return Err(ConfigError::new(file, "queue.smtp_tls_security_level", e));
+    }
+    if q.smtp_port == 0 {
+        return Err(ConfigError::new(file, "queue.smtp_port", "must not be 0"));
+    }
+    for s in &q.dns_servers {
+        if let Err(e) = mx::parse_dns_server(s) {
+            return Err(ConfigError::new(file, "queue.dns_servers", e));
+        }
+    }
+    if q.delivery_concurrency_limit == 0 {
+        return Err(ConfigError::new(
+            file,
+            "queue.delivery_concurrency_limit",
+            "must be more than 0",
+        ));
+    }
+    if q.default_destination_concurrency_limit == 0 {
+        return Err(ConfigError::new(
+            file,
+            "queue.default_destination_concurrency_limit",
+            "must be more than 0",
         ));
     }
     if q.minimal_backoff_time.is_zero() {
@@ -121,6 +203,80 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The routing transport from `[queue]`.
+fn router(
+    cfg: &Config,
+    lmtp_socket: std::path::PathBuf,
+    committer: spool::Committer,
+    wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<route::Router> {
+    let q = &cfg.queue;
+    let maps = route::TransportMaps::parse(&q.transport_maps)
+        .map_err(|(k, e)| anyhow::anyhow!("queue.transport_maps.{k}: {e}"))?;
+    let relayhost = if q.relayhost.is_empty() {
+        None
+    } else {
+        Some(
+            route::parse_smtp_dest(&q.relayhost)
+                .map_err(|e| anyhow::anyhow!("queue.relayhost: {e}"))?,
+        )
+    };
+    let relay_auth = if q.relayhost_username.is_empty() {
+        None
+    } else {
+        let text = std::fs::read_to_string(&q.relayhost_password_file).with_context(|| {
+            format!(
+                "queue.relayhost_password_file {}",
+                q.relayhost_password_file.display()
+            )
+        })?;
+        Some(smtp_client::Credentials {
+            username: q.relayhost_username.clone(),
+            password: text.lines().next().unwrap_or("").to_string(),
+        })
+    };
+    let level = smtp_client::TlsLevel::parse(&q.smtp_tls_security_level)
+        .map_err(|e| anyhow::anyhow!("queue.smtp_tls_security_level: {e}"))?;
+    let (tls_unverified, tls_verified) = smtp_client::tls_configs(level, &q.smtp_tls_ca_file)
+        .map_err(|e| anyhow::anyhow!("queue.smtp_tls_ca_file: {e}"))?;
+    let servers = q
+        .dns_servers
+        .iter()
+        .map(|s| mx::parse_dns_server(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("queue.dns_servers: {e}"))?;
+    let dns = mx::Dns::new(&servers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auth = postern_ipc::dial(
+        &Config::socket_uri(&cfg.authd.socket),
+        &postern_ipc::DialOptions::default(),
+    )?;
+    Ok(route::Router::new(
+        postern_ipc::auth::v1::auth_client::AuthClient::new(auth),
+        lmtp_socket,
+        maps,
+        relayhost,
+        relay_auth,
+        smtp_client::SmtpClient {
+            helo_name: cfg.global.myhostname.clone(),
+            tls_level: level,
+            tls_unverified,
+            tls_verified,
+        },
+        dns,
+        q.smtp_port,
+        cfg.global.myhostname.clone(),
+        cfg.global
+            .recipient_delimiter
+            .chars()
+            .next()
+            .map(String::from)
+            .unwrap_or_default(),
+        committer,
+        wake,
+        q.default_destination_concurrency_limit,
+    ))
+}
+
 /// Run until shutdown.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cfg = ctx.config();
@@ -139,15 +295,22 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let public_l = ctx.listeners.unix("submit", &public, 0o666)?;
     tracing::info!(socket = %private, public = %public, spool = %cfg.queue.spool_directory.display(), "listening");
     let wake = Arc::new(tokio::sync::Notify::new());
-    if cfg.queue.delivery_transport == "lmtp" {
+    let committer = spool::Committer::start(spool.clone());
+    if cfg.queue.delivery_transport != "none" {
         let socket = Config::socket_uri(&cfg.lmtp.socket).path().to_path_buf();
-        tracing::info!(lmtp = %socket.display(), "delivering over LMTP");
-        let sched = scheduler::Scheduler {
-            spool: spool.clone(),
-            transport: Arc::new(lmtp::LmtpTransport {
+        let transport: Arc<dyn scheduler::Transport> = if cfg.queue.delivery_transport == "lmtp" {
+            tracing::info!(lmtp = %socket.display(), "delivering every recipient over LMTP");
+            Arc::new(lmtp::LmtpTransport {
                 socket,
                 helo_name: cfg.global.myhostname.clone(),
-            }),
+            })
+        } else {
+            tracing::info!(lmtp = %socket.display(), "routing: local over LMTP, remote by SMTP");
+            Arc::new(router(&cfg, socket, committer.clone(), wake.clone())?)
+        };
+        let sched = scheduler::Scheduler {
+            spool: spool.clone(),
+            transport,
             policy: scheduler::Policy {
                 minimal_backoff: cfg.queue.minimal_backoff_time,
                 maximal_backoff: cfg.queue.maximal_backoff_time,
@@ -161,6 +324,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         };
         ctx.shutdown.spawn(sched.run(
             cfg.queue.queue_run_delay,
+            cfg.queue.delivery_concurrency_limit,
             wake.clone(),
             ctx.shutdown.signal(),
         ));
@@ -169,7 +333,6 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         // delivered and nothing is marked delivered; messages stay queued.
         tracing::warn!("queue.delivery_transport = \"none\": messages stay queued");
     }
-    let committer = spool::Committer::start(spool.clone());
     let service = |public| {
         pb::queue_server::QueueServer::new(QueueService {
             spool: spool.clone(),

@@ -1,4 +1,5 @@
-//! LMTP client transport (RFC 2033) over a Unix socket.
+//! LMTP client transport (RFC 2033) over a Unix socket or TCP
+//! (`lmtp:unix:/path`, `lmtp:inet:host:port` next hops of [`crate::route`]).
 //!
 //! One connection per delivery: greeting, `LHLO`, `MAIL FROM`, one
 //! `RCPT TO` per recipient, `DATA` with dot-stuffing, then one reply per
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::scheduler::{Outcome, Transport};
+use crate::smtp_client::{Io, RcptTo};
 use crate::spool::Message;
 
 /// Bound on one reply line (RFC 5321 4.5.3.1.5: 512 octets) with room.
@@ -44,6 +46,13 @@ impl Reply {
 /// Read one (possibly multi-line) reply: lines `ddd-text` continue, the
 /// last is `ddd text` or `ddd`; every line must carry the same code.
 pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Reply> {
+    read_reply_lines(r).await.map(|(reply, _)| reply)
+}
+
+/// [`read_reply`], also returning the text of each line (EHLO keywords).
+pub async fn read_reply_lines<R: AsyncBufReadExt + Unpin>(
+    r: &mut R,
+) -> std::io::Result<(Reply, Vec<String>)> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut texts = Vec::new();
     let mut code = None;
@@ -79,10 +88,11 @@ pub async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Resul
         };
         texts.push(text.to_string());
         if !more {
-            return Ok(Reply {
+            let reply = Reply {
                 code: c,
                 text: texts.join(" "),
-            });
+            };
+            return Ok((reply, texts));
         }
     }
     Err(bad("too many reply lines"))
@@ -119,9 +129,26 @@ pub struct LmtpTransport {
     pub helo_name: String,
 }
 
+/// Where an LMTP server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LmtpTarget {
+    Unix(PathBuf),
+    /// Host name or IP address, port.
+    Inet(String, u16),
+}
+
+impl std::fmt::Display for LmtpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpTarget::Unix(p) => write!(f, "unix:{}", p.display()),
+            LmtpTarget::Inet(h, p) => write!(f, "inet:{h}:{p}"),
+        }
+    }
+}
+
 struct Conn {
-    r: BufReader<tokio::net::unix::OwnedReadHalf>,
-    w: tokio::net::unix::OwnedWriteHalf,
+    r: BufReader<tokio::io::ReadHalf<Box<dyn Io>>>,
+    w: tokio::io::WriteHalf<Box<dyn Io>>,
 }
 
 impl Conn {
@@ -139,7 +166,7 @@ impl Conn {
 
 /// `<addr>` with CR/LF and angle brackets stripped, so an address can never
 /// inject a command.
-fn path(addr: &str) -> String {
+pub fn path(addr: &str) -> String {
     let clean: String = addr
         .chars()
         .filter(|c| !matches!(c, '\r' | '\n' | '<' | '>'))
@@ -147,91 +174,131 @@ fn path(addr: &str) -> String {
     format!("<{clean}>")
 }
 
-impl LmtpTransport {
-    async fn session(
-        &self,
-        m: &Message,
-        content: &[u8],
-        rcpts: &[usize],
-        out: &mut [Option<Outcome>],
-    ) -> std::io::Result<()> {
-        let stream = tokio::time::timeout(COMMAND_TIMEOUT, UnixStream::connect(&self.socket))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-        let (r, w) = stream.into_split();
-        let mut c = Conn {
-            r: BufReader::new(r),
-            w,
-        };
-        let fail_all = |reply: &Reply, out: &mut [Option<Outcome>]| {
-            for o in out.iter_mut().filter(|o| o.is_none()) {
-                *o = Some(reply.outcome());
-            }
-        };
-        let greet = c.reply().await?;
-        if greet.code != 220 {
-            fail_all(&greet, out);
-            return Ok(());
+async fn connect(target: &LmtpTarget) -> std::io::Result<Box<dyn Io>> {
+    let timeout = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout");
+    Ok(match target {
+        LmtpTarget::Unix(p) => Box::new(
+            tokio::time::timeout(COMMAND_TIMEOUT, UnixStream::connect(p))
+                .await
+                .map_err(timeout)??,
+        ),
+        LmtpTarget::Inet(h, port) => {
+            let s = tokio::time::timeout(COMMAND_TIMEOUT, TcpStream::connect((h.as_str(), *port)))
+                .await
+                .map_err(timeout)??;
+            let _ = s.set_nodelay(true);
+            Box::new(s)
         }
-        let lhlo = c.cmd(&format!("LHLO {}", self.helo_name)).await?;
-        if lhlo.code != 250 {
-            fail_all(&lhlo, out);
-            return Ok(());
-        }
-        let ext = lhlo.text.to_ascii_uppercase();
-        let mut mail = format!("MAIL FROM:{}", path(&m.envelope.sender));
-        if m.envelope.body == 1 && ext.contains("8BITMIME") {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if m.envelope.smtputf8 && ext.contains("SMTPUTF8") {
-            mail.push_str(" SMTPUTF8");
-        }
-        let r = c.cmd(&mail).await?;
-        if r.code / 100 != 2 {
-            fail_all(&r, out);
-            return Ok(());
-        }
-        let mut accepted = Vec::new();
-        for (k, &i) in rcpts.iter().enumerate() {
-            let addr = &m.envelope.recipients[i].address;
-            let r = c.cmd(&format!("RCPT TO:{}", path(addr))).await?;
-            if r.code / 100 == 2 {
-                accepted.push(k);
-            } else {
-                out[k] = Some(r.outcome());
-            }
-        }
-        if accepted.is_empty() {
-            let _ = c.cmd("QUIT").await;
-            return Ok(());
-        }
-        let r = c.cmd("DATA").await?;
-        if r.code != 354 {
-            fail_all(&r, out);
-            return Ok(());
-        }
-        c.w.write_all(&dot_stuff(content)).await?;
-        for k in accepted {
-            let r = c.reply().await?;
-            out[k] = Some(r.outcome());
-        }
-        let _ = c.cmd("QUIT").await;
-        Ok(())
-    }
+    })
 }
 
+/// Deliver `m` to `rcpts` over LMTP at `target`; one outcome per recipient.
+pub async fn deliver_to(
+    target: &LmtpTarget,
+    helo_name: &str,
+    m: &Message,
+    content: &[u8],
+    rcpts: &[RcptTo],
+) -> Vec<Outcome> {
+    let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+    if let Err(e) = session(target, helo_name, m, content, rcpts, &mut out).await {
+        tracing::warn!(queue_id = %m.id, error = %e, lmtp = %target, "LMTP session failed");
+        for o in out.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(Outcome::TempFail(format!(
+                "451 4.4.2 LMTP session failed: {e}"
+            )));
+        }
+    }
+    out.into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::TempFail("451 4.3.0 no reply".into())))
+        .collect()
+}
+
+async fn session(
+    target: &LmtpTarget,
+    helo_name: &str,
+    m: &Message,
+    content: &[u8],
+    rcpts: &[RcptTo],
+    out: &mut [Option<Outcome>],
+) -> std::io::Result<()> {
+    let stream = connect(target).await?;
+    let (r, w) = tokio::io::split(stream);
+    let mut c = Conn {
+        r: BufReader::new(r),
+        w,
+    };
+    let fail_all = |reply: &Reply, out: &mut [Option<Outcome>]| {
+        for o in out.iter_mut().filter(|o| o.is_none()) {
+            *o = Some(reply.outcome());
+        }
+    };
+    let greet = c.reply().await?;
+    if greet.code != 220 {
+        fail_all(&greet, out);
+        return Ok(());
+    }
+    let lhlo = c.cmd(&format!("LHLO {helo_name}")).await?;
+    if lhlo.code != 250 {
+        fail_all(&lhlo, out);
+        return Ok(());
+    }
+    let ext = lhlo.text.to_ascii_uppercase();
+    let mut mail = format!("MAIL FROM:{}", path(&m.envelope.sender));
+    if m.envelope.body == 1 && ext.contains("8BITMIME") {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if m.envelope.smtputf8 && ext.contains("SMTPUTF8") {
+        mail.push_str(" SMTPUTF8");
+    }
+    let r = c.cmd(&mail).await?;
+    if r.code / 100 != 2 {
+        fail_all(&r, out);
+        return Ok(());
+    }
+    let mut accepted = Vec::new();
+    for (k, rcpt) in rcpts.iter().enumerate() {
+        let r = c.cmd(&format!("RCPT TO:{}", path(&rcpt.address))).await?;
+        if r.code / 100 == 2 {
+            accepted.push(k);
+        } else {
+            out[k] = Some(r.outcome());
+        }
+    }
+    if accepted.is_empty() {
+        let _ = c.cmd("QUIT").await;
+        return Ok(());
+    }
+    let r = c.cmd("DATA").await?;
+    if r.code != 354 {
+        fail_all(&r, out);
+        return Ok(());
+    }
+    c.w.write_all(&dot_stuff(content)).await?;
+    for k in accepted {
+        let r = c.reply().await?;
+        out[k] = Some(r.outcome());
+    }
+    let _ = c.cmd("QUIT").await;
+    Ok(())
+}
+
+/// `delivery_transport = "lmtp"`: every recipient as it is, no lookups.
 #[tonic::async_trait]
 impl Transport for LmtpTransport {
     async fn deliver(&self, m: &Message, content: &[u8], rcpts: &[usize]) -> Vec<Outcome> {
-        let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
-        if let Err(e) = self.session(m, content, rcpts, &mut out).await {
-            tracing::warn!(queue_id = %m.id, error = %e, socket = %self.socket.display(), "LMTP session failed");
-            for o in out.iter_mut().filter(|o| o.is_none()) {
-                *o = Some(Outcome::TempFail(format!("4.4.2 LMTP session failed: {e}")));
-            }
-        }
-        out.into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::TempFail("4.3.0 no reply".into())))
-            .collect()
+        let list: Vec<RcptTo> = rcpts
+            .iter()
+            .map(|&i| {
+                let r = &m.envelope.recipients[i];
+                RcptTo {
+                    address: r.address.clone(),
+                    notify: r.notify,
+                    orcpt: r.orcpt.clone(),
+                }
+            })
+            .collect();
+        let target = LmtpTarget::Unix(self.socket.clone());
+        deliver_to(&target, &self.helo_name, m, content, &list).await
     }
 }

@@ -66,8 +66,23 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// One pass: deliver everything in `incoming/` and every due message of
-    /// `deferred/`. Returns how many messages were attempted.
+    /// `deferred/`, one after the other. Returns how many messages were
+    /// attempted. (The daemon uses [`Scheduler::run`], which delivers
+    /// concurrently.)
     pub async fn run_once(&self) -> Result<usize, SpoolError> {
+        let due = self.due().await?;
+        let n = due.len();
+        for (id, from) in due {
+            if let Err(e) = self.attempt(&id, from).await {
+                tracing::error!(queue_id = %id, error = %e, "delivery attempt failed");
+            }
+        }
+        Ok(n)
+    }
+
+    /// Messages due now: every one in `incoming/`, and those of `deferred/`
+    /// whose next attempt has come.
+    pub async fn due(&self) -> Result<Vec<(QueueId, &'static str)>, SpoolError> {
         let spool = self.spool.clone();
         let now = spool::now_unix();
         let due = tokio::task::spawn_blocking(
@@ -104,13 +119,7 @@ impl Scheduler {
         )
         .await
         .map_err(|e| SpoolError::Io(std::io::Error::other(e)))??;
-        let n = due.len();
-        for (id, from) in due {
-            if let Err(e) = self.attempt(&id, from).await {
-                tracing::error!(queue_id = %id, error = %e, "delivery attempt failed");
-            }
-        }
-        Ok(n)
+        Ok(due)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -254,26 +263,78 @@ impl Scheduler {
     }
 
     /// Run passes until `shutdown`, every `interval` or when `wake` fires.
+    /// Up to `concurrency` messages (`queue.delivery_concurrency_limit`) are
+    /// delivered at the same time; a pass does not wait for slow deliveries,
+    /// so new mail is not held up behind them. A message is never attempted
+    /// twice at once. On shutdown no new attempt starts and the ones in
+    /// progress are awaited (bounded by the daemon's `shutdown_timeout`).
     pub async fn run(
         self,
         interval: Duration,
+        concurrency: usize,
         wake: Arc<tokio::sync::Notify>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        let me = Arc::new(self);
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let inflight: Arc<std::sync::Mutex<std::collections::HashSet<QueueId>>> =
+            Default::default();
+        let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
-        loop {
-            if let Err(e) = self.run_once().await {
-                tracing::error!(error = %e, "queue scan failed");
+        'run: loop {
+            match me.due().await {
+                Ok(due) => {
+                    for (id, from) in due {
+                        let busy = |f: &dyn Fn(&mut std::collections::HashSet<QueueId>) -> bool| {
+                            f(&mut inflight.lock().unwrap_or_else(|e| e.into_inner()))
+                        };
+                        if busy(&|s| s.contains(&id)) {
+                            continue;
+                        }
+                        let permit = tokio::select! {
+                            _ = &mut shutdown => break 'run,
+                            p = permits.clone().acquire_owned() => match p {
+                                Ok(p) => p,
+                                Err(_) => break 'run,
+                            },
+                        };
+                        busy(&|s| s.insert(id.clone()));
+                        let (me, inflight, wake) = (me.clone(), inflight.clone(), wake.clone());
+                        tasks.spawn(async move {
+                            match me.attempt(&id, from).await {
+                                Ok(()) => {}
+                                // Finished by an attempt that ended after this
+                                // pass listed it.
+                                Err(SpoolError::NotFound(_)) => {
+                                    tracing::debug!(queue_id = %id, "already handled")
+                                }
+                                Err(e) => {
+                                    tracing::error!(queue_id = %id, error = %e, "delivery attempt failed")
+                                }
+                            }
+                            inflight
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&id);
+                            drop(permit);
+                            // DSNs queued by this attempt are delivered at once.
+                            if me.bounce.as_ref().is_some_and(|b| b.take_queued()) {
+                                wake.notify_one();
+                            }
+                        });
+                        while tasks.try_join_next().is_some() {}
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "queue scan failed"),
             }
-            // DSNs queued during the pass are delivered at once.
-            if self.bounce.as_ref().is_some_and(|b| b.take_queued()) {
-                continue;
-            }
+            while tasks.try_join_next().is_some() {}
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 _ = tokio::time::sleep(interval) => {}
                 _ = wake.notified() => {}
             }
         }
+        // SIGTERM drains: deliveries in progress finish and record status.
+        while tasks.join_next().await.is_some() {}
     }
 }

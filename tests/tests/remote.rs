@@ -1,0 +1,540 @@
+//! Routing and remote delivery, black box: the real daemons, a real DNS
+//! server on loopback (Debian's dnsmasq) serving MX records, and a scripted
+//! SMTP server on loopback as the remote MX (`tests/src/sink.py`, STARTTLS
+//! with the test certificate). Mail goes in through our smtpd with
+//! Python's smtplib.
+//!
+//! DNS data: `remote.test MX 10 mx.remote.test` (A 127.0.0.1);
+//! `nullmx.test MX 0 .` (RFC 7505); `direct.test` with an A record and no
+//! MX; every other name under `test` is NXDOMAIN.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postern_ipc::queue::v1 as qpb;
+use postern_tests::stack::{files, mailctl, maildir, setup_users, wait_for_messages};
+use postern_tests::{Daemon, TestEnv, free_port};
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop.
+struct Guard {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{}: SIGKILL after 5s", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dnsmasq on 127.0.0.1:`port` with the test zone; waits until it answers.
+fn dnsmasq(dir: &Path, port: u16) -> Guard {
+    let bin = "/usr/sbin/dnsmasq";
+    assert!(
+        Path::new(bin).exists(),
+        "dnsmasq not found: install the test dependencies (scripts/test-deps.sh, package dnsmasq-base)"
+    );
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into());
+    let log = dir.join("dnsmasq.log");
+    let child = Command::new(bin)
+        .args([
+            "--no-daemon",
+            "--keep-in-foreground",
+            &format!("--port={port}"),
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            &format!("--user={user}"),
+            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+            "--local=/test/",
+            "--log-queries",
+            "--mx-host=remote.test,mx.remote.test,10",
+            "--host-record=mx.remote.test,127.0.0.1",
+            // Null MX: preference 0, root exchange (RFC 7505).
+            "--dns-rr=nullmx.test,15,000000",
+            "--host-record=direct.test,127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
+        .spawn()
+        .expect("start dnsmasq");
+    let g = Guard {
+        name: "dnsmasq",
+        child,
+    };
+    // Ready once it answers a query over TCP (it binds UDP and TCP together).
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "dnsmasq did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g
+}
+
+/// The scripted remote SMTP server; returns the guard and its output dir.
+fn sink(env: &TestEnv, port: u16) -> (Guard, PathBuf) {
+    let out = env.path().join("sink");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sink.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&out)
+        .arg(&env.cert.cert_file)
+        .arg(&env.cert.key_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sink.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "sink.py did not start");
+    (
+        Guard {
+            name: "sink",
+            child,
+        },
+        out,
+    )
+}
+
+struct Stack {
+    env: TestEnv,
+    sink_dir: PathBuf,
+    daemons: Vec<Daemon>,
+    _dns: Guard,
+    _sink: Guard,
+}
+
+impl Stack {
+    fn queue_log(&self) -> String {
+        self.daemons[2].output()
+    }
+}
+
+/// Our stack (authd, lmtp-delivery, queue-manager with routing, smtpd),
+/// dnsmasq and the sink. `queue_extra`: more `[queue]` keys. Retries only
+/// when flushed (backoff 1h).
+fn start(queue_extra: &str) -> Stack {
+    let env = TestEnv::new();
+    let dns_port = free_port();
+    let sink_port = free_port();
+    let dns = dnsmasq(env.path(), dns_port);
+    let (sink, sink_dir) = sink(&env, sink_port);
+    setup_users(
+        &env,
+        &format!(
+            "\n[queue]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nsmtp_port = {sink_port}\nminimal_backoff_time = \"1h\"\nmaximal_backoff_time = \"1h\"\nqueue_run_delay = \"1h\"\n{queue_extra}\n"
+        ),
+    );
+    let daemons = ["authd", "lmtp-delivery", "queue-manager", "smtpd"]
+        .into_iter()
+        .map(|d| Daemon::start(&env, d))
+        .collect();
+    Stack {
+        env,
+        sink_dir,
+        daemons,
+        _dns: dns,
+        _sink: sink,
+    }
+}
+
+/// Send one message with smtplib to our MX port; returns the DATA reply code.
+fn send(env: &TestEnv, from: &str, to: &[&str], subject: &str) {
+    let rcpts: Vec<String> = to.iter().map(|t| format!("{t:?}")).collect();
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.example.org")
+refused = s.sendmail({from:?}, [{rcpts}], b"From: <{from}>\r\nSubject: {subject}\r\n\r\nhello\r\n.dot line\r\n")
+assert not refused, refused
+s.quit()
+"#,
+        port = env.ports["smtp"],
+        rcpts = rcpts.join(", "),
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "smtplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Messages the sink accepted, sorted by name.
+fn sink_messages(dir: &Path) -> Vec<String> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("msg-"))
+        })
+        .collect();
+    v.sort();
+    v.iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+fn wait_sink(st: &Stack, n: usize) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = sink_messages(&st.sink_dir);
+        if m.len() >= n {
+            return m;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} of {n} messages at the sink\n--- queue-manager ---\n{}",
+            m.len(),
+            st.queue_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sink_log(st: &Stack) -> String {
+    std::fs::read_to_string(st.sink_dir.join("log")).unwrap_or_default()
+}
+
+fn wait_log(st: &Stack, needle: &str) {
+    st.daemons[2]
+        .wait_output(needle, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn queue_client(env: &TestEnv) -> qpb::queue_client::QueueClient<tonic::transport::Channel> {
+    let ch = postern_ipc::dial(
+        &postern_ipc::SocketUri::from_path(env.socket("private/queue.sock")),
+        &postern_ipc::DialOptions::default(),
+    )
+    .unwrap();
+    qpb::queue_client::QueueClient::new(ch)
+}
+
+fn list(env: &TestEnv) -> Vec<qpb::QueueEntry> {
+    rt().block_on(async {
+        queue_client(env)
+            .list(qpb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+    })
+}
+
+#[test]
+fn remote_mail_goes_to_the_mx_over_starttls_with_the_envelope_intact() {
+    let st = start("");
+    send(
+        &st.env,
+        "alice@example.test",
+        &["someone@remote.test", "other@remote.test"],
+        "to the mx",
+    );
+    let msgs = wait_sink(&st, 1);
+    let m = &msgs[0];
+    // One transaction for both recipients of the same destination.
+    assert!(
+        m.contains("X-Sink-Rcpt: someone@remote.test\r\nX-Sink-Rcpt: other@remote.test\r\n"),
+        "{m}"
+    );
+    assert!(m.contains("X-Sink-Tls: yes"), "STARTTLS not used:\n{m}");
+    assert!(
+        m.contains("X-Sink-Mail: MAIL FROM:<alice@example.test> SIZE="),
+        "{m}"
+    );
+    assert!(m.contains("Subject: to the mx\r\n"), "{m}");
+    // Dot-stuffing undone by the server: the line is what was sent.
+    assert!(m.contains("\r\n.dot line\r\n"), "{m}");
+    // Our smtpd's trace header travelled along.
+    assert!(m.contains("Received: from client.example.org"), "{m}");
+    let log = sink_log(&st);
+    assert!(log.contains("\nSTARTTLS\n"), "{log}");
+    // EHLO again after TLS, with our name; the transaction only under TLS.
+    assert!(log.contains("tls EHLO mail.example.test"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("MAIL")), "{log}");
+    wait_log(&st, "removed: every recipient final");
+    assert!(list(&st.env).is_empty());
+}
+
+#[test]
+fn a_domain_without_mx_gets_mail_at_its_address_record() {
+    let st = start("");
+    send(
+        &st.env,
+        "alice@example.test",
+        &["x@direct.test"],
+        "implicit mx",
+    );
+    let msgs = wait_sink(&st, 1);
+    assert!(
+        msgs[0].contains("X-Sink-Rcpt: x@direct.test"),
+        "{}",
+        msgs[0]
+    );
+}
+
+#[test]
+fn temporary_failure_defers_then_flush_delivers() {
+    let st = start("");
+    std::fs::write(st.sink_dir.join("defer"), "").unwrap();
+    send(
+        &st.env,
+        "alice@example.test",
+        &["defer-me@remote.test"],
+        "later",
+    );
+    wait_log(&st, "deferred");
+    let entries = list(&st.env);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e.queue, "deferred");
+    assert_eq!(e.recipients[0].status, "deferred");
+    assert!(
+        e.recipients[0].last_reply.starts_with("451 4.2.0"),
+        "{:?}",
+        e.recipients[0]
+    );
+    assert!(sink_messages(&st.sink_dir).is_empty());
+    // The peer recovers; a flush retries at once (the backoff is 1h).
+    std::fs::remove_file(st.sink_dir.join("defer")).unwrap();
+    rt().block_on(async {
+        queue_client(&st.env)
+            .flush(qpb::QueueIds::default())
+            .await
+            .unwrap()
+    });
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("X-Sink-Rcpt: defer-me@remote.test"));
+    wait_log(&st, "removed: every recipient final");
+    assert!(list(&st.env).is_empty());
+}
+
+#[test]
+fn permanent_failure_and_null_mx_bounce_the_recipient() {
+    let st = start("");
+    send(
+        &st.env,
+        "alice@example.test",
+        &["reject-me@remote.test", "fine@remote.test"],
+        "mixed",
+    );
+    // The accepted one is delivered, the refused one bounced.
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("X-Sink-Rcpt: fine@remote.test"));
+    assert!(!msgs[0].contains("reject-me"));
+    wait_log(&st, "550 5.1.1 <reject-me@remote.test>");
+    let q = st.queue_log();
+    assert!(
+        q.lines()
+            .any(|l| l.contains("bounced") && l.contains("reject-me@remote.test")),
+        "{q}"
+    );
+
+    send(
+        &st.env,
+        "alice@example.test",
+        &["nobody@nullmx.test"],
+        "null mx",
+    );
+    wait_log(&st, "5.1.10");
+    let q = st.queue_log();
+    assert!(
+        q.lines()
+            .any(|l| l.contains("bounced") && l.contains("nobody@nullmx.test")),
+        "{q}"
+    );
+    // Never connected for it.
+    assert!(!sink_log(&st).contains("nullmx.test"));
+    // A domain that does not exist bounces too.
+    send(
+        &st.env,
+        "alice@example.test",
+        &["x@no-such-domain.test"],
+        "nx",
+    );
+    wait_log(&st, "5.1.2 host or domain name not found");
+}
+
+#[test]
+fn alias_with_a_local_and_a_remote_target_reaches_both() {
+    let st = start("");
+    mailctl(
+        &st.env,
+        &[
+            "alias",
+            "add",
+            "team@example.test",
+            "alice@example.test",
+            "friend@remote.test",
+        ],
+        None,
+    );
+    send(
+        &st.env,
+        "bob@example.test",
+        &["team@example.test"],
+        "team mail",
+    );
+    let msgs = wait_sink(&st, 1);
+    assert!(
+        msgs[0].contains("X-Sink-Rcpt: friend@remote.test"),
+        "{}",
+        msgs[0]
+    );
+    let local = wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let text = std::fs::read_to_string(&local[0]).unwrap();
+    assert!(text.contains("Subject: team mail"), "{text}");
+    assert!(text.contains("Delivered-To: alice@example.test"), "{text}");
+    // The original recipient travels as ORCPT (the peer offers DSN).
+    let log = sink_log(&st);
+    assert!(
+        log.contains("RCPT TO:<friend@remote.test> ORCPT=rfc822;team@example.test"),
+        "{log}"
+    );
+    wait_log(&st, "alias expanded, re-queued");
+    // Exactly one copy each.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(files(&maildir(&st.env, "alice")).len(), 1);
+    assert_eq!(sink_messages(&st.sink_dir).len(), 1);
+}
+
+#[test]
+fn catch_all_and_plus_address_are_delivered_locally_by_routing() {
+    let st = start("");
+    mailctl(
+        &st.env,
+        &["alias", "add", "@example.test", "bob@example.test"],
+        None,
+    );
+    send(
+        &st.env,
+        "someone@elsewhere.test",
+        &["random@example.test"],
+        "catch all",
+    );
+    let bob = wait_for_messages(&maildir(&st.env, "bob"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let text = std::fs::read_to_string(&bob[0]).unwrap();
+    assert!(text.contains("Subject: catch all"), "{text}");
+    assert!(text.contains("Delivered-To: bob@example.test"), "{text}");
+    send(
+        &st.env,
+        "someone@elsewhere.test",
+        &["alice+lists@example.test"],
+        "plus",
+    );
+    let alice = wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let text = std::fs::read_to_string(&alice[0]).unwrap();
+    assert!(text.contains("Subject: plus"), "{text}");
+    // Nothing of this left the host.
+    assert!(sink_messages(&st.sink_dir).is_empty());
+}
+
+#[test]
+fn transport_maps_and_error_transport() {
+    // mapped.test is unknown to DNS (NXDOMAIN): only the transport_maps
+    // entry (the sink by IP, no MX lookup) gets it delivered; blocked.test
+    // bounces with the configured text.
+    let st = start_with_maps();
+    send(&st.env, "alice@example.test", &["u@mapped.test"], "mapped");
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("X-Sink-Rcpt: u@mapped.test"));
+    send(
+        &st.env,
+        "alice@example.test",
+        &["u@blocked.test"],
+        "blocked",
+    );
+    wait_log(&st, "550 5.0.0 no mail for blocked.test");
+}
+
+fn start_with_maps() -> Stack {
+    // The sink port is only known inside start(); transport_maps uses the
+    // smtp_port default through "smtp:[127.0.0.1]".
+    start(
+        "transport_maps = { \"mapped.test\" = \"smtp:[127.0.0.1]\", \"blocked.test\" = \"error:no mail for blocked.test\" }",
+    )
+}
+
+#[test]
+fn many_messages_are_delivered_concurrently() {
+    let st = start("delivery_concurrency_limit = 8\n");
+    let n = 20;
+    let script = format!(
+        r#"
+import smtplib, threading
+def one(i):
+    s = smtplib.SMTP("127.0.0.1", {port})
+    s.sendmail("alice@example.test", ["r%d@remote.test" % i], b"Subject: n%d\r\n\r\nhi\r\n" % i)
+    s.quit()
+ts = [threading.Thread(target=one, args=(i,)) for i in range({n})]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"#,
+        port = st.env.ports["smtp"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs = wait_sink(&st, n);
+    assert_eq!(msgs.len(), n);
+    // Each recipient exactly once.
+    for i in 0..n {
+        let needle = format!("X-Sink-Rcpt: r{i}@remote.test\r\n");
+        assert_eq!(
+            msgs.iter().filter(|m| m.contains(&needle)).count(),
+            1,
+            "r{i}"
+        );
+    }
+}
