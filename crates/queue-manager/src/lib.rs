@@ -45,7 +45,27 @@
 //!   lookups (a host whose LMTP server does its own alias handling).
 //! * `"none"`: no scheduler runs; messages stay queued.
 //!
-//! Bounced recipients get DSNs ([`bounce`]).
+//! Bounces ([`bounce`]): a recipient that fails permanently (5xx) or is
+//! still undelivered after `maximal_queue_lifetime` gets an RFC 3464 DSN
+//! to the envelope sender: `multipart/report; report-type=delivery-status`
+//! from `MAILER-DAEMON@<myhostname>` with the null reverse-path, a
+//! human-readable part, a `message/delivery-status` part (Reporting-MTA,
+//! Original-Envelope-Id from ENVID, Arrival-Date, and per recipient
+//! Final-Recipient, Original-Recipient from ORCPT, Action, Status,
+//! Diagnostic-Code with the next hop's reply; status 4.4.7 for an expired
+//! message), and the original message (`message/rfc822`, RET=FULL or not
+//! given, as Postfix) or its headers (`text/rfc822-headers`, RET=HDRS, or a
+//! message larger than `bounce_size_limit`). All recipients that fail in
+//! one attempt share one DSN. NOTIFY=NEVER suppresses it; NOTIFY without
+//! FAILURE too; NOTIFY=SUCCESS gets a "delivered" report (headers only). A
+//! message with the null sender (a bounce) gets no DSN: its failure is
+//! logged and the message dropped, so bounces never loop. The DSN is
+//! queued in `incoming/` (fsynced as any message) *before* the failed
+//! recipient's status is recorded final; if it cannot be queued the
+//! recipient is deferred instead and bounced again later. A crash between
+//! the two may send the DSN twice, never lose it. With
+//! `bounce_notice_recipient` set, a copy (headers only) goes there too.
+//! After queuing DSNs the scheduler runs another pass at once.
 //!
 //! **Status:** spool, recovery, gRPC service, scheduler, routing, LMTP and
 //! SMTP delivery work and are tested end to end (`tests/tests/remote.rs`:
@@ -88,7 +108,8 @@
 //! `smtp_tls_security_level` ("may"), `smtp_tls_ca_file`, `smtp_port` (25;
 //! other values mainly for tests), `dns_servers` ([] = /etc/resolv.conf),
 //! `delivery_concurrency_limit` (100),
-//! `default_destination_concurrency_limit` (20).
+//! `default_destination_concurrency_limit` (20), `bounce_notice_recipient`
+//! ("" = no postmaster copy), `bounce_size_limit` (50000 bytes; 0 = none).
 //! `[global] myhostname` (EHLO/LHLO name), `recipient_delimiter`,
 //! `message_size_limit`. See `deploy/postern.toml`.
 //!
@@ -97,6 +118,10 @@
 //! every message event (`queued`, `sent` with `to` and `relay`, `delivered`,
 //! `deferred`, `bounced`, `alias expanded, re-queued` with `new_queue_id`,
 //! `no next hop`, `host failed, trying the next one`,
+//! `sender non-delivery notification queued` with `dsn_queue_id`,
+//! `sender delivery notification queued` (NOTIFY=SUCCESS),
+//! `null sender: no DSN (a bounce is never bounced)`,
+//! `cannot queue the DSN: bounced recipients deferred instead`,
 //! `corrupt queue file moved to corrupt/`). Exit status 0 after a clean stop,
 //! 78 for a configuration error, 1 otherwise.
 //!
