@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dedupe;
+
 /// Why one recipient's copy was not delivered. Each maps to its own LMTP reply.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -96,24 +98,47 @@ pub fn trace_headers(return_path: &str, rcpt: &str) -> Vec<u8> {
     format!("Return-Path: <{return_path}>\r\nDelivered-To: {rcpt}\r\n").into_bytes()
 }
 
-/// Deliver `message` (CRLF, without trace headers) to `target`. Durable
-/// (fsynced) when it returns `Ok`.
+/// What [`deliver`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A new copy was written.
+    Written(mailstore::Delivered),
+    /// The same message for the same recipient was delivered before and is
+    /// still in the mailbox (a client retrying after a lost `250`, see
+    /// [`crate::dedupe`]); nothing was written.
+    Duplicate(PathBuf),
+}
+
+/// Deliver `message` (CRLF, without trace headers) to `target`, unless it
+/// was delivered there before ([`crate::dedupe`]). Durable (fsynced) when
+/// it returns `Ok`.
 pub fn deliver(
     target: &Target,
     return_path: &str,
     message: &[u8],
-) -> Result<mailstore::Delivered, DeliveryError> {
+) -> Result<Delivery, DeliveryError> {
+    let key = dedupe::key(return_path, &target.address, message);
+    if let Some(path) = dedupe::already_delivered(&target.maildir, &key) {
+        return Ok(Delivery::Duplicate(path));
+    }
     let mut full = trace_headers(return_path, &target.address);
     full.extend_from_slice(message);
     if target.quota_bytes > 0 && usage(&target.maildir) + full.len() as u64 > target.quota_bytes {
         return Err(DeliveryError::OverQuota);
     }
-    Ok(mailstore::deliver(&target.maildir, &target.folder, &full)?)
+    let d = mailstore::deliver_with(&target.maildir, &target.folder, &full, |base| {
+        dedupe::record(&target.maildir, &key, &target.folder, base)
+    })?;
+    Ok(Delivery::Written(d))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mailstore_files(md: &Path) -> usize {
+        std::fs::read_dir(md.join("new")).unwrap().count()
+    }
 
     fn target(dir: &Path, quota: u64) -> Target {
         Target {
@@ -128,18 +153,31 @@ mod tests {
     fn adds_trace_headers_and_writes_durably() {
         let dir = tempfile::tempdir().unwrap();
         let t = target(dir.path(), 0);
-        let d = deliver(&t, "bob@example.test", b"Subject: x\r\n\r\nhi\r\n").unwrap();
+        let Delivery::Written(d) =
+            deliver(&t, "bob@example.test", b"Subject: x\r\n\r\nhi\r\n").unwrap()
+        else {
+            panic!("first delivery is not a duplicate")
+        };
         let text = std::fs::read_to_string(&d.path).unwrap();
         assert_eq!(
             text,
             "Return-Path: <bob@example.test>\nDelivered-To: alice@example.test\nSubject: x\n\nhi\n"
         );
-        let null = deliver(&t, "", b"Subject: bounce\r\n\r\n").unwrap();
+        let Delivery::Written(null) = deliver(&t, "", b"Subject: bounce\r\n\r\n").unwrap() else {
+            panic!("not a duplicate")
+        };
         assert!(
             std::fs::read_to_string(&null.path)
                 .unwrap()
                 .starts_with("Return-Path: <>\n")
         );
+        // The same message for the same recipient again (a client retrying
+        // after a lost 250): no second copy.
+        assert_eq!(
+            deliver(&t, "bob@example.test", b"Subject: x\r\n\r\nhi\r\n").unwrap(),
+            Delivery::Duplicate(d.path.clone())
+        );
+        assert_eq!(mailstore_files(&t.maildir), 2);
     }
 
     #[test]
@@ -148,10 +186,10 @@ mod tests {
         let mut t = target(dir.path(), 300);
         deliver(&t, "a@b", &[b'x'; 60]).unwrap();
         t.folder = "Archive".into();
-        deliver(&t, "a@b", &[b'x'; 60]).unwrap();
+        deliver(&t, "a@b", &[b'y'; 60]).unwrap();
         assert!(usage(&t.maildir) > 200);
         assert!(matches!(
-            deliver(&t, "a@b", &[b'x'; 60]),
+            deliver(&t, "a@b", &[b'z'; 60]),
             Err(DeliveryError::OverQuota)
         ));
         assert_eq!(DeliveryError::OverQuota.reply().0, 552);

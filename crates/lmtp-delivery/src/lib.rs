@@ -35,6 +35,7 @@
 //! # SEE ALSO
 //! queue-manager(8), postern.toml(5)
 
+pub mod dedupe;
 pub mod deliver;
 pub mod session;
 

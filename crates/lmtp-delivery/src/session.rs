@@ -11,7 +11,7 @@ use smtp_proto::{Capability, EnhancedCode, Event, Reply, Session, SessionConfig}
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
-use crate::deliver::{Target, deliver, folder_for_extension};
+use crate::deliver::{Delivery, Target, deliver, folder_for_extension};
 
 /// An LMTP client (queue-manager, Postfix) that sends nothing for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -151,8 +151,16 @@ where
                         Ok(results) => {
                             for (rcpt, r) in results {
                                 match r {
-                                    Ok(d) => {
+                                    Ok(Delivery::Written(d)) => {
                                         tracing::info!(%peer, rcpt = %rcpt, size = d.size, "delivered");
+                                        session.reply(reply(
+                                            250,
+                                            (2, 0, 0),
+                                            &format!("<{rcpt}> delivered"),
+                                        ));
+                                    }
+                                    Ok(Delivery::Duplicate(path)) => {
+                                        tracing::info!(%peer, rcpt = %rcpt, file = %path.display(), "duplicate suppressed: delivered before");
                                         session.reply(reply(
                                             250,
                                             (2, 0, 0),

@@ -227,6 +227,19 @@ pub struct Delivered {
 /// `root`, creating the Maildir (with default folders) or the folder if
 /// needed. Returns only once file and directory entry are fsynced.
 pub fn deliver(root: &Path, folder: &str, message: &[u8]) -> Result<Delivered> {
+    deliver_with(root, folder, message, |_| {})
+}
+
+/// [`deliver`], calling `before_rename` with the file's base name once its
+/// content is fsynced in `tmp/` and before it is renamed into `new/`. A
+/// caller that records the name there (lmtp-delivery's duplicate records)
+/// can later tell "renamed" from "never made it" after a crash.
+pub fn deliver_with(
+    root: &Path,
+    folder: &str,
+    message: &[u8],
+    before_rename: impl FnOnce(&str),
+) -> Result<Delivered> {
     create_maildir(root)?;
     let dir = folder_path(root, folder);
     if !dir.join("new").exists() {
@@ -260,6 +273,7 @@ pub fn deliver(root: &Path, folder: &str, message: &[u8]) -> Result<Delivered> {
         return Err(io_err(&tmp)(e));
     }
     drop(f);
+    before_rename(&base);
     let new_dir = dir.join("new");
     let dest = new_dir.join(&base);
     fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
