@@ -57,6 +57,12 @@ pub mod queue {
     pub mod v1 {
         tonic::include_proto!("postern.queue.v1");
     }
+
+    /// Message of the `RESOURCE_EXHAUSTED` status `Enqueue` returns when the
+    /// spool's file system is full (ENOSPC, EDQUOT): smtpd answers
+    /// `452 4.3.1` for it (RFC 3463 4.3.1, Postfix's "Insufficient system
+    /// storage"), where a size-limit refusal with the same code is `552`.
+    pub const INSUFFICIENT_STORAGE: &str = "insufficient system storage";
 }
 
 /// A contract version (major must match, minor is informative).

@@ -27,11 +27,23 @@ fn status_of(e: SpoolError) -> Status {
         SpoolError::BadId(_) => Status::invalid_argument(e.to_string()),
         SpoolError::NotFound(_) => Status::not_found(e.to_string()),
         SpoolError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        SpoolError::Io(ref io) if storage_full(io) => {
+            tracing::error!(error = %e, "spool full");
+            Status::resource_exhausted(postern_ipc::queue::INSUFFICIENT_STORAGE)
+        }
         SpoolError::Io(_) => {
             tracing::error!(error = %e, "spool error");
             Status::internal("spool I/O error")
         }
     }
+}
+
+/// ENOSPC or EDQUOT: the spool's file system (or the queue owner's quota)
+/// is full; the client should try again later.
+fn storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
 }
 
 async fn blocking<T: Send + 'static>(

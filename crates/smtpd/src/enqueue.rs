@@ -94,3 +94,35 @@ impl EnqueueStream {
         self.reply.abort();
     }
 }
+
+/// The SMTP reply (code, enhanced code, text) for an enqueue the queue
+/// refused: a full spool is `452 4.3.1` (RFC 3463; Postfix's wording), a
+/// size refusal `552 5.3.4`, anything else `451 4.3.0`. Never 2xx: the
+/// message is not on disk.
+pub fn failure_reply(s: &Status) -> (u16, (u8, u16, u16), &'static str) {
+    match s.code() {
+        tonic::Code::ResourceExhausted
+            if s.message() == postern_ipc::queue::INSUFFICIENT_STORAGE =>
+        {
+            (452, (4, 3, 1), "Insufficient system storage")
+        }
+        tonic::Code::ResourceExhausted => (552, (5, 3, 4), "Message size exceeds fixed limit"),
+        _ => (451, (4, 3, 0), "Queue error, try again later"),
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn full_spool_is_452_size_is_552_else_451() {
+        let full = Status::resource_exhausted(postern_ipc::queue::INSUFFICIENT_STORAGE);
+        assert_eq!(failure_reply(&full).0, 452);
+        assert_eq!(failure_reply(&full).1, (4, 3, 1));
+        let big = Status::resource_exhausted("message size exceeds fixed limit");
+        assert_eq!(failure_reply(&big).0, 552);
+        assert_eq!(failure_reply(&Status::internal("spool I/O error")).0, 451);
+        assert_eq!(failure_reply(&Status::unavailable("down")).0, 451);
+    }
+}

@@ -482,7 +482,8 @@ async fn handle(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "enqueue failed");
-                    r(451, (4, 3, 0), "Queue error, try again later")
+                    let (code, enh, text) = crate::enqueue::failure_reply(&e);
+                    r(code, enh, text)
                 }
             }
         }
