@@ -386,6 +386,12 @@ pub struct QueueConfig {
     /// one comes back as headers only (Postfix `bounce_size_limit`).
     /// Default 50000; 0 = no limit.
     pub bounce_size_limit: u64,
+    /// After this long in the queue, the sender of a message still not
+    /// delivered to some recipient gets one "delayed" DSN (delay warning),
+    /// unless NOTIFY excludes DELAY (Postfix `delay_warning_time`).
+    /// Default `0s`: no delay warnings, as Postfix.
+    #[serde(with = "duration")]
+    pub delay_warning_time: Duration,
     /// How queued mail is delivered: `"auto"` (route each recipient: local
     /// domains over LMTP to `lmtp.socket` after alias expansion by authd,
     /// `transport_maps`, `relayhost`, otherwise SMTP to the domain's MX),
@@ -444,6 +450,7 @@ impl Default for QueueConfig {
             queue_run_delay: Duration::from_secs(300),
             bounce_notice_recipient: String::new(),
             bounce_size_limit: 50_000,
+            delay_warning_time: Duration::ZERO,
             delivery_transport: "auto".to_string(),
             transport_maps: BTreeMap::new(),
             relayhost: String::new(),

@@ -26,13 +26,23 @@
 //!   that cannot be delivered is never bounced again: a message whose
 //!   sender is null gets no DSN at all; its failure is only logged.
 //! * NOTIFY (RFC 3461 4.1): `NEVER` → no DSN; not given → a DSN on failure
-//!   only; otherwise one per requested event (`FAILURE`, `SUCCESS`;
-//!   `DELAY` is accepted but delay warnings are not sent yet).
+//!   and, when `queue.delay_warning_time` is set, a delay warning;
+//!   otherwise one per requested event (`FAILURE`, `SUCCESS`, `DELAY`).
+//! * Delay warnings (Postfix `delay_warning_time`, default off): one
+//!   "delayed" DSN (headers only) for the recipients deferred in the
+//!   attempt during which the message's age passes the threshold. Which
+//!   attempt that is follows from the status log (the previous attempt's
+//!   time is its next-attempt time minus the backoff), so no extra state
+//!   is kept: after a flush (next-attempt time reset) the previous attempt
+//!   time is unknown and that attempt sends no warning, and a crash at the
+//!   wrong moment may repeat one. Warnings are advisory: one that cannot be
+//!   queued is logged, not retried.
 //! * RET (RFC 3461 4.3): `HDRS` → the headers only (`text/rfc822-headers`);
 //!   `FULL` or not given → the whole message (`message/rfc822`), as Postfix
 //!   does. A message larger than `queue.bounce_size_limit` (Postfix's
 //!   `bounce_size_limit`, default 50000 bytes) is returned as headers only,
-//!   whatever RET says; a success report always carries headers only.
+//!   whatever RET says; success reports and delay warnings always carry
+//!   headers only.
 //! * Several recipients of one message that fail in the same attempt get one
 //!   DSN.
 //! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
@@ -126,6 +136,8 @@ pub struct Settings {
     pub notice_recipient: String,
     /// `queue.bounce_size_limit`: larger messages come back as headers only.
     pub size_limit: u64,
+    /// `queue.delay_warning_time`; zero = no delay warnings.
+    pub delay_warning_time: std::time::Duration,
 }
 
 /// A DSN ready to be queued.
@@ -293,7 +305,7 @@ pub fn build(
         (_, Action::Delivered) => "Successful Mail Delivery Report",
     };
     let full = copy == Copy::Sender
-        && action != Action::Delivered
+        && action == Action::Failed
         && env.ret != RET_HDRS
         && (settings.size_limit == 0 || content.len() as u64 <= settings.size_limit);
     // A boundary that does not occur in the returned text (bounded: the
@@ -503,8 +515,10 @@ pub const EXPIRED_PREFIX: &str = "gave up after maximal_queue_lifetime: ";
 /// and before the status is recorded → the recipient is tried again).
 ///
 /// If the DSN cannot be queued, the bounced recipients are recorded as
-/// deferred instead (retried after `retry_after` seconds, bounced again
-/// then). Returns how many DSN messages were queued.
+/// deferred instead (retried after `minimal_backoff`, bounced again then).
+/// Recipients deferred in this attempt get a delay warning when the
+/// message's age passed `delay_warning_time` since the previous attempt.
+/// Returns how many DSN messages were queued.
 pub fn notify(
     spool: &Spool,
     settings: &Settings,
@@ -512,8 +526,9 @@ pub fn notify(
     content: &[u8],
     updates: &mut [(usize, RcptStatus)],
     now: i64,
-    retry_after: i64,
+    policy: &crate::scheduler::Policy,
 ) -> usize {
+    let retry_after = policy.minimal_backoff.as_secs() as i64;
     let env = &msg.envelope;
     let report = |i: usize, st: &RcptStatus, action: Action| {
         let (diagnostic, status) = match st.last_reply.strip_prefix(EXPIRED_PREFIX) {
@@ -538,7 +553,18 @@ pub fn notify(
         .filter(|(_, s)| s.state == RcptState::Delivered)
         .map(|(i, s)| report(*i, s, Action::Delivered))
         .collect();
-    if failed.is_empty() && delivered.is_empty() {
+    let delayed: Vec<Report> = updates
+        .iter()
+        .filter(|(i, s)| {
+            s.state == RcptState::Deferred
+                && msg
+                    .status
+                    .get(*i)
+                    .is_some_and(|prev| warn_now(settings, env, prev, now, policy))
+        })
+        .map(|(i, s)| report(*i, s, Action::Delayed))
+        .collect();
+    if failed.is_empty() && delivered.is_empty() && delayed.is_empty() {
         return 0;
     }
     if env.sender.is_empty() {
@@ -592,22 +618,55 @@ pub fn notify(
             }
         }
     }
-    if !delivered.is_empty()
-        && let Some(d) = build(settings, Copy::Sender, id, env, content, &delivered, now)
-    {
-        // A success report that cannot be queued is logged and not retried:
-        // the message was delivered, which is what matters.
+    // Success reports and delay warnings that cannot be queued are logged
+    // and not retried: they are advisory.
+    for (reports, what) in [
+        (&delivered, "sender delivery notification queued"),
+        (&delayed, "sender delay notification queued"),
+    ] {
+        if reports.is_empty() {
+            continue;
+        }
+        let Some(d) = build(settings, Copy::Sender, id, env, content, reports, now) else {
+            continue;
+        };
         match spool.enqueue(&d.envelope, &d.content) {
             Ok(dsn_id) => {
-                tracing::info!(queue_id = %msg.id, dsn_queue_id = %dsn_id, to = %env.sender, "sender delivery notification queued");
+                tracing::info!(queue_id = %msg.id, dsn_queue_id = %dsn_id, to = %env.sender, "{what}");
                 queued += 1;
             }
             Err(e) => {
-                tracing::error!(queue_id = %msg.id, error = %e, "cannot queue the success DSN")
+                tracing::error!(queue_id = %msg.id, error = %e, "cannot queue the DSN (success or delay report)")
             }
         }
     }
     queued
+}
+
+/// Whether a recipient deferred now, whose status before this attempt was
+/// `prev`, gets the delay warning: the message's age crossed
+/// `delay_warning_time` between the previous attempt and now.
+fn warn_now(
+    settings: &Settings,
+    env: &Envelope,
+    prev: &RcptStatus,
+    now: i64,
+    policy: &crate::scheduler::Policy,
+) -> bool {
+    let threshold = settings.delay_warning_time.as_secs() as i64;
+    if threshold == 0 {
+        return false;
+    }
+    let arrival = env.arrival_micros / 1_000_000;
+    let previous = if prev.attempts == 0 {
+        arrival
+    } else if prev.next_attempt_unix > 0 {
+        prev.next_attempt_unix - policy.backoff(prev.attempts).as_secs() as i64
+    } else {
+        // Flushed: when the previous attempt was is not known.
+        return false;
+    };
+    previous - arrival < threshold && now - arrival >= threshold
 }
 
 /// The scheduler's handle: settings plus a flag telling the scheduler to
@@ -652,6 +711,15 @@ mod tests {
             myhostname: "mail.example.test".into(),
             notice_recipient: String::new(),
             size_limit: DEFAULT_BOUNCE_SIZE_LIMIT,
+            delay_warning_time: std::time::Duration::ZERO,
+        }
+    }
+
+    fn policy() -> crate::scheduler::Policy {
+        crate::scheduler::Policy {
+            minimal_backoff: std::time::Duration::from_secs(300),
+            maximal_backoff: std::time::Duration::from_secs(4000),
+            maximal_lifetime: std::time::Duration::from_secs(5 * 86400),
         }
     }
 
@@ -992,7 +1060,10 @@ mod tests {
             notice_recipient: "postmaster@example.test".into(),
             ..settings()
         };
-        assert_eq!(notify(&s, &st, &msg, ORIGINAL, &mut updates, 100, 300), 2);
+        assert_eq!(
+            notify(&s, &st, &msg, ORIGINAL, &mut updates, 100, &policy()),
+            2
+        );
         assert!(updates.iter().all(|(_, u)| u.state == RcptState::Bounced));
         let queued: Vec<_> = s
             .list("incoming")
@@ -1017,7 +1088,7 @@ mod tests {
         // The DSN itself failing: null sender, nothing queued.
         let dsn = s.read(&queued[0]).unwrap();
         let mut u = vec![(0, status(RcptState::Bounced, "552 5.2.2 full"))];
-        assert_eq!(notify(&s, &st, &dsn, b"", &mut u, 100, 300), 0);
+        assert_eq!(notify(&s, &st, &dsn, b"", &mut u, 100, &policy()), 0);
         assert_eq!(s.list("incoming").unwrap().len(), 3);
         assert_eq!(u[0].1.state, RcptState::Bounced, "dropped, not retried");
     }
@@ -1036,12 +1107,120 @@ mod tests {
             (1, status(RcptState::Delivered, "250 ok")),
         ];
         assert_eq!(
-            notify(&s, &settings(), &msg, ORIGINAL, &mut updates, 100, 300),
+            notify(
+                &s,
+                &settings(),
+                &msg,
+                ORIGINAL,
+                &mut updates,
+                100,
+                &policy()
+            ),
             0
         );
         assert_eq!(updates[0].1.state, RcptState::Deferred);
         assert_eq!(updates[0].1.next_attempt_unix, 400);
         assert!(updates[0].1.last_reply.contains("552 5.2.2 Mailbox full"));
         assert_eq!(updates[1].1.state, RcptState::Delivered);
+    }
+
+    #[test]
+    fn delay_warning_once_when_the_age_passes_the_threshold() {
+        let (_d, s) = spool();
+        let mut env = envelope("alice@example.test", RET_FULL);
+        env.arrival_micros = 1_000 * 1_000_000;
+        env.recipients[1].notify = NOTIFY_FAILURE; // no DELAY: not warned
+        let id = s.enqueue(&env, ORIGINAL).unwrap();
+        let mut msg = s.read(&id).unwrap();
+        let st = Settings {
+            delay_warning_time: std::time::Duration::from_secs(3600),
+            ..settings()
+        };
+        let deferred = |next: i64| RcptStatus {
+            state: RcptState::Deferred,
+            attempts: 3,
+            next_attempt_unix: next,
+            last_reply: "451 4.4.1 no answer".into(),
+        };
+        let dsns = |s: &Spool| {
+            s.list("incoming")
+                .unwrap()
+                .into_iter()
+                .filter(|i| *i != id)
+                .count()
+        };
+        // Previous attempt (attempt 2) at arrival + 3000 s: its status says
+        // next = 3000 + backoff(2) = 3000 + 600. Now = arrival + 3700:
+        // the threshold (3600 s) was passed since then → one warning.
+        let prev = 1_000 + 3_000 + policy().backoff(2).as_secs() as i64;
+        msg.status = vec![
+            RcptStatus {
+                attempts: 2,
+                ..deferred(prev)
+            };
+            2
+        ];
+        let now = 1_000 + 3_700;
+        let mut updates = vec![(0, deferred(now + 1200)), (1, deferred(now + 1200))];
+        assert_eq!(
+            notify(&s, &st, &msg, ORIGINAL, &mut updates, now, &policy()),
+            1
+        );
+        assert_eq!(dsns(&s), 1);
+        let q = s
+            .list("incoming")
+            .unwrap()
+            .into_iter()
+            .find(|i| *i != id)
+            .unwrap();
+        let text = s.read_content(&q).unwrap();
+        let m = MessageParser::default().parse(&text).unwrap();
+        assert_eq!(m.subject(), Some("Delayed Mail (still being retried)"));
+        let (types, texts) = parts(&text);
+        assert_eq!(types[2], "text/rfc822-headers", "warnings: headers only");
+        assert!(
+            texts[1].contains("Action: delayed\r\nStatus: 4.4.1\r\n"),
+            "{}",
+            texts[1]
+        );
+        assert!(!texts[1].contains("carol@"), "NOTIFY without DELAY");
+        // The status still says deferred: nothing became final.
+        assert!(updates.iter().all(|(_, u)| u.state == RcptState::Deferred));
+
+        // The next attempt (previous one already past the threshold): none.
+        msg.status = vec![deferred(now + 1200); 2];
+        let later = now + 1200;
+        let mut updates = vec![(0, deferred(later + 2400))];
+        assert_eq!(
+            notify(&s, &st, &msg, ORIGINAL, &mut updates, later, &policy()),
+            0
+        );
+        // Off by default; flushed status (next = 0): none either.
+        msg.status = vec![
+            RcptStatus {
+                attempts: 2,
+                ..deferred(prev)
+            };
+            2
+        ];
+        let mut updates = vec![(0, deferred(now + 1200))];
+        assert_eq!(
+            notify(
+                &s,
+                &settings(),
+                &msg,
+                ORIGINAL,
+                &mut updates,
+                now,
+                &policy()
+            ),
+            0
+        );
+        msg.status = vec![deferred(0); 2];
+        assert_eq!(
+            notify(&s, &st, &msg, ORIGINAL, &mut updates, now, &policy()),
+            0
+        );
+        assert_eq!(dsns(&s), 1);
     }
 }

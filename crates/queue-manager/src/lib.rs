@@ -65,6 +65,9 @@
 //! recipient is deferred instead and bounced again later. A crash between
 //! the two may send the DSN twice, never lose it. With
 //! `bounce_notice_recipient` set, a copy (headers only) goes there too.
+//! With `delay_warning_time` set (default off, as Postfix), the sender gets
+//! one "delayed" DSN (headers only) for the recipients still deferred when
+//! the message passes that age (unless NOTIFY excludes DELAY).
 //! After queuing DSNs the scheduler runs another pass at once.
 //!
 //! **Status:** spool, recovery, gRPC service, scheduler, routing, LMTP and
@@ -109,7 +112,8 @@
 //! other values mainly for tests), `dns_servers` ([] = /etc/resolv.conf),
 //! `delivery_concurrency_limit` (100),
 //! `default_destination_concurrency_limit` (20), `bounce_notice_recipient`
-//! ("" = no postmaster copy), `bounce_size_limit` (50000 bytes; 0 = none).
+//! ("" = no postmaster copy), `bounce_size_limit` (50000 bytes; 0 = none),
+//! `delay_warning_time` ("0s" = no delay warnings).
 //! `[global] myhostname` (EHLO/LHLO name), `recipient_delimiter`,
 //! `message_size_limit`. See `deploy/postern.toml`.
 //!
@@ -120,6 +124,7 @@
 //! `no next hop`, `host failed, trying the next one`,
 //! `sender non-delivery notification queued` with `dsn_queue_id`,
 //! `sender delivery notification queued` (NOTIFY=SUCCESS),
+//! `sender delay notification queued` (delay warning),
 //! `null sender: no DSN (a bounce is never bounced)`,
 //! `cannot queue the DSN: bounced recipients deferred instead`,
 //! `corrupt queue file moved to corrupt/`). Exit status 0 after a clean stop,
@@ -345,6 +350,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
                 myhostname: cfg.global.myhostname.clone(),
                 notice_recipient: cfg.queue.bounce_notice_recipient.clone(),
                 size_limit: cfg.queue.bounce_size_limit,
+                delay_warning_time: cfg.queue.delay_warning_time,
             }))),
         };
         ctx.shutdown.spawn(sched.run(

@@ -226,7 +226,7 @@ impl Scheduler {
         }
         // Bounce hook: queue the DSN before any status becomes final.
         if let Some(bouncer) = &self.bounce {
-            let (b, m, retry) = (bouncer.clone(), msg.clone(), self.policy.minimal_backoff);
+            let (b, m, policy) = (bouncer.clone(), msg.clone(), self.policy);
             let (n, u) = self
                 .blocking(move |s| {
                     let n = crate::bounce::notify(
@@ -236,7 +236,7 @@ impl Scheduler {
                         &content,
                         &mut updates,
                         now,
-                        retry.as_secs() as i64,
+                        &policy,
                     );
                     Ok((n, updates))
                 })
