@@ -4,18 +4,25 @@
 usage: sink.py PORT OUTDIR CERT KEY
 
 Listens on 127.0.0.1:PORT, one thread per connection. EHLO offers
-PIPELINING, SIZE 100000, 8BITMIME, DSN, SMTPUTF8 and (before TLS) STARTTLS
-with CERT/KEY. Recipients whose local part starts with "reject" get
+PIPELINING, SIZE 100000, 8BITMIME, DSN, SMTPUTF8 and STARTTLS with
+CERT/KEY before TLS, AUTH PLAIN (accepting relayuser/relaypass, 535
+otherwise) after it. Recipients whose local part starts with "reject" get
 550 5.1.1; those starting with "defer" get 451 4.2.0 while OUTDIR/defer
-exists; every other recipient is accepted. Each accepted message is written
-to OUTDIR/msg-N.eml (via a temporary name) with X-Sink-Mail (the MAIL
-command line), X-Sink-Tls (yes/no) and one X-Sink-Rcpt per accepted
-recipient in front of the data. Every command line is appended to
-OUTDIR/log ("tls " in front once TLS is on). Prints "ready" when listening.
+exists; every other recipient is accepted. A message with a recipient
+starting with "slow" gets its final reply after 0.5 s. Each accepted
+message is written to OUTDIR/msg-N.eml (via a temporary name) with
+X-Sink-Mail (the MAIL command line), X-Sink-Tls (yes/no), X-Sink-Auth (the
+user or "-") and one X-Sink-Rcpt per accepted recipient in front of the
+data. Every command line is appended to OUTDIR/log ("tls " in front once
+TLS is on; AUTH arguments are not logged). OUTDIR/maxconc holds the
+highest number of connections open at the same time. Prints "ready" when
+listening.
 Bounded: lines of at most 4096 bytes, messages of at most 1 MB.
 """
+import base64
 import os
 import socket
+import time
 import ssl
 import sys
 import threading
@@ -25,6 +32,7 @@ ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(cert, key)
 lock = threading.Lock()
 counter = [0]
+active = [0, 0]  # open connections, highest seen
 MAX_LINE = 4096
 MAX_MSG = 1 << 20
 
@@ -55,21 +63,34 @@ class Conn:
         self.sock.sendall(s.encode() + b"\r\n")
 
 
+def opened(delta):
+    with lock:
+        active[0] += delta
+        if active[0] > active[1]:
+            active[1] = active[0]
+            with open(os.path.join(outdir, "maxconc"), "w") as f:
+                f.write(str(active[1]))
+
+
 def handle(sock):
+    opened(1)
     c = Conn(sock)
     tls = False
+    user = "-"
     mail = None
     rcpts = []
     c.send("220 mx.remote.test ESMTP test sink")
     try:
         while True:
             line = c.readline().decode("utf-8", "replace").rstrip("\r\n")
-            log(("tls " if tls else "") + line)
+            log(("tls " if tls else "") + (line[:10] if line.upper().startswith("AUTH") else line))
             cmd = line[:4].upper()
             if cmd == "EHLO":
                 ext = ["mx.remote.test", "PIPELINING", "SIZE 100000", "8BITMIME", "DSN", "SMTPUTF8"]
                 if not tls:
                     ext.append("STARTTLS")
+                else:
+                    ext.append("AUTH PLAIN")
                 for e in ext[:-1]:
                     c.send("250-" + e)
                 c.send("250 " + ext[-1])
@@ -83,6 +104,16 @@ def handle(sock):
                 c.sock = ctx.wrap_socket(c.sock, server_side=True)
                 tls = True
                 mail, rcpts = None, []
+            elif line.upper().startswith("AUTH PLAIN ") and tls:
+                try:
+                    _, u, p = base64.b64decode(line[11:]).decode().split("\0")
+                except Exception:
+                    u, p = "", ""
+                if (u, p) == ("relayuser", "relaypass"):
+                    user = u
+                    c.send("235 2.7.0 authenticated")
+                else:
+                    c.send("535 5.7.8 authentication failed")
             elif cmd == "MAIL":
                 mail, rcpts = line, []
                 c.send("250 2.1.0 ok")
@@ -114,11 +145,14 @@ def handle(sock):
                 with lock:
                     counter[0] += 1
                     n = counter[0]
-                hdr = "X-Sink-Mail: %s\r\nX-Sink-Tls: %s\r\n" % (mail, "yes" if tls else "no")
+                hdr = "X-Sink-Mail: %s\r\nX-Sink-Tls: %s\r\nX-Sink-Auth: %s\r\n" % (
+                    mail, "yes" if tls else "no", user)
                 hdr += "".join("X-Sink-Rcpt: %s\r\n" % r for r in rcpts)
                 tmp = os.path.join(outdir, ".tmp-%d" % n)
                 with open(tmp, "wb") as f:
                     f.write(hdr.encode() + data)
+                if any(r.startswith("slow") for r in rcpts):
+                    time.sleep(0.5)
                 os.rename(tmp, os.path.join(outdir, "msg-%d.eml" % n))
                 c.send("250 2.0.0 queued as %d" % n)
                 mail, rcpts = None, []
@@ -135,6 +169,7 @@ def handle(sock):
     except (EOFError, OSError, ssl.SSLError, ValueError):
         pass
     finally:
+        opened(-1)
         try:
             c.sock.close()
         except OSError:

@@ -4,9 +4,10 @@
 //! with the test certificate). Mail goes in through our smtpd with
 //! Python's smtplib.
 //!
-//! DNS data: `remote.test MX 10 mx.remote.test` (A 127.0.0.1);
-//! `nullmx.test MX 0 .` (RFC 7505); `direct.test` with an A record and no
-//! MX; every other name under `test` is NXDOMAIN.
+//! DNS data: `remote.test MX 10 mx.remote.test` and `other.test MX 10
+//! mx.other.test` (both A 127.0.0.1, the sink); `nullmx.test MX 0 .`
+//! (RFC 7505); `direct.test` with an A record and no MX; every other name
+//! under `test` is NXDOMAIN.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ fn dnsmasq(dir: &Path, port: u16) -> Guard {
             // Null MX: preference 0, root exchange (RFC 7505).
             "--dns-rr=nullmx.test,15,000000",
             "--host-record=direct.test,127.0.0.1",
+            "--mx-host=other.test,mx.other.test,10",
+            "--host-record=mx.other.test,127.0.0.1",
         ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -91,8 +94,9 @@ fn dnsmasq(dir: &Path, port: u16) -> Guard {
     g
 }
 
-/// The scripted remote SMTP server; returns the guard and its output dir.
-fn sink(env: &TestEnv, port: u16) -> (Guard, PathBuf) {
+/// The scripted remote SMTP server with `cert`; returns the guard and its
+/// output dir.
+fn sink(env: &TestEnv, port: u16, cert: &postern_common::devcert::DevCert) -> (Guard, PathBuf) {
     let out = env.path().join("sink");
     std::fs::create_dir_all(&out).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sink.py");
@@ -100,8 +104,8 @@ fn sink(env: &TestEnv, port: u16) -> (Guard, PathBuf) {
         .arg(&script)
         .arg(port.to_string())
         .arg(&out)
-        .arg(&env.cert.cert_file)
-        .arg(&env.cert.key_file)
+        .arg(&cert.cert_file)
+        .arg(&cert.key_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -136,14 +140,33 @@ impl Stack {
 }
 
 /// Our stack (authd, lmtp-delivery, queue-manager with routing, smtpd),
-/// dnsmasq and the sink. `queue_extra`: more `[queue]` keys. Retries only
-/// when flushed (backoff 1h).
+/// dnsmasq and the sink (with the test certificate, names
+/// mail.example.test and localhost). `queue_extra`: more `[queue]` keys.
+/// Retries only when flushed (backoff 1h).
 fn start(queue_extra: &str) -> Stack {
+    start_with(queue_extra, false)
+}
+
+/// [`start`]; `mx_cert`: the sink gets a certificate for mx.remote.test
+/// from its own CA. In `queue_extra`, `{sink_port}`, `{mx_ca}` (that CA's
+/// file) and `{env}` (the test directory, which holds `relay.pw` with the
+/// password "relaypass") are replaced.
+fn start_with(queue_extra: &str, mx_cert: bool) -> Stack {
     let env = TestEnv::new();
     let dns_port = free_port();
     let sink_port = free_port();
     let dns = dnsmasq(env.path(), dns_port);
-    let (sink, sink_dir) = sink(&env, sink_port);
+    let cert = if mx_cert {
+        postern_common::devcert::ensure(&env.path().join("mxtls"), &["mx.remote.test"]).unwrap()
+    } else {
+        env.cert.clone()
+    };
+    let (sink, sink_dir) = sink(&env, sink_port, &cert);
+    std::fs::write(env.path().join("relay.pw"), "relaypass\n").unwrap();
+    let queue_extra = queue_extra
+        .replace("{sink_port}", &sink_port.to_string())
+        .replace("{mx_ca}", &cert.ca_file.display().to_string())
+        .replace("{env}", &env.path().display().to_string());
     setup_users(
         &env,
         &format!(
@@ -394,6 +417,48 @@ fn permanent_failure_and_null_mx_bounce_the_recipient() {
         "nx",
     );
     wait_log(&st, "5.1.2 host or domain name not found");
+    // Larger than the peer's SIZE 100000: refused before MAIL FROM.
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+s.sendmail("alice@example.test", ["big@remote.test"], b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 2000)
+s.quit()
+"#,
+        port = st.env.ports["smtp"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_log(&st, "552 5.3.4 message size");
+    assert!(!sink_log(&st).contains("big@remote.test"));
+    // The sender gets DSNs (crate::bounce) for the bounced recipients.
+    let dsns = wait_for_messages(&maildir(&st.env, "alice"), 4, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let all: String = dsns
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for rcpt in [
+        "reject-me@remote.test",
+        "nobody@nullmx.test",
+        "x@no-such-domain.test",
+        "big@remote.test",
+    ] {
+        assert!(
+            all.contains(&format!("Final-Recipient: rfc822; {rcpt}"))
+                || all.contains(&format!("Final-Recipient: rfc822;{rcpt}")),
+            "no DSN for {rcpt}:\n{all}"
+        );
+    }
+    assert!(all.contains("multipart/report"), "{all}");
 }
 
 #[test]
@@ -537,4 +602,101 @@ ts = [threading.Thread(target=one, args=(i,)) for i in range({n})]
             "r{i}"
         );
     }
+}
+
+#[test]
+fn verify_policy_checks_the_mx_certificate() {
+    let st = start_with(
+        "smtp_tls_security_level = \"verify\"\nsmtp_tls_ca_file = \"{mx_ca}\"\n",
+        true,
+    );
+    // mx.remote.test presents a certificate for its name from the CA we trust.
+    send(
+        &st.env,
+        "alice@example.test",
+        &["a@remote.test"],
+        "verified",
+    );
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("X-Sink-Tls: yes"), "{}", msgs[0]);
+    // mx.other.test is the same server: the name does not match, so the
+    // message is not sent and stays deferred.
+    send(
+        &st.env,
+        "alice@example.test",
+        &["b@other.test"],
+        "unverified",
+    );
+    wait_log(&st, "deferred");
+    let entries = list(&st.env);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let reply = &entries[0].recipients[0].last_reply;
+    assert!(reply.starts_with("451 4.4.1 mx.other.test"), "{reply}");
+    assert_eq!(sink_messages(&st.sink_dir).len(), 1);
+    assert!(!sink_log(&st).contains("b@other.test"));
+}
+
+#[test]
+fn relayhost_with_auth_over_tls() {
+    let st = start(
+        "relayhost = \"[127.0.0.1]:{sink_port}\"\nrelayhost_username = \"relayuser\"\nrelayhost_password_file = \"{env}/relay.pw\"\n",
+    );
+    // elsewhere.test does not exist in DNS: only the relayhost can take it.
+    send(
+        &st.env,
+        "alice@example.test",
+        &["x@elsewhere.test"],
+        "relayed",
+    );
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("X-Sink-Auth: relayuser"), "{}", msgs[0]);
+    assert!(msgs[0].contains("X-Sink-Tls: yes"), "{}", msgs[0]);
+    assert!(msgs[0].contains("X-Sink-Rcpt: x@elsewhere.test"));
+    // Local mail still goes to the mailbox, not to the relayhost.
+    send(
+        &st.env,
+        "bob@example.test",
+        &["alice@example.test"],
+        "local",
+    );
+    wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30)).unwrap();
+    assert_eq!(sink_messages(&st.sink_dir).len(), 1);
+    assert!(!st.queue_log().contains("relaypass"));
+}
+
+#[test]
+fn per_destination_limit_bounds_parallel_connections() {
+    let st = start("delivery_concurrency_limit = 10\ndefault_destination_concurrency_limit = 3\n");
+    let n = 9;
+    let script = format!(
+        r#"
+import smtplib, threading
+def one(i):
+    s = smtplib.SMTP("127.0.0.1", {port})
+    s.sendmail("alice@example.test", ["slow%d@remote.test" % i], b"Subject: s%d\r\n\r\nhi\r\n" % i)
+    s.quit()
+ts = [threading.Thread(target=one, args=(i,)) for i in range({n})]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"#,
+        port = st.env.ports["smtp"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_sink(&st, n);
+    let max: usize = std::fs::read_to_string(st.sink_dir.join("maxconc"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Concurrent (each delivery takes 0.5 s), but never more than the limit.
+    assert!((2..=3).contains(&max), "{max} connections at once");
 }
