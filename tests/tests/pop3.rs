@@ -136,3 +136,135 @@ fn raw_pipelining_and_bad_commands() {
     );
     assert!(rest[3].starts_with("+OK"), "{all}");
 }
+
+/// A raw POP3 connection (no TLS) for the bounds tests.
+struct Raw {
+    r: std::io::BufReader<std::net::TcpStream>,
+    w: std::net::TcpStream,
+}
+
+impl Raw {
+    fn connect(port: u16) -> (Self, String) {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let w = s.try_clone().unwrap();
+        let mut c = Raw {
+            r: std::io::BufReader::new(s),
+            w,
+        };
+        let greeting = c.line().expect("greeting");
+        (c, greeting)
+    }
+
+    /// One reply line; `None` at end of stream.
+    fn line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut l = String::new();
+        match self.r.read_line(&mut l) {
+            Ok(0) => None,
+            Ok(_) => Some(l.trim_end().to_string()),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.w.write_all(format!("{c}\r\n").as_bytes()).unwrap();
+        self.line().unwrap_or_default()
+    }
+
+    fn capa(&mut self) -> Vec<String> {
+        assert!(self.cmd("CAPA").starts_with("+OK"));
+        let mut v = Vec::new();
+        while let Some(l) = self.line() {
+            if l == "." {
+                break;
+            }
+            v.push(l);
+        }
+        v
+    }
+}
+
+fn bounds_env(extra: &str) -> (TestEnv, PathBuf) {
+    let env = TestEnv::new();
+    let maildir = setup(&env, "carol@example.test", "pw-carol");
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace(
+            "[pop3d]\n",
+            &format!("[pop3d]\nallow_plaintext_auth = true\n{extra}"),
+        ),
+    )
+    .unwrap();
+    (env, maildir)
+}
+
+#[test]
+fn idle_timeout_closes_with_err_and_warns_below_rfc_minimum() {
+    let (env, _) = bounds_env("idle_timeout = \"2s\"\n");
+    let _authd = Daemon::start(&env, "authd");
+    let pop3d = Daemon::start(&env, "pop3d");
+    pop3d
+        .wait_output("below RFC 1939", postern_tests::TIMEOUT)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (mut c, greeting) = Raw::connect(env.ports["pop3"]);
+    assert!(greeting.starts_with("+OK"));
+    // After login too: the timer runs in TRANSACTION state.
+    assert!(c.cmd("USER carol@example.test").starts_with("+OK"));
+    assert!(c.cmd("PASS pw-carol").starts_with("+OK"));
+    let bye = c.line().expect("autologout line");
+    assert!(bye.starts_with("-ERR") && bye.contains("idle"), "{bye}");
+    assert_eq!(c.line(), None, "connection closed after the autologout");
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(15),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn login_delay_is_announced_and_enforced() {
+    let (env, _) = bounds_env("login_delay = \"60s\"\n");
+    let _authd = Daemon::start(&env, "authd");
+    let _pop3d = Daemon::start(&env, "pop3d");
+    let (mut c, _) = Raw::connect(env.ports["pop3"]);
+    assert!(c.capa().contains(&"LOGIN-DELAY 60".to_string()));
+    assert!(c.cmd("USER carol@example.test").starts_with("+OK"));
+    assert!(c.cmd("PASS pw-carol").starts_with("+OK"));
+    assert!(c.cmd("QUIT").starts_with("+OK"));
+    let (mut c, _) = Raw::connect(env.ports["pop3"]);
+    assert!(c.cmd("USER carol@example.test").starts_with("+OK"));
+    let r = c.cmd("PASS pw-carol");
+    assert!(r.starts_with("-ERR [LOGIN-DELAY]"), "{r}");
+    // A wrong password is still [AUTH], not a hint about the delay.
+    assert!(c.cmd("USER carol@example.test").starts_with("+OK"));
+    let r = c.cmd("PASS wrong");
+    assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+}
+
+#[test]
+fn failed_command_limit_apop_disabled_and_no_apop_banner() {
+    let (env, _) = bounds_env("");
+    let _authd = Daemon::start(&env, "authd");
+    let _pop3d = Daemon::start(&env, "pop3d");
+    let (mut c, greeting) = Raw::connect(env.ports["pop3"]);
+    // No APOP timestamp in the banner, no APOP: it needs clear-text
+    // equivalent stored passwords.
+    assert!(!greeting.contains('<'), "{greeting}");
+    let r = c.cmd("APOP carol@example.test c4c9334bac560ecc979e58001b3e22fb");
+    assert!(r.starts_with("-ERR"), "{r}");
+    // pop3_proto::MAX_FAILED_COMMANDS (10) failures close the session; APOP
+    // was the first.
+    for i in 2..10 {
+        let r = c.cmd(&format!("BOGUS{i}"));
+        assert!(r.starts_with("-ERR"), "{i}: {r}");
+    }
+    let r = c.cmd("BOGUS10");
+    assert!(r.starts_with("-ERR"), "{r}");
+    let bye = c.line().unwrap_or_default();
+    assert!(bye.contains("Too many errors"), "{bye}");
+    assert_eq!(c.line(), None, "closed after the limit");
+}

@@ -1,9 +1,10 @@
 //! One POP3 connection: read commands, answer them in order, flush when the
 //! input is drained (RFC 2449 PIPELINING).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pop3_proto::{
     BodyEncoder, Capabilities, Command, Extract, FailureVerdict, Maildrop as ProtoMaildrop,
@@ -21,8 +22,11 @@ use tonic::transport::Channel;
 
 use crate::store::{Maildrop, Store, StoreError};
 
-/// RFC 1939 section 3: the autologout timer is at least 10 minutes.
+/// RFC 1939 section 3: the autologout timer is at least 10 minutes. The
+/// default of `pop3d.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Users remembered for `pop3d.login_delay` before old entries are pruned.
+const MAX_LOGIN_DELAY_ENTRIES: usize = 100_000;
 /// Bound on a TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read size per socket read.
@@ -38,6 +42,35 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub allow_plaintext: bool,
     pub capabilities: Capabilities,
+    /// `pop3d.idle_timeout`.
+    pub idle_timeout: Duration,
+    /// `pop3d.login_delay` (zero: none) and each user's last login.
+    pub login_delay: Duration,
+    pub last_login: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl Shared {
+    /// Records a login of `user` now, unless the previous one was less than
+    /// `login_delay` ago (then `false`: refuse with `[LOGIN-DELAY]`).
+    pub fn admit_login(&self, user: &str) -> bool {
+        if self.login_delay.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut map = self.last_login.lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(user)
+            .is_some_and(|t| now.duration_since(*t) < self.login_delay)
+        {
+            return false;
+        }
+        if map.len() >= MAX_LOGIN_DELAY_ENTRIES {
+            let delay = self.login_delay;
+            map.retain(|_, t| now.duration_since(*t) < delay);
+        }
+        map.insert(user.to_string(), now);
+        true
+    }
 }
 
 /// The mechanisms pop3d relays to authd.
@@ -116,7 +149,7 @@ pub async fn run(
                 let _ = c.flush().await;
                 break;
             }
-            r = tokio::time::timeout(IDLE_TIMEOUT, c.conn.read(&mut buf)) => match r {
+            r = tokio::time::timeout(shared.idle_timeout, c.conn.read(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Ok(Ok(n)) => n,
                 Err(_) => {
@@ -262,7 +295,13 @@ impl Conversation {
                 let ir = initial_response.map(|s| s.expose().clone());
                 return self.authenticate(shared, &mech, ir).await;
             }
-            Command::Apop { .. } => Response::err("APOP is not enabled").encode(&mut self.out),
+            Command::Apop { .. } => {
+                // APOP needs a clear-text-equivalent stored password; not offered.
+                Response::err("APOP is not enabled").encode(&mut self.out);
+                if self.fail() {
+                    return Ok(Flow::Close);
+                }
+            }
             Command::Stat
             | Command::List { .. }
             | Command::Uidl { .. }
@@ -437,7 +476,7 @@ impl Conversation {
                 SaslStep::Challenge(data) => {
                     encode_continuation(&data, &mut self.out);
                     self.flush().await?;
-                    let reply = match self.read_sasl_line().await? {
+                    let reply = match self.read_sasl_line(shared.idle_timeout).await? {
                         Some(r) => r,
                         None => return Ok(Flow::Close),
                     };
@@ -473,6 +512,15 @@ impl Conversation {
                 }
             }
         };
+        if !shared.admit_login(&user) {
+            tracing::info!(user = %user, "login refused: login_delay");
+            Response::err_code(RespCode::LoginDelay, "Logged in too recently, try later")
+                .encode(&mut self.out);
+            if self.fail() {
+                return Ok(Flow::Close);
+            }
+            return Ok(Flow::Continue);
+        }
         // Authenticated: find and lock the maildrop.
         let info = match auth
             .lookup_user(pb::LookupUserRequest { user: user.clone() })
@@ -531,6 +579,7 @@ impl Conversation {
     /// One SASL continuation line (reading more input as needed).
     async fn read_sasl_line(
         &mut self,
+        idle_timeout: Duration,
     ) -> std::io::Result<Option<Result<SaslResponse, pop3_proto::ParseError>>> {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -544,7 +593,7 @@ impl Conversation {
                 Err(e) => return Ok(Some(Err(e))),
                 Ok(None) => {}
             }
-            let n = match tokio::time::timeout(IDLE_TIMEOUT, self.conn.read(&mut buf)).await {
+            let n = match tokio::time::timeout(idle_timeout, self.conn.read(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
                 Ok(Ok(n)) => n,
             };
