@@ -717,15 +717,36 @@ impl Mailbox {
     }
 
     /// Replace a message's flags (renames the file) and bump its MODSEQ.
+    ///
+    /// Another session may have renamed the file (its own flag change) or
+    /// expunged it since our last sync: on `NotFound` the index is synced and
+    /// the rename retried once under the new name; a message that is gone
+    /// is left alone (`Ok`, like a STORE on a message another session
+    /// expunged; the expunge is reported at the next sync).
     pub fn set_flags(&mut self, uid: u32, flags: &str) -> Result<()> {
-        let m = self.find(uid)?.clone();
         let flags = name::normalize_flags(flags);
-        if flags == m.flags {
-            return Ok(());
+        for attempt in 0..2 {
+            let m = match self.find(uid) {
+                Ok(m) => m.clone(),
+                Err(_) if attempt > 0 => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if flags == m.flags {
+                return Ok(());
+            }
+            let dest = self.dir.join("cur").join(name::with_flags(&m.base, &flags));
+            match fs::rename(&m.path, &dest) {
+                Ok(()) => {
+                    self.sync()?;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
+                    self.sync()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(&m.path)(e)),
+            }
         }
-        let dest = self.dir.join("cur").join(name::with_flags(&m.base, &flags));
-        fs::rename(&m.path, &dest).map_err(io_err(&m.path))?;
-        self.sync()?;
         Ok(())
     }
 

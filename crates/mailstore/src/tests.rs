@@ -223,3 +223,24 @@ fn create_folder_makes_a_maildir_once() {
         1
     );
 }
+
+#[test]
+fn set_flags_after_another_session_renamed_or_expunged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..2 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mut a = Mailbox::open(root).unwrap();
+    let mut b = Mailbox::open(root).unwrap();
+    // A changes message 1's flags (renames the file); B, not synced, still
+    // has the old name and must follow the rename.
+    a.set_flags(1, "S").unwrap();
+    b.set_flags(1, "F").unwrap();
+    a.sync().unwrap();
+    assert_eq!(a.find(1).unwrap().flags, "F");
+    // A expunges message 2; B's flag change on it is a no-op, not an error.
+    a.expunge(&[2]).unwrap();
+    b.set_flags(2, "S").unwrap();
+    assert!(b.find(2).is_err(), "gone after B's sync");
+}
