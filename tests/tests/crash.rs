@@ -96,6 +96,8 @@ fn burst_with_kills(victim: &str) {
     };
     let started = Instant::now();
     let mut kills = 0;
+    // Output of the killed instances (for the logs below).
+    let mut earlier_output = String::new();
     for at in KILL_AT {
         while acks(&lines) < at && started.elapsed() < BURST_DEADLINE {
             if let Ok(Some(_)) = child.try_wait() {
@@ -110,6 +112,7 @@ fn burst_with_kills(victim: &str) {
         d.signal(Signal::SIGKILL);
         d.wait_exit(Duration::from_secs(10))
             .expect("killed daemon did not exit");
+        earlier_output.push_str(&d.output());
         kills += 1;
         // Restart as systemd would (RestartSec is short in our units).
         daemons.insert(victim, Daemon::start(&env, victim));
@@ -175,8 +178,11 @@ fn burst_with_kills(victim: &str) {
     let sent: std::collections::BTreeSet<&str> =
         lines.iter().filter_map(|l| l.split(' ').nth(1)).collect();
     assert!(counts.keys().all(|k| sent.contains(k.as_str())));
+    let suppressed = format!("{earlier_output}{}", daemons["lmtp-delivery"].output())
+        .matches("duplicate suppressed")
+        .count();
     eprintln!(
-        "{victim}: {} acknowledged, {failed} failed, {} delivered, {kills} kills",
+        "{victim}: {} acknowledged, {failed} failed, {} delivered, {kills} kills, {suppressed} duplicates suppressed by lmtp-delivery",
         acked.len(),
         counts.len()
     );
@@ -209,4 +215,74 @@ fn kill_9_queue_manager_during_burst() {
 #[test]
 fn kill_9_lmtp_delivery_during_burst() {
     burst_with_kills("lmtp-delivery");
+}
+
+/// The window itself, made deterministic: an LMTP client sends a message
+/// and goes away before reading the replies after the final dot (its `250`
+/// is lost), then delivers the same message again, as our queue-manager or
+/// Postfix does after a crash. lmtp-delivery stores it once and says 250
+/// both times. Once the user has deleted it, the same message is delivered
+/// again: a record never causes a loss.
+#[test]
+fn lmtp_retry_after_a_lost_250_is_stored_once() {
+    let env = TestEnv::new();
+    setup_users(&env, "");
+    let _authd = Daemon::start(&env, "authd");
+    let lmtp = Daemon::start(&env, "lmtp-delivery");
+    let dir = maildir(&env, "alice");
+    let sock = env.socket("private/lmtp.sock").display().to_string();
+    let msg = "Subject: lost reply\r\nMessage-ID: <lost@example.org>\r\n\r\nonce\r\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            r#"
+import socket, smtplib, sys, time, os
+msg = {msg:?}.encode()
+s = socket.socket(socket.AF_UNIX)
+s.connect({sock:?})
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"LHLO x\r\n")
+while f.readline()[3:4] != b" ":
+    pass
+s.sendall(b"MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+for _ in range(3):
+    f.readline()
+s.sendall(msg + b".\r\n")
+s.close()   # the 250 after the dot is never read
+dirs = [os.path.join({md:?}, d) for d in ("new", "cur")]
+end = time.time() + 20
+while sum(len(os.listdir(d)) for d in dirs if os.path.isdir(d)) == 0:
+    assert time.time() < end, "first copy never written"
+    time.sleep(0.02)
+c = smtplib.LMTP({sock:?})
+c.ehlo("x")
+print("retry", c.sendmail("carol@example.org", ["alice@example.test"], msg))
+c.quit()
+"#,
+            md = dir.display().to_string()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        lmtp.output()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "retry {}");
+    assert_eq!(files(&dir).len(), 1, "stored twice");
+    lmtp.wait_output("duplicate suppressed", Duration::from_secs(5))
+        .unwrap();
+    // The user deletes it; the same message again is a new delivery.
+    std::fs::remove_file(&files(&dir)[0]).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import smtplib\nc = smtplib.LMTP({sock:?})\nc.ehlo('x')\nprint(c.sendmail('carol@example.org', ['alice@example.test'], {msg:?}.encode()))\n"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
+    assert_eq!(files(&dir).len(), 1);
 }
