@@ -148,9 +148,10 @@ fn start(queue_extra: &str) -> Stack {
 }
 
 /// [`start`]; `mx_cert`: the sink gets a certificate for mx.remote.test
-/// from its own CA. In `queue_extra`, `{sink_port}`, `{mx_ca}` (that CA's
-/// file) and `{env}` (the test directory, which holds `relay.pw` with the
-/// password "relaypass") are replaced.
+/// from its own CA. In `queue_extra`, `{sink_port}`, `{smtpd_port}` (our
+/// own MX listener), `{mx_ca}` (that CA's file) and `{env}` (the test
+/// directory, which holds `relay.pw` with the password "relaypass") are
+/// replaced.
 fn start_with(queue_extra: &str, mx_cert: bool) -> Stack {
     let env = TestEnv::new();
     let dns_port = free_port();
@@ -166,7 +167,8 @@ fn start_with(queue_extra: &str, mx_cert: bool) -> Stack {
     let queue_extra = queue_extra
         .replace("{sink_port}", &sink_port.to_string())
         .replace("{mx_ca}", &cert.ca_file.display().to_string())
-        .replace("{env}", &env.path().display().to_string());
+        .replace("{env}", &env.path().display().to_string())
+        .replace("{smtpd_port}", &env.ports["smtp"].to_string());
     setup_users(
         &env,
         &format!(
@@ -699,4 +701,24 @@ ts = [threading.Thread(target=one, args=(i,)) for i in range({n})]
         .unwrap();
     // Concurrent (each delivery takes 0.5 s), but never more than the limit.
     assert!((2..=3).contains(&max), "{max} connections at once");
+}
+
+#[test]
+fn a_next_hop_that_is_ourselves_is_a_loop_and_bounces() {
+    let st = start("transport_maps = { \"loop.test\" = \"smtp:[127.0.0.1]:{smtpd_port}\" }\n");
+    send(&st.env, "alice@example.test", &["x@loop.test"], "loop");
+    wait_log(&st, "554 5.4.6 mail for 127.0.0.1 loops back to myself");
+    let q = st.queue_log();
+    assert!(
+        q.lines()
+            .any(|l| l.contains("bounced") && l.contains("x@loop.test")),
+        "{q}"
+    );
+    // Our smtpd saw only the one submission, no looping copy.
+    let smtpd = st.daemons[3].output();
+    assert_eq!(
+        smtpd.lines().filter(|l| l.contains("queued")).count(),
+        1,
+        "{smtpd}"
+    );
 }

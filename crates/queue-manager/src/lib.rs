@@ -75,9 +75,10 @@
 //! dnsmasq serving MX/null MX on loopback, a scripted SMTP peer with
 //! STARTTLS). **Not yet:** connection reuse across messages (one LMTP/SMTP
 //! connection per transaction), BDAT/BINARYMIME towards the next hop (8-bit
-//! bodies go with DATA), DANE/MTA-STS, mail-loop detection when an MX points
-//! back at this host (Postfix's "mail for X loops back to myself"), alias
-//! targets that are commands or files (authd logs and drops them); messages
+//! bodies go with DATA), DANE/MTA-STS, skipping MX hosts of lower
+//! preference than this host when it is a backup MX (only its own
+//! addresses are skipped: `554 5.4.6 ... loops back to myself` when nothing
+//! else is left), alias targets that are commands or files (authd logs and drops them); messages
 //! are buffered in memory while streamed in and read whole for delivery and
 //! Inspect (bounded by `message_size_limit`). Hold/Delete skip a message
 //! that is in `active/` (being delivered).
@@ -280,7 +281,7 @@ fn router(
         &Config::socket_uri(&cfg.authd.socket),
         &postern_ipc::DialOptions::default(),
     )?;
-    Ok(route::Router::new(
+    let mut router = route::Router::new(
         postern_ipc::auth::v1::auth_client::AuthClient::new(auth),
         lmtp_socket,
         maps,
@@ -304,7 +305,46 @@ fn router(
         committer,
         wake,
         q.default_destination_concurrency_limit,
-    ))
+    );
+    router.own_addresses = own_smtp_addresses(cfg);
+    Ok(router)
+}
+
+/// Where our smtpd listens, with unspecified addresses (`0.0.0.0`, `::`)
+/// expanded to this host's interface addresses: SMTP next hops among them
+/// are mail loops.
+fn own_smtp_addresses(cfg: &Config) -> Vec<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let mut local_ips: Vec<IpAddr> = Vec::new();
+    if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+        for i in ifs {
+            let Some(a) = i.address else { continue };
+            if let Some(v4) = a.as_sockaddr_in() {
+                local_ips.push(IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = a.as_sockaddr_in6() {
+                local_ips.push(IpAddr::V6(v6.ip()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for l in &cfg.smtpd.listener {
+        let Ok(a) = l.address.parse::<SocketAddr>() else {
+            continue;
+        };
+        if a.ip().is_unspecified() {
+            out.extend(
+                local_ips
+                    .iter()
+                    .filter(|ip| ip.is_ipv4() == a.is_ipv4() || a.is_ipv6())
+                    .map(|ip| SocketAddr::new(*ip, a.port())),
+            );
+        } else {
+            out.push(a);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Run until shutdown.

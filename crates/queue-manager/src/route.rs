@@ -27,7 +27,12 @@
 //!    mailboxes otherwise go over LMTP to `lmtp.socket`; remote addresses go
 //!    to `queue.relayhost` when set, otherwise by SMTP to the MX of their
 //!    domain ([`crate::mx`], [`crate::smtp_client`]).
-//! 3. Recipients with the same next hop share one LMTP/SMTP transaction.
+//! 3. SMTP next hops that are this host's own SMTP listeners (an MX or
+//!    transport pointing back at us) are skipped; when nothing else is
+//!    left the recipient bounces with `554 5.4.6 mail for ... loops back
+//!    to myself`, as in Postfix (which also skips MX hosts of lower
+//!    preference than itself; here only our own addresses are skipped).
+//! 4. Recipients with the same next hop share one LMTP/SMTP transaction.
 //!    At most `queue.default_destination_concurrency_limit` transactions run
 //!    at the same time per next hop.
 //!
@@ -249,6 +254,8 @@ pub struct Router {
     pub wake: Arc<tokio::sync::Notify>,
     /// `queue.default_destination_concurrency_limit`.
     pub destination_limit: usize,
+    /// This host's SMTP listening addresses (loop detection); empty = none.
+    pub own_addresses: Vec<std::net::SocketAddr>,
     dests: Mutex<HashMap<Dest, Arc<Semaphore>>>,
 }
 
@@ -283,6 +290,7 @@ impl Router {
             committer,
             wake,
             destination_limit: destination_limit.max(1),
+            own_addresses: Vec::new(),
             dests: Mutex::new(HashMap::new()),
         }
     }
@@ -528,7 +536,18 @@ impl Router {
                 } else {
                     None
                 };
-                let targets = smtp_client::targets(&hosts, *port);
+                let (own, targets): (Vec<_>, Vec<_>) = smtp_client::targets(&hosts, *port)
+                    .into_iter()
+                    .partition(|t| self.own_addresses.contains(&t.addr));
+                if targets.is_empty() && !own.is_empty() {
+                    tracing::error!(queue_id = %m.id, destination = %dest, "mail loops back to myself");
+                    return vec![
+                        Outcome::PermFail(format!(
+                            "554 5.4.6 mail for {host} loops back to myself"
+                        ));
+                        rcpts.len()
+                    ];
+                }
                 self.smtp.deliver(&targets, creds, m, content, rcpts).await
             }
         }
