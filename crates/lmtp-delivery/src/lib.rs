@@ -11,8 +11,17 @@
 //! users get `550 5.1.1`, an unreachable authd `451 4.3.0`. Each accepted
 //! recipient's copy gets `Return-Path:` and `Delivered-To:` and is written
 //! with `mailstore::deliver` (tmp, fsync, rename, directory fsync) before its
-//! `250`; a full mailbox gets `552 5.2.2`. The protocol engine is the shared
+//! `250`; a full mailbox gets `552 5.2.2`, a mailbox that cannot be written
+//! (disk full, permissions) `451 4.3.0`. The protocol engine is the shared
 //! sans-I/O `smtp-proto` session in LMTP mode.
+//!
+//! **Duplicates.** LMTP is at-least-once: a client whose `250` got lost
+//! (lmtp-delivery killed after writing, the client killed before recording
+//! it) delivers the message again. lmtp-delivery recognises the retry — same
+//! envelope sender, recipient and message bytes — through a record written
+//! before the copy is renamed into `new/`, and answers `250` without a
+//! second copy as long as the first one is still in the mailbox ([`dedupe`]).
+//! Tested by killing each daemon during a burst (`tests/tests/crash.rs`).
 //!
 //! **Status:** working for virtual users owned by the daemon's user. Not yet:
 //! delivery as other uids (system users' `~/Maildir`), new-mail notification
@@ -20,7 +29,10 @@
 //!
 //! # SECURITY
 //! Runs as the `vmail` user that owns the virtual mailboxes. The socket is
-//! mode 0660 in the private socket directory.
+//! mode 0660 in the private socket directory (a Postfix `lmtp(8)` client
+//! needs the socket's group, or the TCP listener). Files: each mailbox's
+//! Maildir, and in it `postern-lmtp-seen/` (duplicate records, removed after
+//! six days; not a Maildir++ folder, so readers ignore it).
 //!
 //! # STANDARDS
 //! RFC 2033 (LMTP), RFC 5321.
@@ -29,7 +41,10 @@
 //! `[lmtp] socket, listener, mail_directory`. See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
-//! Logs to stderr (journald) with `daemon=lmtp-delivery`. Exit status 0 after
+//! Logs to stderr (journald) with `daemon=lmtp-delivery`: `delivered` and
+//! `delivery failed` per recipient (`rcpt`, `peer`), `duplicate suppressed:
+//! delivered before` (with the existing file), `user lookup failed` (authd
+//! down: `451 4.3.0`). Exit status 0 after
 //! a clean stop, 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO

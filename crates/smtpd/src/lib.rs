@@ -17,7 +17,11 @@
 //! `451 4.3.0` when authd cannot answer); an authenticated sender must own
 //! its MAIL FROM address (`553 5.7.1`). The message is streamed to
 //! queue-manager with a `Received:` header in front, and `250 ... queued as
-//! ID` is sent only once the queue has it on disk. On submission (an
+//! ID` is sent only once the queue has it on disk; when the queue cannot
+//! take it the reply is `452 4.3.1 Insufficient system storage` (spool file
+//! system full), `552 5.3.4` (size) or `451 4.3.0` (queue down or any other
+//! error), never a 2xx ([`enqueue::failure_reply`]). With authd down, RCPT
+//! gets `451 4.3.0` and AUTH `454 4.7.0`: temporary, so clients retry. On submission (an
 //! authenticated session) a missing `Date:` or `Message-ID:` is added at the
 //! end of the header section ([`headers`]).
 //!
@@ -63,7 +67,9 @@
 //! Logs to stderr (journald), one line per event with `daemon=smtpd` and the
 //! session id: `connected`, `connection refused by limit` (with the limit),
 //! `authenticated` (user), `recipient refused`, `queued` (queue id),
-//! `missing header fields added`, `timeout`, `disconnected`.
+//! `missing header fields added`, `timeout`, `disconnected`; `enqueue
+//! failed` (error level, with the queue's reason) before a 4xx/5xx after
+//! DATA, `authd unavailable` before a 4xx at AUTH.
 //! Exit status 0 after a clean stop, 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
