@@ -184,6 +184,15 @@ pub fn status_of(diagnostic: &str, action: Action) -> String {
     .to_string()
 }
 
+/// Whether `s` starts with a reply code (`2xx`-`5xx` then a space or the end).
+fn is_reply(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 3
+        && (b'2'..=b'5').contains(&b[0])
+        && b[1..3].iter().all(u8::is_ascii_digit)
+        && b.get(3).is_none_or(|&c| c == b' ' || c == b'-')
+}
+
 /// `class "." subject "." detail` (RFC 3463 2): class 2, 4 or 5, subject and
 /// detail 1 to 3 digits.
 fn is_enhanced(s: &str) -> bool {
@@ -428,9 +437,17 @@ pub fn build(
             let _ = write!(m, "Remote-MTA: dns; {}\r\n", one_line(&r.remote_mta, 255));
         }
         if !r.diagnostic.is_empty() {
+            // An SMTP/LMTP reply is `smtp`; our own reasons (no next hop,
+            // a DNS failure) are not replies: `X-Postern` (RFC 3464 2.3.6
+            // allows X- types; Postfix says `X-Postfix`).
+            let kind = if is_reply(&r.diagnostic) {
+                "smtp"
+            } else {
+                "X-Postern"
+            };
             let _ = write!(
                 m,
-                "Diagnostic-Code: smtp; {}\r\n",
+                "Diagnostic-Code: {kind}; {}\r\n",
                 one_line(&r.diagnostic, MAX_DIAGNOSTIC)
             );
         }
@@ -1002,6 +1019,26 @@ mod tests {
         assert_eq!(status_of("no reply at all", Action::Failed), "5.0.0");
         assert_eq!(status_of("", Action::Delivered), "2.0.0");
         assert_eq!(status_of("550 5.1234.1 x", Action::Failed), "5.0.0");
+        assert!(is_reply("550 5.1.1 x") && is_reply("421") && !is_reply("5500 x"));
+        assert!(!is_reply("domain example.org has a null MX") && !is_reply(""));
+        let env = envelope("alice@example.test", 0);
+        let dsn = build(
+            &settings(),
+            Copy::Sender,
+            "0123456789ABCDEF",
+            &env,
+            ORIGINAL,
+            &[failed(
+                env.recipients[0].clone(),
+                "null MX: example.org accepts no mail",
+            )],
+            1,
+        )
+        .unwrap();
+        assert!(
+            parts(&dsn.content).1[1]
+                .contains("Diagnostic-Code: X-Postern; null MX: example.org accepts no mail\r\n")
+        );
         // A reply with line breaks or a boundary-looking text cannot break
         // the structure.
         let env = envelope("alice@example.test", 0);
