@@ -8,8 +8,11 @@
 //!   the other daemons.
 //! * spool on a 4 MiB tmpfs that is then filled: smtpd answers `452 4.3.1`
 //!   after DATA, nothing half-written stays in the spool or reaches the
-//!   Maildir, and mail flows again once there is room. Needs root (mount);
-//!   CI runs as root.
+//!   Maildir, and mail flows again once there is room;
+//! * the mail store's file system full: lmtp-delivery 451, the queue defers,
+//!   delivery once there is room, no partial file in the Maildir.
+//!
+//! The tmpfs tests need root (mount); CI runs as root.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -318,4 +321,60 @@ s.quit()
     let mut subjects = subjects;
     subjects.sort();
     assert_eq!(subjects, ["after full", "before full"]);
+}
+
+/// The mail store's file system full: lmtp-delivery answers 451 (the copy
+/// in `tmp/` is removed), the queue keeps the message deferred, and once
+/// there is room it is delivered, once and complete.
+#[test]
+fn full_mail_store_defers_and_delivers_later() {
+    let env = TestEnv::new();
+    setup_users(
+        &env,
+        "\n[queue]\ndelivery_transport = \"lmtp\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
+    );
+    let store = env.path().join("lib/mail");
+    let _mount = Mount::tmpfs(&store, "4m");
+    let daemons: Vec<Daemon> = ["authd", "lmtp-delivery", "queue-manager", "smtpd"]
+        .into_iter()
+        .map(|d| Daemon::start(&env, d))
+        .collect();
+    let md = maildir(&env, "alice");
+    mailstore::create_maildir(&md).unwrap();
+    let filler = store.join("filler");
+    fill(&filler);
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.sendmail("carol@example.org", ["alice@example.test"], b"Subject: store full\r\n\r\n" + b"0123456789abcdef" * 4096 + b"\r\n")
+s.quit()
+print("sent")
+"#,
+        port = env.ports["smtp"]
+    ));
+    assert!(out.contains("sent"));
+    daemons[2]
+        .wait_output("deferred", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n--- lmtp-delivery ---\n{}", daemons[1].output()));
+    assert!(
+        daemons[1].output().contains("delivery failed"),
+        "{}",
+        daemons[1].output()
+    );
+    for sub in ["tmp", "new", "cur"] {
+        assert_eq!(
+            std::fs::read_dir(md.join(sub)).unwrap().count(),
+            0,
+            "{sub}/ not empty while the store is full"
+        );
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let got = wait_for_messages(&md, 1, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemons[2].output()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(files(&md).len(), 1, "delivered more than once");
+    let text = std::fs::read_to_string(&got[0]).unwrap();
+    assert!(text.contains("Subject: store full") && text.ends_with("0123456789abcdef\n"));
+    assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
 }
