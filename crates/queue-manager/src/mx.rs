@@ -99,7 +99,18 @@ impl Dns {
         // Absolute names only: no search list for mail domains.
         opts.ndots = 0;
         let builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("system DNS configuration: {e}"))?
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                // No usable /etc/resolv.conf: start anyway; remote lookups
+                // fail temporarily (mail is deferred) until it is fixed.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the system DNS configuration: remote mail will be deferred");
+                    TokioResolver::builder_with_config(
+                        ResolverConfig::new(),
+                        TokioConnectionProvider::default(),
+                    )
+                }
+            }
         } else {
             let mut cfg = ResolverConfig::new();
             for &a in servers {

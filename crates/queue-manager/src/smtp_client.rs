@@ -708,6 +708,27 @@ mod tests {
         assert!(!e.pipelining && !e.starttls);
     }
 
+    #[tokio::test]
+    async fn multi_line_ehlo_reply_gives_each_line() {
+        let mut input: &[u8] =
+            b"250-mx.test greets you\r\n250-PIPELINING\r\n250-SIZE 10\r\n250 STARTTLS\r\n220 next";
+        let (r, lines) = read_reply_lines(&mut input).await.unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(
+            lines,
+            ["mx.test greets you", "PIPELINING", "SIZE 10", "STARTTLS"]
+        );
+        let e = Extensions::parse(&lines);
+        assert!(e.pipelining && e.starttls && e.size == Some(10));
+        // Mixed codes and garbage are errors, not panics.
+        let mut bad: &[u8] = b"250-a\r\n550 b\r\n";
+        assert!(read_reply_lines(&mut bad).await.is_err());
+        let mut bad: &[u8] = b"25\r\n";
+        assert!(read_reply_lines(&mut bad).await.is_err());
+        let mut eof: &[u8] = b"250-a\r\n";
+        assert!(read_reply_lines(&mut eof).await.is_err());
+    }
+
     #[test]
     fn xtext_and_notify() {
         assert_eq!(xtext_encode("a+b=c d@x"), "a+2Bb+3Dc+20d@x");
