@@ -176,3 +176,55 @@ print("human", "<bob@example.test>: 552 5.2.2" in parts[0].get_payload())
         qm.output()
     );
 }
+
+/// The default transport (`"auto"`: routed through authd) and no DSN
+/// parameters: the DSN returns the whole message (`message/rfc822`) and
+/// lands in the sender's Maildir the same way.
+#[test]
+fn default_routing_and_no_dsn_parameters_return_the_whole_message() {
+    let env = TestEnv::new();
+    postern_tests::stack::setup_users(&env, "\n[queue]\nqueue_run_delay = \"1h\"\n");
+    mailctl(&env, &["user", "quota", "bob@example.test", "1"], None);
+    let _authd = Daemon::start(&env, "authd");
+    let lmtp = Daemon::start(&env, "lmtp-delivery");
+    let qm = Daemon::start(&env, "queue-manager");
+    let _smtpd = Daemon::start(&env, "smtpd");
+    smtp_send(&env, "alice@example.test", "bob@example.test", &[], &[]);
+    let got = wait_for_messages(&maildir(&env, "alice"), 1, WAIT).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- queue-manager ---\n{}\n--- lmtp ---\n{}",
+            qm.output(),
+            lmtp.output()
+        )
+    });
+    let py = r#"
+import email, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"))
+assert m.get_content_type() == "multipart/report"
+parts = m.get_payload()
+print([p.get_content_type() for p in parts])
+r = parts[1].get_payload()[1]
+print(r["Final-Recipient"], "|", r["Action"], "|", r["Status"])
+inner = parts[2].get_payload()[0]
+print(inner["Subject"], "|", inner.get_payload().strip())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(&got[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text,
+        "['text/plain', 'message/delivery-status', 'message/rfc822']\n\
+         rfc822; bob@example.test | failed | 5.2.2\n\
+         bounce me | the body of the bounced message\n"
+    );
+    wait_queue_empty(&env, &qm);
+}
