@@ -3,6 +3,7 @@
 #   make run       build everything and run the whole stack in the foreground
 #                  (dev/postern.toml: loopback high ports, state under ./var)
 #   make test      install what the tests need, then fmt + clippy + all tests
+#   make bench     postern vs Postfix + Dovecot on this machine (release build)
 #   make install   install binaries, systemd units, config, users, directories
 #   make build     debug build of the workspace
 
@@ -17,7 +18,7 @@ SBINDIR    ?= $(PREFIX)/sbin
 DOCDIR     ?= $(PREFIX)/share/doc/postern
 DAEMONS    := authd lmtp-delivery queue-manager smtpd pop3d imapd
 
-.PHONY: all build run test test-deps lint fmt install clean
+.PHONY: all build run test test-deps lint fmt install clean bench
 
 all: build
 
@@ -46,6 +47,13 @@ test: test-deps lint
 
 fmt:
 	$(CARGO) fmt --all
+
+# Benchmarks: scripts/bench.sh installs the reference stack's packages,
+# builds in release mode and runs `postern-bench suite $(BENCH_ARGS)`.
+# Numbers are printed and written to bench/results/; nothing fails on timing.
+BENCH_ARGS ?=
+bench:
+	./scripts/bench.sh $(BENCH_ARGS)
 
 # Installs into $(DESTDIR); creates the system users only when DESTDIR is
 # empty (a real install). Does not enable or start anything: see README.

@@ -2,8 +2,8 @@
 //! `dovecot-imapd`, `dovecot-pop3d`, `dovecot-lmtpd`, installed by
 //! `make test-deps`): `dovecot -F -c <conf>` with its own `base_dir`,
 //! `state_dir` and log under a temporary directory, a passwd-file passdb
-//! and userdb, IMAP and POP3 on 127.0.0.1 on free ports (no TLS), LMTP on a
-//! Unix socket in `base_dir`. The system's `/etc/dovecot` and any running
+//! and userdb, IMAP, POP3 and LMTP on 127.0.0.1 on free ports (no TLS),
+//! LMTP also on a Unix socket in `base_dir`. The system's `/etc/dovecot` and any running
 //! Dovecot are left alone.
 //!
 //! Mail is accessed as the `mail` account (uid/gid 8 on Debian):
@@ -36,6 +36,8 @@ pub struct Dovecot {
     master: Child,
     pub imap_port: u16,
     pub pop3_port: u16,
+    /// Dovecot's LMTP on 127.0.0.1 (besides the Unix socket).
+    pub lmtp_port: u16,
     uid: u32,
     gid: u32,
 }
@@ -52,6 +54,12 @@ impl Dovecot {
 
     /// Start an instance serving `users`.
     pub fn start(users: &[DovecotUser<'_>]) -> Self {
+        Self::start_with(users, "")
+    }
+
+    /// [`start`](Self::start) with `extra` appended to `dovecot.conf`
+    /// (settings there win over the base ones).
+    pub fn start_with(users: &[DovecotUser<'_>], extra: &str) -> Self {
         for p in [
             Self::COMMAND,
             Self::DOVEADM,
@@ -100,7 +108,7 @@ impl Dovecot {
             ));
         }
         std::fs::write(d.join("users"), passwd).expect("users");
-        let (imap_port, pop3_port) = (free_port(), free_port());
+        let (imap_port, pop3_port, lmtp_port) = (free_port(), free_port(), free_port());
         let conf = format!(
             r#"# postern test instance
 base_dir = {d}/run
@@ -145,7 +153,12 @@ service lmtp {{
   unix_listener lmtp {{
     mode = 0666
   }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
 }}
+{extra}
 "#,
             d = d.display()
         );
@@ -164,6 +177,7 @@ service lmtp {{
             master,
             imap_port,
             pop3_port,
+            lmtp_port,
             uid,
             gid,
         };
@@ -176,6 +190,7 @@ service lmtp {{
         loop {
             let up = std::net::TcpStream::connect(("127.0.0.1", self.imap_port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.pop3_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.lmtp_port)).is_ok()
                 && self.lmtp_socket().exists();
             if up {
                 return;
@@ -187,6 +202,11 @@ service lmtp {{
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The master process id.
+    pub fn pid(&self) -> u32 {
+        self.master.id()
     }
 
     /// The configuration file (`doveadm -c`).

@@ -339,6 +339,11 @@ impl Daemon {
     }
 
     /// SIGTERM and wait; returns the exit status (SIGKILL after [`TIMEOUT`]).
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
         match self.wait_exit(TIMEOUT) {

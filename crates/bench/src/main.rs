@@ -18,6 +18,10 @@
 //! server's RSS growth per connection from `/proc/PID/status`.
 //! Numbers are printed, never judged: tests do not fail on timing.
 
+mod chart;
+mod imap;
+mod suite;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -63,10 +67,29 @@ enum Cmd {
         #[arg(long, default_value = "server")]
         label: String,
     },
+    /// IMAP mixed commands (LOGIN, SELECT, FETCH, STORE, SEARCH, APPEND,
+    /// EXPUNGE, LOGOUT) by several concurrent clients: commands/s.
+    ImapMixed {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        pass: String,
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "server")]
+        label: String,
+    },
+    /// The whole comparison behind `make bench`: postern and a Postfix +
+    /// Dovecot reference on this machine, same workloads, median of runs.
+    Suite(suite::SuiteArgs),
 }
 
 #[derive(clap::Args)]
-struct SmtpArgs {
+pub struct SmtpArgs {
     #[arg(long)]
     server: String,
     #[arg(long, default_value = "bench@example.test")]
@@ -199,7 +222,19 @@ async fn smtp_worker(
     Ok(lat)
 }
 
-async fn smtp(a: SmtpArgs) -> anyhow::Result<()> {
+/// Results of one SMTP run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct SmtpResult {
+    /// Messages acknowledged with 250 per second.
+    pub accept_per_s: f64,
+    /// Messages in the mailbox per second (start to last one visible).
+    pub end_to_end_per_s: Option<f64>,
+    /// Latency MAIL FROM to the 250 after the dot.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+async fn smtp(a: SmtpArgs) -> anyhow::Result<SmtpResult> {
     let SmtpArgs {
         server,
         from,
@@ -230,6 +265,12 @@ async fn smtp(a: SmtpArgs) -> anyhow::Result<()> {
     }
     let accept = start.elapsed();
     lat.sort();
+    let mut res = SmtpResult {
+        accept_per_s: messages as f64 / accept.as_secs_f64(),
+        end_to_end_per_s: None,
+        p50_ms: percentile(&lat, 0.5).as_secs_f64() * 1000.0,
+        p99_ms: percentile(&lat, 0.99).as_secs_f64() * 1000.0,
+    };
     println!(
         "{label}: smtp accept: {messages} msgs x {size} B, concurrency {conc}: {:.0} msg/s, latency p50 {:.1} ms p99 {:.1} ms",
         messages as f64 / accept.as_secs_f64(),
@@ -254,11 +295,13 @@ async fn smtp(a: SmtpArgs) -> anyhow::Result<()> {
             total.as_secs_f64(),
             messages as f64 / total.as_secs_f64()
         );
+        res.end_to_end_per_s = Some(messages as f64 / total.as_secs_f64());
     }
-    Ok(())
+    Ok(res)
 }
 
-async fn pop3(server: String, user: String, pass: String, label: String) -> anyhow::Result<()> {
+/// POP3 LIST + RETR of every message in one session; returns msg/s.
+async fn pop3(server: String, user: String, pass: String, label: String) -> anyhow::Result<f64> {
     let mut c = Line::connect(&server).await?;
     let ok = |l: &str| l.starts_with("+OK");
     if !ok(c.line().await?) {
@@ -301,29 +344,45 @@ async fn pop3(server: String, user: String, pass: String, label: String) -> anyh
         t.as_secs_f64(),
         n as f64 / t.as_secs_f64()
     );
-    Ok(())
+    Ok(n as f64 / t.as_secs_f64())
 }
 
+/// Memory of `pids` in kB: the proportional set size (Pss, from
+/// `/proc/PID/smaps_rollup`), so pages shared between the processes of a
+/// process-per-connection server are not counted once per process; VmRSS
+/// where Pss is not available. For one process Pss is its RSS minus its
+/// share of pages it shares with others (libraries).
 fn rss_kb(pids: &[u32]) -> u64 {
+    let field = |path: String, key: &str| -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
     pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .filter_map(|p| {
+            field(format!("/proc/{p}/smaps_rollup"), "Pss:")
+                .or_else(|| field(format!("/proc/{p}/status"), "VmRSS:"))
         })
         .sum()
 }
 
+/// Opens `n` logged-in idle IMAP connections; returns the server's RSS
+/// growth per connection in KB. `pids` is called before and after, so a
+/// process-per-connection server (Dovecot) can be measured too.
 async fn imap_idle(
     server: String,
     user: String,
     pass: String,
     n: usize,
-    pids: Vec<u32>,
+    pids: impl Fn() -> Vec<u32>,
     label: String,
-) -> anyhow::Result<()> {
-    let before = rss_kb(&pids);
+) -> anyhow::Result<f64> {
+    let before = rss_kb(&pids());
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut c = Line::connect(&server).await?;
@@ -343,27 +402,25 @@ async fn imap_idle(
         conns.push(c);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kb(&pids);
+    let after = rss_kb(&pids());
+    let per = after.saturating_sub(before) as f64 / n.max(1) as f64;
     println!(
-        "{label}: imap idle: {n} logged-in connections, server RSS {} kB -> {} kB: {:.1} KB per connection",
-        before,
-        after,
-        after.saturating_sub(before) as f64 / n.max(1) as f64
+        "{label}: imap idle: {n} logged-in connections, server memory (Pss) {before} kB -> {after} kB: {per:.1} KB per connection"
     );
     drop(conns);
-    Ok(())
+    Ok(per)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
-        Cmd::Smtp(a) => smtp(a).await,
+        Cmd::Smtp(a) => smtp(a).await.map(drop),
         Cmd::Pop3 {
             server,
             user,
             pass,
             label,
-        } => pop3(server, user, pass, label).await,
+        } => pop3(server, user, pass, label).await.map(drop),
         Cmd::ImapIdle {
             server,
             user,
@@ -371,6 +428,27 @@ async fn main() -> anyhow::Result<()> {
             connections,
             pid,
             label,
-        } => imap_idle(server, user, pass, connections, pid, label).await,
+        } => imap_idle(server, user, pass, connections, move || pid.clone(), label)
+            .await
+            .map(drop),
+        Cmd::ImapMixed {
+            server,
+            user,
+            pass,
+            clients,
+            seconds,
+            label,
+        } => imap::mixed(
+            &server,
+            &user,
+            &pass,
+            None,
+            clients,
+            Duration::from_secs(seconds),
+            &label,
+        )
+        .await
+        .map(drop),
+        Cmd::Suite(a) => suite::run(a).await,
     }
 }
