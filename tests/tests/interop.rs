@@ -452,3 +452,94 @@ i.logout()
     ]);
     assert!(ok && out.lines().count() == 1, "{out}{err}");
 }
+
+/// Routing (`delivery_transport = "auto"`, the default) with a per-domain
+/// transport to Dovecot's LMTP over TCP (`transport_maps`): an alias with
+/// two targets is expanded by authd and each target lands in its Dovecot
+/// mailbox once.
+#[test]
+fn transport_maps_route_a_domain_to_dovecot_lmtp_over_tcp() {
+    let dc = Dovecot::start(&[
+        DovecotUser {
+            name: "alice@example.test",
+            password: "dc-alice",
+            mail: None,
+        },
+        DovecotUser {
+            name: "bob@example.test",
+            password: "dc-bob",
+            mail: None,
+        },
+    ]);
+    let env = TestEnv::new();
+    setup_users(
+        &env,
+        &format!(
+            "\n[queue.transport_maps]\n\"example.test\" = \"lmtp:inet:127.0.0.1:{}\"\n",
+            dc.lmtp_port
+        ),
+    );
+    postern_tests::stack::mailctl(
+        &env,
+        &[
+            "alias",
+            "add",
+            "team@example.test",
+            "alice@example.test",
+            "bob@example.test",
+        ],
+        None,
+    );
+    let _authd = Daemon::start(&env, "authd");
+    let queue = Daemon::start(&env, "queue-manager");
+    let _smtpd = Daemon::start(&env, "smtpd");
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.example.org")
+print(s.sendmail("carol@example.org", ["team@example.test", "alice@example.test"], b"Subject: routed\r\nMessage-ID: <routed@example.org>\r\n\r\nto the team\r\n"))
+s.quit()
+"#,
+        port = env.ports["smtp"]
+    ));
+    assert_eq!(out.trim(), "{}");
+    // alice: once as herself and once through the alias (two deliveries
+    // of the message, as Postfix does for an alias and a direct recipient
+    // in different transactions); bob: once.
+    for (user, n) in [("alice@example.test", 2), ("bob@example.test", 1)] {
+        let got = wait_for_messages(&dc.maildir(user), n, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", queue.output(), dc.log()));
+        for f in &got {
+            let t = std::fs::read_to_string(f).unwrap();
+            // Dovecot writes Delivered-To only for a one-recipient
+            // transaction (the alias's targets share one).
+            assert!(
+                t.lines()
+                    .filter_map(|l| l.strip_prefix("Delivered-To: "))
+                    .all(|d| d == user),
+                "{t}"
+            );
+            assert!(
+                t.ends_with("Subject: routed\nMessage-ID: <routed@example.org>\n\nto the team\n"),
+                "{t}"
+            );
+        }
+    }
+    // Dovecot's log process writes asynchronously: wait for both lines.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = dc.log();
+        let saved = ["alice@example.test", "bob@example.test"].iter().all(|u| {
+            log.lines().any(|l| {
+                l.contains(&format!("lmtp({u})"))
+                    && l.contains("msgid=<routed@example.org>: saved mail to INBOX")
+            })
+        });
+        if saved && log.contains("Connect from 127.0.0.1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
