@@ -722,3 +722,28 @@ fn a_next_hop_that_is_ourselves_is_a_loop_and_bounces() {
         "{smtpd}"
     );
 }
+
+#[test]
+fn the_connection_to_a_destination_is_reused_for_the_next_message() {
+    let st = start("");
+    for i in 1..=3 {
+        send(
+            &st.env,
+            "alice@example.test",
+            &[&format!("u{i}@remote.test")],
+            "reuse",
+        );
+        wait_sink(&st, i);
+    }
+    let log = sink_log(&st);
+    // One connection (one STARTTLS), then RSET before each reuse.
+    assert_eq!(log.matches("STARTTLS").count(), 1, "{log}");
+    assert_eq!(log.matches("tls RSET").count(), 2, "{log}");
+    assert_eq!(log.matches("tls MAIL FROM").count(), 3, "{log}");
+    // Idle connections are closed with QUIT after a few seconds.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sink_log(&st).contains("tls QUIT") {
+        assert!(Instant::now() < end, "cached connection never closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

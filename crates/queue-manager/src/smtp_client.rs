@@ -21,13 +21,21 @@
 //! for every recipient not yet answered (the message might otherwise be
 //! delivered twice).
 //!
-//! Not done: connection reuse across messages (one connection per
-//! transaction), `BDAT`/BINARYMIME (8-bit bodies are sent with DATA), DANE
-//! and MTA-STS.
+//! Connection reuse ([`ConnCache`]): after a transaction that reached the
+//! end-of-data reply, the connection is kept idle for up to
+//! [`CACHE_IDLE`] and reused for the next message to the same host name,
+//! address and AUTH state (after a `RSET` that must answer 250), at most
+//! [`MAX_REUSE`] messages and [`REUSE_TIME_LIMIT`] per connection, as
+//! Postfix's connection cache. The host name is part of the key, so a
+//! connection verified for one name is never used for another.
+//!
+//! Not done: `BDAT`/BINARYMIME (8-bit bodies are sent with DATA), DANE and
+//! MTA-STS; SMTPUTF8 is only checked for the addresses, not the headers.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -44,6 +52,19 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Timeout for the reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
 pub const DATA_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a connection may stay idle in the cache (Postfix
+/// `smtp_connection_cache_time_limit` is 2s).
+pub const CACHE_IDLE: Duration = Duration::from_secs(2);
+/// Messages per connection (Postfix's `smtp_connection_reuse_count_limit`
+/// has no limit by default).
+pub const MAX_REUSE: u32 = 100;
+/// Age after which a connection is not reused (Postfix
+/// `smtp_connection_reuse_time_limit`).
+pub const REUSE_TIME_LIMIT: Duration = Duration::from_secs(300);
+/// Bound on idle connections per key and in all.
+const CACHE_PER_KEY: usize = 8;
+const CACHE_TOTAL: usize = 256;
 
 /// A byte stream: TCP, TLS, or a Unix socket (LMTP).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -119,6 +140,100 @@ pub struct SmtpClient {
     pub tls_unverified: Arc<rustls::ClientConfig>,
     /// Used for `verify`.
     pub tls_verified: Option<Arc<rustls::ClientConfig>>,
+    /// Idle connections for reuse.
+    pub cache: Arc<ConnCache>,
+}
+
+/// (host name, address, authenticated)
+type CacheKey = (String, SocketAddr, bool);
+
+struct Cached {
+    conn: Conn,
+    ext: Extensions,
+    uses: u32,
+    born: Instant,
+    idle_since: Instant,
+}
+
+/// Idle SMTP connections by destination; see the module documentation.
+#[derive(Default)]
+pub struct ConnCache {
+    idle: std::sync::Mutex<HashMap<CacheKey, Vec<Cached>>>,
+}
+
+impl ConnCache {
+    /// A cache with a task (on the current tokio runtime) that closes
+    /// connections idle for longer than [`CACHE_IDLE`] with QUIT.
+    pub fn start() -> Arc<Self> {
+        let cache = Arc::new(Self::default());
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(c) = weak.upgrade() else { return };
+                let old = c.expired();
+                drop(c);
+                for mut x in old {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), x.conn.cmd("QUIT")).await;
+                }
+            }
+        });
+        cache
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Vec<Cached>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expired(&self) -> Vec<Cached> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut map = self.lock();
+        for v in map.values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(v)
+                .into_iter()
+                .partition(|c| now.duration_since(c.idle_since) > CACHE_IDLE);
+            *v = keep;
+            out.extend(old);
+        }
+        map.retain(|_, v| !v.is_empty());
+        out
+    }
+
+    fn take(&self, k: &CacheKey) -> Option<Cached> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let v = map.get_mut(k)?;
+        while let Some(c) = v.pop() {
+            if now.duration_since(c.idle_since) <= CACHE_IDLE {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put(&self, k: CacheKey, c: Cached) -> Option<Cached> {
+        if c.uses >= MAX_REUSE || c.born.elapsed() > REUSE_TIME_LIMIT {
+            return Some(c);
+        }
+        let mut map = self.lock();
+        let total: usize = map.values().map(Vec::len).sum();
+        let v = map.entry(k).or_default();
+        if v.len() >= CACHE_PER_KEY || total >= CACHE_TOTAL {
+            return Some(c);
+        }
+        v.push(c);
+        None
+    }
+
+    /// Idle connections held now.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Accepts any certificate (opportunistic TLS, RFC 7435), still checking
@@ -355,6 +470,18 @@ impl SmtpClient {
         let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mut last = String::from("no host to connect to");
         'hosts: for t in targets {
+            let key: CacheKey = (t.name.clone(), t.addr, auth.is_some());
+            if let Some(mut cached) = self.cache.take(&key) {
+                match cached.conn.cmd("RSET").await {
+                    Ok(r) if r.code == 250 => {
+                        tracing::debug!(queue_id = %m.id, host = %t.name, uses = cached.uses, "reusing connection");
+                        self.run(t, key, cached, m, content, rcpts, &mut out).await;
+                        break 'hosts;
+                    }
+                    // Closed by the peer meanwhile: connect afresh.
+                    _ => drop(cached),
+                }
+            }
             let mut use_tls = self.tls_level != TlsLevel::None;
             for _ in 0..2 {
                 match self
@@ -488,6 +615,34 @@ impl SmtpClient {
             }
         }
         // From here on, the host has the transaction: no next host.
+        let now = Instant::now();
+        let cached = Cached {
+            conn: c,
+            ext,
+            uses: 0,
+            born: now,
+            idle_since: now,
+        };
+        let key = (t.name.clone(), t.addr, auth.is_some());
+        self.run(t, key, cached, m, content, rcpts, out).await;
+        Ok(())
+    }
+
+    /// One transaction on an open connection; keeps it for reuse when the
+    /// transaction ended cleanly.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        t: &Target,
+        key: CacheKey,
+        mut cached: Cached,
+        m: &Message,
+        content: &[u8],
+        rcpts: &[RcptTo],
+        out: &mut [Option<Outcome>],
+    ) {
+        let ext = cached.ext.clone();
+        let c = &mut cached.conn;
         let fail_all = |o: Outcome, out: &mut [Option<Outcome>]| {
             for x in out.iter_mut().filter(|x| x.is_none()) {
                 *x = Some(o.clone());
@@ -506,7 +661,7 @@ impl SmtpClient {
                 out,
             );
             let _ = c.cmd("QUIT").await;
-            return Ok(());
+            return;
         }
         if m.envelope.smtputf8 && !ext.smtputf8 && needs_smtputf8(m, rcpts) {
             fail_all(
@@ -517,17 +672,25 @@ impl SmtpClient {
                 out,
             );
             let _ = c.cmd("QUIT").await;
-            return Ok(());
+            return;
         }
-        let r = self.transaction(&mut c, &ext, m, content, rcpts, out).await;
-        if let Err(e) = r {
-            tracing::warn!(queue_id = %m.id, host = %t.name, error = %e, "SMTP session failed during the transaction");
-            fail_all(
-                Outcome::TempFail(format!("451 4.4.2 {}: lost connection: {e}", t.name)),
-                out,
-            );
+        match self.transaction(c, &ext, m, content, rcpts, out).await {
+            Ok(true) => {
+                cached.uses += 1;
+                cached.idle_since = Instant::now();
+                if let Some(mut c) = self.cache.put(key, cached) {
+                    let _ = c.conn.cmd("QUIT").await;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(queue_id = %m.id, host = %t.name, error = %e, "SMTP session failed during the transaction");
+                fail_all(
+                    Outcome::TempFail(format!("451 4.4.2 {}: lost connection: {e}", t.name)),
+                    out,
+                );
+            }
         }
-        Ok(())
     }
 
     async fn hello(&self, c: &mut Conn) -> Result<Extensions, HostError> {
@@ -551,6 +714,9 @@ impl SmtpClient {
         )))
     }
 
+    /// MAIL, RCPT, DATA. `Ok(true)`: the transaction reached the
+    /// end-of-data reply and the connection may be reused; `Ok(false)`: it
+    /// was ended with QUIT.
     async fn transaction(
         &self,
         c: &mut Conn,
@@ -559,7 +725,7 @@ impl SmtpClient {
         content: &[u8],
         rcpts: &[RcptTo],
         out: &mut [Option<Outcome>],
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         let e = &m.envelope;
         let mut mail = format!("MAIL FROM:{}", path(&e.sender));
         if ext.size.is_some() {
@@ -627,7 +793,7 @@ impl SmtpClient {
                 *x = Some(o.clone());
             }
             let _ = c.cmd("QUIT").await;
-            return Ok(());
+            return Ok(false);
         }
         let mut accepted = Vec::new();
         for (k, r) in replies.iter().enumerate() {
@@ -639,7 +805,7 @@ impl SmtpClient {
         }
         if accepted.is_empty() {
             let _ = c.cmd("QUIT").await;
-            return Ok(());
+            return Ok(false);
         }
         let r = c.cmd("DATA").await?;
         if r.code != 354 {
@@ -648,7 +814,7 @@ impl SmtpClient {
                 out[k] = Some(o.clone());
             }
             let _ = c.cmd("QUIT").await;
-            return Ok(());
+            return Ok(false);
         }
         let w = c.s.get_mut();
         tokio::time::timeout(DATA_TIMEOUT, w.write_all(&dot_stuff(content)))
@@ -660,8 +826,8 @@ impl SmtpClient {
         for &k in &accepted {
             out[k] = Some(o.clone());
         }
-        let _ = c.cmd("QUIT").await;
-        Ok(())
+        // Clean state after the end-of-data reply: reusable.
+        Ok(true)
     }
 }
 
