@@ -160,7 +160,9 @@ fn mailq_hold_release_show_delete_flush_on_the_running_daemon() {
     );
     for needle in [
         "sender: carol@example.org\n",
+        "origin: sendmail\n",
         "recipient: alice@example.test (deferred)\n",
+        "  notify: -\n",
         "  last reply: ",
         "Subject: one\r\n",
         "body of one\r\n",

@@ -109,6 +109,36 @@ fn entry(m: &spool::Message) -> pb::QueueEntry {
     }
 }
 
+/// The stored envelope as the protocol's (for Inspect).
+fn envelope_to(e: &Envelope) -> pb::Envelope {
+    pb::Envelope {
+        sender: e.sender.clone(),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| pb::Recipient {
+                address: r.address.clone(),
+                notify_never: r.notify & 1 != 0,
+                notify_success: r.notify & 2 != 0,
+                notify_failure: r.notify & 4 != 0,
+                notify_delay: r.notify & 8 != 0,
+                orcpt: r.orcpt.clone(),
+            })
+            .collect(),
+        body: i32::from(e.body),
+        smtputf8: e.smtputf8,
+        ret: i32::from(e.ret),
+        envid: e.envid.clone(),
+        size_hint: e.size_hint,
+        client_helo: e.helo.clone(),
+        client_address: e.client_address.clone(),
+        client_hostname: e.client_hostname.clone(),
+        auth_user: e.auth_user.clone(),
+        origin: e.origin.clone(),
+        session_id: e.session_id.clone(),
+    }
+}
+
 /// Validate every id first; unknown-format ids are refused as a whole.
 fn parse_ids(ids: &[String]) -> Result<Vec<QueueId>, Status> {
     ids.iter()
@@ -357,6 +387,7 @@ impl pb::queue_server::Queue for QueueService {
         Ok(Response::new(pb::InspectResponse {
             entry: Some(entry(&m)),
             message: body,
+            envelope: Some(envelope_to(&m.envelope)),
         }))
     }
 

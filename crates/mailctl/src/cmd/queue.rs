@@ -274,7 +274,7 @@ async fn show(client: &mut Client, id: &str, envelope_only: bool) -> u8 {
         return admin::EXIT_FAILURE;
     };
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "{}", format_envelope(&e));
+    let _ = write!(out, "{}", format_envelope(&e, r.envelope.as_ref()));
     if !envelope_only {
         let _ = writeln!(out, "*** MESSAGE CONTENTS {}/{} ***", e.queue, e.queue_id);
         let _ = out.write_all(&r.message);
@@ -286,8 +286,30 @@ async fn show(client: &mut Client, id: &str, envelope_only: bool) -> u8 {
     0
 }
 
-/// The envelope part of `show`, `postcat -q` style.
-pub fn format_envelope(e: &pb::QueueEntry) -> String {
+/// NOTIFY as written in RCPT TO (`-` = not given).
+fn notify_text(r: &pb::Recipient) -> String {
+    let mut v = Vec::new();
+    for (on, name) in [
+        (r.notify_never, "NEVER"),
+        (r.notify_success, "SUCCESS"),
+        (r.notify_failure, "FAILURE"),
+        (r.notify_delay, "DELAY"),
+    ] {
+        if on {
+            v.push(name);
+        }
+    }
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
+}
+
+/// The envelope part of `show`, `postcat -q` style: `name: value` lines;
+/// `full` (the stored envelope, from servers that send it) adds the DSN
+/// parameters and where the message came from.
+pub fn format_envelope(e: &pb::QueueEntry, full: Option<&pb::Envelope>) -> String {
     let mut out = format!("*** ENVELOPE RECORDS {}/{} ***\n", e.queue, e.queue_id);
     out.push_str(&format!("message_size: {}\n", e.size));
     out.push_str(&format!(
@@ -295,12 +317,46 @@ pub fn format_envelope(e: &pb::QueueEntry) -> String {
         arrival(e.arrival_unix)
     ));
     out.push_str(&format!("sender: {}\n", printable(&e.sender)));
-    for r in &e.recipients {
+    if let Some(f) = full {
+        let ret = match f.ret {
+            1 => "FULL",
+            2 => "HDRS",
+            _ => "-",
+        };
+        let body = match f.body {
+            1 => "8BITMIME",
+            2 => "BINARYMIME",
+            _ => "7BIT",
+        };
+        for (k, v) in [
+            ("envid", f.envid.as_str()),
+            ("ret", ret),
+            ("body", body),
+            ("smtputf8", if f.smtputf8 { "yes" } else { "no" }),
+            ("origin", f.origin.as_str()),
+            ("client_helo", f.client_helo.as_str()),
+            ("client_address", f.client_address.as_str()),
+            ("client_hostname", f.client_hostname.as_str()),
+            ("auth_user", f.auth_user.as_str()),
+            ("session_id", f.session_id.as_str()),
+        ] {
+            if !v.is_empty() {
+                out.push_str(&format!("{k}: {}\n", printable(v)));
+            }
+        }
+    }
+    for (i, r) in e.recipients.iter().enumerate() {
         out.push_str(&format!(
             "recipient: {} ({})\n",
             printable(&r.address),
             r.status
         ));
+        if let Some(fr) = full.and_then(|f| f.recipients.get(i)) {
+            out.push_str(&format!("  notify: {}\n", notify_text(fr)));
+            if !fr.orcpt.is_empty() {
+                out.push_str(&format!("  orcpt: {}\n", printable(&fr.orcpt)));
+            }
+        }
         if !r.last_reply.is_empty() {
             out.push_str(&format!("  last reply: {}\n", printable(&r.last_reply)));
         }
@@ -536,6 +592,55 @@ mod tests {
         assert_eq!(format_mailq(&entries), expected);
         assert_eq!(format_mailq(&[]), "Mail queue is empty\n");
         assert!(format_mailq(&entries[1..2]).ends_with("-- 1 Kbytes in 1 Request.\n"));
+    }
+
+    #[test]
+    fn show_envelope_lists_dsn_parameters_and_status() {
+        let e = pb::QueueEntry {
+            queue_id: "0123456789ABCDEF".into(),
+            queue: "deferred".into(),
+            size: 42,
+            arrival_unix: 1_796_284_813,
+            sender: "alice@example.test".into(),
+            recipients: vec![pb::RecipientStatus {
+                address: "bob@example.org".into(),
+                status: "deferred".into(),
+                last_reply: "451 4.3.0 later".into(),
+                next_attempt_unix: 1_796_285_113,
+            }],
+        };
+        let full = pb::Envelope {
+            recipients: vec![pb::Recipient {
+                address: "bob@example.org".into(),
+                notify_failure: true,
+                notify_delay: true,
+                orcpt: "rfc822;Bob@example.org".into(),
+                ..Default::default()
+            }],
+            ret: 2,
+            envid: "E1".into(),
+            origin: "smtpd".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            format_envelope(&e, Some(&full)),
+            "*** ENVELOPE RECORDS deferred/0123456789ABCDEF ***\n\
+             message_size: 42\n\
+             message_arrival_time: Thu Dec  3 08:00:13 UTC\n\
+             sender: alice@example.test\n\
+             envid: E1\n\
+             ret: HDRS\n\
+             body: 7BIT\n\
+             smtputf8: no\n\
+             origin: smtpd\n\
+             recipient: bob@example.org (deferred)\n\
+             \x20 notify: FAILURE,DELAY\n\
+             \x20 orcpt: rfc822;Bob@example.org\n\
+             \x20 last reply: 451 4.3.0 later\n\
+             \x20 next attempt: Thu Dec  3 08:05:13 UTC\n"
+        );
+        // An older server without the envelope: the basic lines only.
+        assert!(!format_envelope(&e, None).contains("notify:"));
     }
 
     #[test]
