@@ -227,4 +227,34 @@ print(inner["Subject"], "|", inner.get_payload().strip())
          bounce me | the body of the bounced message\n"
     );
     wait_queue_empty(&env, &qm);
+
+    // NOTIFY=SUCCESS: the message and a "delivered" report (headers only).
+    smtp_send(
+        &env,
+        "alice@example.test",
+        "alice@example.test",
+        &[],
+        &["NOTIFY=SUCCESS,FAILURE"],
+    );
+    let got = wait_for_messages(&maildir(&env, "alice"), 3, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", qm.output()));
+    let texts: Vec<String> = got
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let report = texts
+        .iter()
+        .find(|t| t.contains("Subject: Successful Mail Delivery Report"))
+        .unwrap_or_else(|| panic!("no success DSN in {texts:#?}"));
+    for needle in [
+        "Return-Path: <>",
+        "Final-Recipient: rfc822; alice@example.test",
+        "Action: delivered",
+        "Status: 2.",
+        "Content-Type: text/rfc822-headers",
+    ] {
+        assert!(report.contains(needle), "{needle:?} in\n{report}");
+    }
+    assert!(!report.contains("the body of the bounced message"));
+    wait_queue_empty(&env, &qm);
 }

@@ -45,6 +45,15 @@
 //!   headers only.
 //! * Several recipients of one message that fail in the same attempt get one
 //!   DSN.
+//!
+//! Not yet: `Remote-MTA` is never filled in (the transports' outcomes do
+//! not name the host that answered; [`Report::remote_mta`] is ready for
+//! it), and a success report says `delivered` for every successful
+//! delivery, also to a remote SMTP server, where RFC 3461 5.2.2 wants
+//! `relayed` when that server does not offer DSN and no report at all when
+//! it does (it reports itself) — so NOTIFY=SUCCESS mail to a remote DSN
+//! server may produce two success reports. No `Will-Retry-Until` in delay
+//! warnings.
 //! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
 //!   Postfix's `notify_classes = bounce` with `bounce_notice_recipient`) is a
 //!   separate message with the same report and the original headers only,
