@@ -59,7 +59,7 @@ fn burst_with_kills(victim: &str) {
     // are retried within the test.
     setup_users(
         &env,
-        "\n[queue]\ndelivery_transport = \"lmtp\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"2s\"\nqueue_run_delay = \"1s\"\n",
+        "\n[queue]\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"2s\"\nqueue_run_delay = \"1s\"\n",
     );
     let names = ["authd", "lmtp-delivery", "queue-manager", "smtpd"];
     let mut daemons: BTreeMap<&str, Daemon> =

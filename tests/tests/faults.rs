@@ -3,7 +3,8 @@
 //!
 //! * authd killed: smtpd answers 4xx at RCPT and AUTH (never 5xx, never
 //!   accepts and loses), pop3d `-ERR [SYS/TEMP]`, imapd `NO [UNAVAILABLE]`;
-//!   mail already queued waits (lmtp-delivery 451 → deferred) and is
+//!   mail already queued waits (the queue's routing cannot resolve the
+//!   recipient through authd: 451 4.3.0, deferred) and is
 //!   delivered once authd is back; everything resumes without restarting
 //!   the other daemons.
 //! * spool on a 4 MiB tmpfs that is then filled: smtpd answers `452 4.3.1`
@@ -111,7 +112,7 @@ fn authd_down_gives_temporary_errors_and_service_resumes() {
     let env = TestEnv::new();
     setup_users(
         &env,
-        "\n[queue]\ndelivery_transport = \"lmtp\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
+        "\n[queue]\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
     );
     let mut authd = Daemon::start(&env, "authd");
     let others: Vec<Daemon> = ["lmtp-delivery", "queue-manager", "smtpd", "pop3d", "imapd"]
@@ -149,8 +150,9 @@ fn authd_down_gives_temporary_errors_and_service_resumes() {
         "IMAP with authd down:\n{down}"
     );
 
-    // Mail queued while authd is down is not lost: lmtp-delivery cannot
-    // look alice up (451), the queue defers it and delivers it later.
+    // Mail queued while authd is down is not lost: the queue cannot resolve
+    // alice (routing asks authd; 451 4.3.0), defers it and delivers it
+    // later.
     sendmail(
         &env,
         "alice@example.test",
@@ -247,7 +249,7 @@ fn full_spool_gives_452_and_nothing_half_written() {
     let env = TestEnv::new();
     setup_users(
         &env,
-        "\n[queue]\ndelivery_transport = \"lmtp\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
+        "\n[queue]\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
     );
     let spool = env.path().join("lib/spool");
     let _mount = Mount::tmpfs(&spool, "4m");
@@ -331,7 +333,7 @@ fn full_mail_store_defers_and_delivers_later() {
     let env = TestEnv::new();
     setup_users(
         &env,
-        "\n[queue]\ndelivery_transport = \"lmtp\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
+        "\n[queue]\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\nqueue_run_delay = \"1s\"\n",
     );
     let store = env.path().join("lib/mail");
     let _mount = Mount::tmpfs(&store, "4m");
