@@ -57,10 +57,11 @@
 //! Done: delivery, Maildir creation with the default folders, INBOX and
 //! folder indexes, listing with sizes from names, reading, flag changes by
 //! rename, expunge, the POP3 lock, external changes (mutt renames and
-//! deletes) seen at sync. Not yet: IMAP folder operations (create/rename/
-//! delete folders, copy/move/append with UIDPLUS), keywords
-//! (`dovecot-keywords`), quotas, modified UTF-7 folder names — they come
-//! with imapd.
+//! deletes) seen at sync, folder creation, keywords as the letters `a`..`z`
+//! with Dovecot's `dovecot-keywords` list ([`read_keywords`],
+//! [`keyword_letters`]). Folder names are stored as IMAP sends them
+//! (modified UTF-7, as Dovecot does by default). Not yet: quotas, cached
+//! envelope/bodystructure.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -240,6 +241,29 @@ pub fn deliver_with(
     message: &[u8],
     before_rename: impl FnOnce(&str),
 ) -> Result<Delivered> {
+    deliver_inner(root, folder, message, None, before_rename)
+}
+
+/// [`deliver`] with an internal date (seconds since the epoch, for IMAP
+/// APPEND's date-time): it becomes the time in the file name (which is what
+/// [`Mailbox`] reports as `internal_date`) and the file's mtime (what
+/// Dovecot reads).
+pub fn deliver_dated(
+    root: &Path,
+    folder: &str,
+    message: &[u8],
+    internal_date: Option<u64>,
+) -> Result<Delivered> {
+    deliver_inner(root, folder, message, internal_date, |_| {})
+}
+
+fn deliver_inner(
+    root: &Path,
+    folder: &str,
+    message: &[u8],
+    internal_date: Option<u64>,
+    before_rename: impl FnOnce(&str),
+) -> Result<Delivered> {
     create_maildir(root)?;
     let dir = folder_path(root, folder);
     if !dir.join("new").exists() {
@@ -253,7 +277,7 @@ pub fn deliver_with(
         .unwrap_or_default();
     let base = format!(
         "{}.M{}P{}Q{}.{},S={},W={}",
-        now.as_secs(),
+        internal_date.unwrap_or(now.as_secs()),
         now.subsec_micros(),
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
@@ -267,7 +291,13 @@ pub fn deliver_with(
         .create_new(true)
         .open(&tmp)
         .map_err(io_err(&tmp))?;
-    let written = f.write_all(&stored).and_then(|()| f.sync_all());
+    let written = f
+        .write_all(&stored)
+        .and_then(|()| match internal_date {
+            Some(secs) => f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs)),
+            None => Ok(()),
+        })
+        .and_then(|()| f.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&tmp)(e));
@@ -297,6 +327,73 @@ pub fn create_folder(root: &Path, folder: &str) -> Result<()> {
     File::create(&marker).map_err(io_err(&marker))?;
     fsync_dir(root)?;
     Ok(())
+}
+
+/// Rename folder `old` to `new` together with its subfolders (`old.x` →
+/// `new.x`), keeping UIDs and UIDVALIDITY (the index moves with the
+/// directory). Renaming INBOX (RFC 3501 section 6.3.5) creates `new`, moves
+/// every INBOX message into it (flags and keyword list kept; new UIDs
+/// there) and leaves INBOX empty; INBOX's subfolders stay. Errors:
+/// `NotFound` when `old` does not exist, `AlreadyExists` when `new` (or
+/// one of the renamed subfolders' new names) does.
+pub fn rename_folder(root: &Path, old: &str, new: &str) -> Result<()> {
+    let exists = |e: io::ErrorKind, p: &Path| io_err(p)(io::Error::from(e));
+    let new_dir = folder_path(root, new);
+    if new_dir == root || new_dir.exists() {
+        return Err(exists(io::ErrorKind::AlreadyExists, &new_dir));
+    }
+    if old.eq_ignore_ascii_case("INBOX") {
+        create_folder(root, new)?;
+        let kw = root.join(KEYWORDS_FILE);
+        if kw.exists() {
+            let text = fs::read(&kw).map_err(io_err(&kw))?;
+            write_atomic(&new_dir.join(KEYWORDS_FILE), &text)?;
+        }
+        for sub in ["new", "cur"] {
+            let from = root.join(sub);
+            let to = new_dir.join(sub);
+            for entry in fs::read_dir(&from).map_err(io_err(&from))? {
+                let entry = entry.map_err(io_err(&from))?;
+                let fname = entry.file_name();
+                if !fname.to_str().is_some_and(name::is_message) {
+                    continue;
+                }
+                match fs::rename(entry.path(), to.join(&fname)) {
+                    Ok(()) => {}
+                    // Expunged meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&entry.path())(e)),
+                }
+            }
+            fsync_dir(&to)?;
+            fsync_dir(&from)?;
+        }
+        return Ok(());
+    }
+    let old_dir = folder_path(root, old);
+    if !old_dir.join("cur").is_dir() {
+        return Err(exists(io::ErrorKind::NotFound, &old_dir));
+    }
+    // The folder and its subfolders, with their new directory names.
+    let prefix = format!(".{old}.");
+    let mut moves = vec![(old_dir, new_dir)];
+    for entry in fs::read_dir(root).map_err(io_err(root))? {
+        let entry = entry.map_err(io_err(root))?;
+        if let Some(rest) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+        {
+            moves.push((entry.path(), root.join(format!(".{new}.{rest}"))));
+        }
+    }
+    if let Some((_, taken)) = moves.iter().find(|(_, to)| to.exists()) {
+        return Err(exists(io::ErrorKind::AlreadyExists, taken));
+    }
+    for (from, to) in &moves {
+        fs::rename(from, to).map_err(io_err(from))?;
+    }
+    fsync_dir(root)
 }
 
 /// POP3's UIDL for a message: Dovecot's `%08Xu%08Xv`.
@@ -438,6 +535,83 @@ impl Pop3Lock {
             None => Err(StoreError::Pop3InUse),
         }
     }
+}
+
+/// Dovecot's keyword list, one per mailbox directory: `<n> <name>` lines,
+/// keyword `n` being the flag letter `'a' + n` in the file names.
+pub const KEYWORDS_FILE: &str = "dovecot-keywords";
+/// Maildir has the letters `a`..`z` for keywords: at most 26 per mailbox.
+pub const MAX_KEYWORDS: usize = 26;
+
+/// The keywords of the mailbox at `dir`, indexed by letter (`a` = 0); an
+/// unused slot is an empty string. A missing file means no keywords.
+pub fn read_keywords(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    let Ok(text) = fs::read_to_string(dir.join(KEYWORDS_FILE)) else {
+        return v;
+    };
+    for line in text.lines() {
+        let Some((n, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        if n >= MAX_KEYWORDS || name.is_empty() {
+            continue;
+        }
+        if v.len() <= n {
+            v.resize(n + 1, String::new());
+        }
+        v[n] = name.to_string();
+    }
+    v
+}
+
+/// The flag letter of each keyword name (compared without regard to ASCII
+/// case), adding unknown names to the mailbox's list when `create`.
+/// `None` for a name that is unknown (and not created) or when all 26
+/// letters are taken.
+pub fn keyword_letters(dir: &Path, names: &[&str], create: bool) -> Result<Vec<Option<char>>> {
+    let letter = |i: usize| char::from(b'a' + i as u8);
+    let known = read_keywords(dir);
+    let find = |list: &[String], n: &str| list.iter().position(|k| k.eq_ignore_ascii_case(n));
+    if !create || names.iter().all(|n| find(&known, n).is_some()) {
+        return Ok(names.iter().map(|n| find(&known, n).map(letter)).collect());
+    }
+    // Re-read under the index lock so two sessions do not hand out one
+    // letter twice.
+    let _guard = lock(&dir.join(INDEX_LOCK), false)?;
+    let mut list = read_keywords(dir);
+    let mut changed = false;
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let i = match find(&list, n) {
+            Some(i) => Some(i),
+            None => match list.iter().position(String::is_empty) {
+                Some(free) => {
+                    list[free] = n.to_string();
+                    changed = true;
+                    Some(free)
+                }
+                None if list.len() < MAX_KEYWORDS => {
+                    list.push(n.to_string());
+                    changed = true;
+                    Some(list.len() - 1)
+                }
+                None => None,
+            },
+        };
+        out.push(i.map(letter));
+    }
+    if changed {
+        let text: String = list
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| !k.is_empty())
+            .map(|(i, k)| format!("{i} {k}\n"))
+            .collect();
+        write_atomic(&dir.join(KEYWORDS_FILE), text.as_bytes())?;
+    }
+    Ok(out)
 }
 
 /// An opened mailbox (INBOX or a folder): its messages in UID order.

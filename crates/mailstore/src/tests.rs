@@ -244,3 +244,88 @@ fn set_flags_after_another_session_renamed_or_expunged() {
     b.set_flags(2, "S").unwrap();
     assert!(b.find(2).is_err(), "gone after B's sync");
 }
+
+#[test]
+fn keywords_get_letters_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    create_maildir(root).unwrap();
+    assert!(read_keywords(root).is_empty());
+    assert_eq!(keyword_letters(root, &["$Junk"], false).unwrap(), [None]);
+    assert_eq!(
+        keyword_letters(root, &["$Junk", "Work", "$junk"], true).unwrap(),
+        [Some('a'), Some('b'), Some('a')]
+    );
+    assert_eq!(read_keywords(root), ["$Junk", "Work"]);
+    assert_eq!(
+        fs::read_to_string(root.join(KEYWORDS_FILE)).unwrap(),
+        "0 $Junk\n1 Work\n"
+    );
+    assert_eq!(
+        keyword_letters(root, &["work"], false).unwrap(),
+        [Some('b')]
+    );
+    let names: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let got = keyword_letters(root, &refs, true).unwrap();
+    assert_eq!(got.iter().filter(|l| l.is_some()).count(), MAX_KEYWORDS - 2);
+    assert_eq!(got[29], None, "no 27th letter");
+    // A message with keyword letters keeps them through a sync.
+    deliver(root, "", b"Subject: k\r\n\r\nx\r\n").unwrap();
+    let mut mb = Mailbox::open(root).unwrap();
+    let uid = mb.messages()[0].uid;
+    mb.set_flags(uid, "Sab").unwrap();
+    let mb = Mailbox::open(root).unwrap();
+    assert_eq!(mb.messages()[0].flags, "Sab");
+}
+
+#[test]
+fn rename_folders_and_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    create_maildir(root).unwrap();
+    create_folder(root, "Work").unwrap();
+    create_folder(root, "Work.Sub").unwrap();
+    deliver(root, "Work.Sub", b"Subject: sub\r\n\r\nx\r\n").unwrap();
+    let before = Mailbox::open(&folder_path(root, "Work.Sub")).unwrap();
+    rename_folder(root, "Work", "Job").unwrap();
+    assert!(!root.join(".Work").exists() && !root.join(".Work.Sub").exists());
+    let after = Mailbox::open(&folder_path(root, "Job.Sub")).unwrap();
+    assert_eq!(after.uidvalidity(), before.uidvalidity());
+    assert_eq!(after.messages()[0].uid, before.messages()[0].uid);
+    assert!(matches!(
+        rename_folder(root, "Job", "Sent"),
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists
+    ));
+    assert!(matches!(
+        rename_folder(root, "Nope", "Other"),
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+    ));
+    // INBOX: messages move, flags and keywords kept, INBOX stays.
+    deliver(root, "", b"Subject: a\r\n\r\nx\r\n").unwrap();
+    deliver(root, "", b"Subject: b\r\n\r\ny\r\n").unwrap();
+    let mut inbox = Mailbox::open(root).unwrap();
+    keyword_letters(root, &["$Junk"], true).unwrap();
+    let uid = inbox.messages()[0].uid;
+    inbox.set_flags(uid, "Sa").unwrap();
+    rename_folder(root, "INBOX", "Old").unwrap();
+    assert!(Mailbox::open(root).unwrap().messages().is_empty());
+    let old = Mailbox::open(&folder_path(root, "Old")).unwrap();
+    assert_eq!(old.messages().len(), 2);
+    assert!(old.messages().iter().any(|m| m.flags == "Sa"));
+    assert_eq!(read_keywords(&folder_path(root, "Old")), ["$Junk"]);
+}
+
+#[test]
+fn dated_delivery_sets_internal_date_and_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let d = deliver_dated(root, "", b"Subject: old\r\n\r\nx\r\n", Some(760_000_000)).unwrap();
+    let mtime = fs::metadata(&d.path).unwrap().modified().unwrap();
+    assert_eq!(
+        mtime.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+        760_000_000
+    );
+    let mb = Mailbox::open(root).unwrap();
+    assert_eq!(mb.messages()[0].internal_date, 760_000_000);
+}
