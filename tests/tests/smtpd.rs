@@ -557,3 +557,80 @@ fn connection_rate_limit() {
     let r = c.reply();
     assert!(r.starts_with("421 4.7.0") && r.contains("slow down"), "{r}");
 }
+
+#[test]
+fn bare_newline_policy_and_received_privacy() {
+    // Default: a bare LF in DATA is refused (SMTP smuggling defence).
+    let env = TestEnv::new();
+    let _d = start(&env, "", "");
+    let mut c = Raw::connect(env.ports["smtp"]);
+    c.reply();
+    c.cmd("EHLO c\r\n");
+    c.cmd("MAIL FROM:<carol@example.org>\r\n");
+    c.cmd("RCPT TO:<alice@example.test>\r\n");
+    assert!(c.cmd("DATA\r\n").starts_with("354"));
+    let r = c.cmd("Subject: x\r\n\r\nsmuggled\n.\nMAIL FROM:<evil@example.org>\r\n.\r\n");
+    assert!(r.starts_with("550 5.5.2"), "{r}");
+    drop(c);
+
+    // normalize: stored with the bare LF made a line end; the "." after it
+    // is content, not the end of data. And the authenticated user is named
+    // in Received: when smtpd_sasl_authenticated_header is on.
+    let env = TestEnv::new();
+    let _d = start(
+        &env,
+        "smtpd_forbid_bare_newline = \"normalize\"\nsmtpd_sasl_authenticated_header = true",
+        "",
+    );
+    let mut c = Raw::connect(env.ports["smtp"]);
+    c.reply();
+    c.cmd("EHLO c\r\n");
+    c.cmd("MAIL FROM:<carol@example.org>\r\n");
+    c.cmd("RCPT TO:<alice@example.test>\r\n");
+    assert!(c.cmd("DATA\r\n").starts_with("354"));
+    let r = c.cmd("Subject: bare\r\n\r\nline one\nline two\r\n.\r\n");
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+s = smtplib.SMTP_SSL("127.0.0.1", {port}, context=ctx)
+s.login("bob@example.test", "pw-bob")
+s.sendmail("bob@example.test", ["alice@example.test"], b"Subject: from bob\r\n\r\nhi\r\n")
+s.quit()
+"#,
+        ca = env.cert.ca_file.display().to_string(),
+        port = env.ports["submissions"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = wait_for_messages(&maildir(&env, "alice"), 2, Duration::from_secs(20)).unwrap();
+    let texts: Vec<String> = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let bare = texts.iter().find(|t| t.contains("Subject: bare")).unwrap();
+    assert!(bare.ends_with("\n\nline one\nline two\n"), "{bare}");
+    let from_bob = texts
+        .iter()
+        .find(|t| t.contains("Subject: from bob"))
+        .unwrap();
+    assert!(from_bob.contains("bob@example.test"), "{from_bob}");
+    let received: String = from_bob
+        .split("\nReceived: ")
+        .nth(1)
+        .unwrap()
+        .split("\nSubject:")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(received.contains("bob@example.test"), "{received}");
+}

@@ -324,6 +324,24 @@ pub struct SmtpdConfig {
     /// harvesting). `false`: VRFY resolves the address through authd (`250`,
     /// `550 5.1.1`). Postfix's default is `false`; ours is `true`. Default `true`.
     pub disable_vrfy_command: bool,
+    /// Bare LF or CR in message content (SMTP smuggling, Postfix 3.9
+    /// `smtpd_forbid_bare_newline`): `"reject"` refuses the message with
+    /// `550 5.5.2`, `"normalize"` stores a bare LF as CRLF, `"allow"`
+    /// passes both on. Default `"reject"`.
+    pub smtpd_forbid_bare_newline: BareNewline,
+    /// Show the authenticated user name in the `Received:` header (Postfix
+    /// `smtpd_sasl_authenticated_header`). Default `false` (privacy).
+    pub smtpd_sasl_authenticated_header: bool,
+}
+
+/// `smtpd.smtpd_forbid_bare_newline`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    #[default]
+    Reject,
+    Normalize,
+    Allow,
 }
 
 impl Default for SmtpdConfig {
@@ -346,6 +364,8 @@ impl Default for SmtpdConfig {
             smtpd_data_timeout: Duration::from_secs(300),
             smtpd_starttls_timeout: Duration::from_secs(60),
             disable_vrfy_command: true,
+            smtpd_forbid_bare_newline: BareNewline::Reject,
+            smtpd_sasl_authenticated_header: false,
         }
     }
 }

@@ -59,7 +59,9 @@
 //! `smtpd_client_connection_rate_limit` (0 = off), `anvil_rate_time_unit`
 //! (60s), `smtpd_client_event_limit_exceptions` (`global.mynetworks`),
 //! `smtpd_timeout` (300s), `smtpd_data_timeout` (300s),
-//! `smtpd_starttls_timeout` (60s), `disable_vrfy_command` (true);
+//! `smtpd_starttls_timeout` (60s), `disable_vrfy_command` (true),
+//! `smtpd_forbid_bare_newline` ("reject" | "normalize" | "allow"),
+//! `smtpd_sasl_authenticated_header` (false);
 //! `[tls] cert_file, key_file`, `[global] myhostname, mynetworks,
 //! message_size_limit`. See `deploy/postern.toml`.
 //!

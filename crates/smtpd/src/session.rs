@@ -10,13 +10,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ipnet::IpNet;
 use postern_common::Shutdown;
-use postern_common::config::SmtpRole;
+use postern_common::config::{BareNewline, SmtpRole};
 use postern_common::conn::Conn;
 use postern_ipc::auth::v1 as apb;
 use postern_ipc::queue::v1 as qpb;
 use postern_ipc::sasl::{SaslExchange, SaslStep};
 use smtp_proto::{
-    Body, Capability, Command, EnhancedCode, Event, Reply, Ret, Session, SessionConfig,
+    BareNewlinePolicy, Body, Capability, Command, EnhancedCode, Event, Reply, Ret, Session,
+    SessionConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -117,6 +118,11 @@ pub async fn run(
         max_recipients: shared.cfg.smtpd_recipient_limit,
         hard_error_limit: shared.cfg.smtpd_hard_error_limit,
         junk_command_limit: shared.cfg.smtpd_junk_command_limit,
+        bare_newline: match shared.cfg.smtpd_forbid_bare_newline {
+            BareNewline::Reject => BareNewlinePolicy::Reject,
+            BareNewline::Normalize => BareNewlinePolicy::Normalize,
+            BareNewline::Allow => BareNewlinePolicy::Allow,
+        },
         ..Default::default()
     });
     if conn.is_tls() {
@@ -413,7 +419,7 @@ async fn handle(
                             .as_ref()
                             .map(|t| (t.version.as_str(), t.cipher.as_str())),
                         auth_user: st.auth_user.as_deref(),
-                        show_auth_user: false,
+                        show_auth_user: shared.cfg.smtpd_sasl_authenticated_header,
                         for_rcpt: single.as_deref(),
                         date: &date,
                         session: &st.session_id,
