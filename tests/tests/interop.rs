@@ -427,6 +427,32 @@ i.logout()
             "Dovecot does not list {b}: {theirs}"
         );
     }
+    // Dovecot's POP3 on the same Maildir: the two INBOX messages, same bytes.
+    let pop = python(&format!(
+        r#"
+import poplib
+p = poplib.POP3("127.0.0.1", {port})
+p.user("alice@example.test"); p.pass_("dc-alice")
+n = p.stat()[0]
+bodies = sorted((b"\r\n".join(p.retr(i)[1]) + b"\r\n").decode("utf-8", "replace") for i in range(1, n + 1))
+p.quit()
+import json
+print(json.dumps(bodies))
+"#,
+        port = dc.pop3_port
+    ));
+    let pop: serde_json::Value = serde_json::from_str(&pop).unwrap();
+    let ours_bodies: Vec<&serde_json::Value> = ours["INBOX"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m[0])
+        .collect();
+    assert_eq!(
+        pop.as_array().unwrap().iter().collect::<Vec<_>>(),
+        ours_bodies,
+        "Dovecot's POP3 differs"
+    );
     // doveadm: search by header, fetch the body.
     let (ok, out, err) = dc.doveadm(&[
         "fetch",
@@ -542,4 +568,68 @@ s.quit()
         assert!(std::time::Instant::now() < end, "{log}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Per-recipient LMTP replies from Dovecot are honoured: bob exists in our
+/// directory (smtpd accepts him) but not in Dovecot, which answers
+/// `550 5.1.1` for him after DATA while alice gets `250`. The queue
+/// delivers alice's copy once and bounces bob: the DSN goes to the sender
+/// (alice, so through Dovecot's LMTP again).
+#[test]
+fn dovecot_lmtp_per_recipient_refusal_is_bounced() {
+    let dc = Dovecot::start(&[DovecotUser {
+        name: "alice@example.test",
+        password: "dc-alice",
+        mail: None,
+    }]);
+    let env = TestEnv::new();
+    setup_users(
+        &env,
+        &format!(
+            "\n[queue]\ndelivery_transport = \"lmtp\"\n\n[lmtp]\nsocket = \"unix:{}\"\n",
+            dc.lmtp_socket().display()
+        ),
+    );
+    let _authd = Daemon::start(&env, "authd");
+    let queue = Daemon::start(&env, "queue-manager");
+    let _smtpd = Daemon::start(&env, "smtpd");
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+print(s.sendmail("alice@example.test", ["alice@example.test", "bob@example.test"], b"Subject: half\r\nMessage-ID: <half@example.test>\r\n\r\nfor both\r\n"))
+s.quit()
+"#,
+        port = env.ports["smtp"]
+    ));
+    assert_eq!(out.trim(), "{}");
+    let got = wait_for_messages(
+        &dc.maildir("alice@example.test"),
+        2,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", queue.output(), dc.log()));
+    let texts: Vec<String> = got
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let original = texts
+        .iter()
+        .filter(|t| {
+            t.starts_with("Return-Path: <alice@example.test>\n")
+                && t.ends_with("Message-ID: <half@example.test>\n\nfor both\n")
+        })
+        .count();
+    assert_eq!(original, 1, "{texts:?}");
+    let dsn = texts
+        .iter()
+        .find(|t| t.contains("multipart/report") && t.contains("report-type=delivery-status"))
+        .unwrap_or_else(|| panic!("no DSN for bob: {texts:?}\n{}", queue.output()));
+    assert!(dsn.starts_with("Return-Path: <>\n"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; bob@example.test"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
 }
