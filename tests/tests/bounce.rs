@@ -64,9 +64,15 @@ fn over_quota_recipient_bounces_a_dsn_into_the_senders_maildir_and_a_bounce_is_n
     let env = TestEnv::new();
     // queue_run_delay 1h: the DSN must be delivered because the scheduler
     // runs another pass after queuing it, not because of a periodic scan.
+    // Postmaster copies go to postmaster@.
     postern_tests::stack::setup_users(
         &env,
-        "\n[queue]\ndelivery_transport = \"lmtp\"\nqueue_run_delay = \"1h\"\n",
+        "\n[queue]\ndelivery_transport = \"lmtp\"\nqueue_run_delay = \"1h\"\nbounce_notice_recipient = \"postmaster@example.test\"\n",
+    );
+    mailctl(
+        &env,
+        &["user", "add", "postmaster@example.test", "--password-stdin"],
+        Some("pw-pm\n"),
     );
     // A 1-byte quota: every delivery to bob is refused with 552 5.2.2.
     mailctl(&env, &["user", "quota", "bob@example.test", "1"], None);
@@ -143,6 +149,21 @@ print("human", "<bob@example.test>: 552 5.2.2" in parts[0].get_payload())
         "RET=HDRS"
     );
     assert_eq!(lines[5], "human True");
+    // The postmaster copy: same report, headers only, null sender.
+    let pm = maildir(&env, "postmaster");
+    let copy = wait_for_messages(&pm, 1, WAIT).unwrap_or_else(|e| panic!("{e}\n{}", qm.output()));
+    let copy = std::fs::read_to_string(&copy[0]).unwrap();
+    for needle in [
+        "Return-Path: <>",
+        "Subject: Postmaster Copy: Undelivered Mail",
+        "To: postmaster@example.test",
+        "Final-Recipient: rfc822; bob@example.test",
+        "Content-Type: text/rfc822-headers",
+        "Subject: bounce me",
+    ] {
+        assert!(copy.contains(needle), "{needle:?} in\n{copy}");
+    }
+    assert!(!copy.contains("the body of the bounced message"));
     wait_queue_empty(&env, &qm);
 
     // A message from the null sender that fails: no DSN, just the log.
@@ -164,16 +185,23 @@ print("human", "<bob@example.test>: 552 5.2.2" in parts[0].get_payload())
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_queue_empty(&env, &qm);
-    // Still only the first DSN in alice's Maildir; exactly two DSNs were
-    // ever queued (the first one and the one that failed).
+    // Still only the first DSN in alice's Maildir; exactly four DSNs were
+    // ever queued (twice one to alice and a postmaster copy; none for the
+    // null-sender message, none for the failed bounce).
     assert_eq!(files(&alice).len(), 1);
+    assert_eq!(files(&pm).len(), 2);
+    let out = qm.output();
     assert_eq!(
-        qm.output()
-            .matches("sender non-delivery notification queued")
+        out.matches("sender non-delivery notification queued")
             .count(),
         2,
-        "{}",
-        qm.output()
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("postmaster copy of the non-delivery notification queued")
+            .count(),
+        2,
+        "{out}"
     );
 }
 

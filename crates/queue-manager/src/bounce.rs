@@ -619,7 +619,12 @@ pub fn notify(
             None => {
                 for (d, r) in dsns.iter().zip(&results) {
                     if let Ok(dsn_id) = r {
-                        tracing::info!(queue_id = %msg.id, dsn_queue_id = %dsn_id, to = %d.envelope.recipients[0].address, nrcpt = failed.len(), "sender non-delivery notification queued");
+                        let to = &d.envelope.recipients[0].address;
+                        if *to == env.sender {
+                            tracing::info!(queue_id = %msg.id, dsn_queue_id = %dsn_id, to = %to, nrcpt = failed.len(), "sender non-delivery notification queued");
+                        } else {
+                            tracing::info!(queue_id = %msg.id, dsn_queue_id = %dsn_id, to = %to, nrcpt = failed.len(), "postmaster copy of the non-delivery notification queued");
+                        }
                     }
                 }
                 queued += results.len();

@@ -125,6 +125,7 @@
 //! `deferred`, `bounced`, `alias expanded, re-queued` with `new_queue_id`,
 //! `no next hop`, `host failed, trying the next one`,
 //! `sender non-delivery notification queued` with `dsn_queue_id`,
+//! `postmaster copy of the non-delivery notification queued`,
 //! `sender delivery notification queued` (NOTIFY=SUCCESS),
 //! `sender delay notification queued` (delay warning),
 //! `null sender: no DSN (a bounce is never bounced)`,
