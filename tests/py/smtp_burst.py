@@ -9,7 +9,8 @@ sender counts that message as not acknowledged, reconnects and goes on
 with the next id, as a real client would with a new message.
 
 Prints one line per message as soon as its fate is known, flushed:
-`ACK <id>` when DATA got 250, `FAIL <id> <reason>` otherwise. Stops after
+`ACK <id>` when DATA got 250, `FAIL <id> <code> <reason>` otherwise
+(`<code>` the SMTP reply code, `-` when the connection was lost). Stops after
 TOTAL messages or DEADLINE_SECS, whichever comes first.
 """
 import smtplib
@@ -27,6 +28,15 @@ def say(line):
     with lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def code_of(e):
+    """The SMTP reply code behind a failure, or "-" for a lost connection."""
+    if isinstance(e, smtplib.SMTPResponseException):
+        return str(e.smtp_code)
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return str(min(c for c, _ in e.recipients.values()))
+    return "-"
 
 
 def sender(k):
@@ -48,7 +58,7 @@ def sender(k):
             s.sendmail("burst@example.org", [rcpt], msg)
             say(f"ACK {burst_id}")
         except (smtplib.SMTPException, OSError) as e:
-            say(f"FAIL {burst_id} {type(e).__name__} {str(e)[:80]!r}")
+            say(f"FAIL {burst_id} {code_of(e)} {type(e).__name__} {str(e)[:80]!r}")
             try:
                 if s is not None:
                     s.close()

@@ -139,6 +139,15 @@ fn burst_with_kills(victim: &str) {
         .filter_map(|l| l.strip_prefix("ACK "))
         .collect();
     let failed = lines.iter().filter(|l| l.starts_with("FAIL ")).count();
+    // A daemon going away may cost a client its connection or give it a
+    // 4xx (retry later); never a 5xx, which would make it drop the message.
+    let permanent: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            l.starts_with("FAIL ") && l.split(' ').nth(2).is_some_and(|c| c.starts_with('5'))
+        })
+        .collect();
+    assert!(permanent.is_empty(), "permanent failures: {permanent:?}");
     assert!(
         acked.len() >= TOTAL / 2,
         "only {} of {TOTAL} acknowledged:\n{}",
@@ -181,6 +190,15 @@ fn burst_with_kills(victim: &str) {
     let suppressed = format!("{earlier_output}{}", daemons["lmtp-delivery"].output())
         .matches("duplicate suppressed")
         .count();
+    let codes: BTreeMap<&str, usize> = lines
+        .iter()
+        .filter(|l| l.starts_with("FAIL "))
+        .filter_map(|l| l.split(' ').nth(2))
+        .fold(BTreeMap::new(), |mut m, c| {
+            *m.entry(c).or_insert(0) += 1;
+            m
+        });
+    eprintln!("{victim}: failure codes {codes:?} (- = connection lost)");
     eprintln!(
         "{victim}: {} acknowledged, {failed} failed, {} delivered, {kills} kills, {suppressed} duplicates suppressed by lmtp-delivery",
         acked.len(),
