@@ -73,9 +73,10 @@
 //! **Status:** spool, recovery, gRPC service, scheduler, routing, LMTP and
 //! SMTP delivery work and are tested end to end (`tests/tests/remote.rs`:
 //! dnsmasq serving MX/null MX on loopback, a scripted SMTP peer with
-//! STARTTLS). SMTP connections are cached for reuse (idle 2 s, keyed by
-//! host name, address and AUTH; see [`smtp_client`]). **Not yet:** LMTP
-//! connection reuse (one LMTP connection per transaction), BDAT/BINARYMIME towards the next hop (8-bit
+//! STARTTLS). SMTP and LMTP connections are kept for reuse (idle 2 s;
+//! SMTP keyed by host name, address and AUTH, see [`smtp_client`] and
+//! [`lmtp::LmtpPool`]; `"lmtp"` mode uses one connection per message).
+//! **Not yet:** BDAT/BINARYMIME towards the next hop (8-bit
 //! bodies go with DATA), DANE/MTA-STS, skipping MX hosts of lower
 //! preference than this host when it is a backup MX (only its own
 //! addresses are skipped: `554 5.4.6 ... loops back to myself` when nothing

@@ -3,7 +3,11 @@
 //!
 //! One connection per delivery: greeting, `LHLO`, `MAIL FROM`, one
 //! `RCPT TO` per recipient, `DATA` with dot-stuffing, then one reply per
-//! accepted recipient after the final dot (RFC 2033 4.2), `QUIT`.
+//! accepted recipient after the final dot (RFC 2033 4.2), `QUIT`. With a
+//! [`LmtpPool`] (the router's), a connection is instead kept idle after a
+//! complete transaction for up to [`POOL_IDLE`] and reused for the next one
+//! after a `RSET` answered 250 (a closed or restarted server fails the
+//! `RSET`, and a fresh connection is made).
 //! 2xx = delivered, 4xx = temporary, 5xx = permanent; any connection or
 //! protocol trouble is a temporary failure for every recipient not yet
 //! decided.
@@ -192,16 +196,76 @@ async fn connect(target: &LmtpTarget) -> std::io::Result<Box<dyn Io>> {
     })
 }
 
+/// How long an LMTP connection may stay idle in a [`LmtpPool`].
+pub const POOL_IDLE: Duration = Duration::from_secs(2);
+/// Transactions per pooled LMTP connection.
+pub const POOL_MAX_USES: u32 = 1000;
+/// Bound on idle connections per target.
+const POOL_PER_TARGET: usize = 16;
+
+struct Pooled {
+    conn: Conn,
+    /// LHLO keywords, upper-cased.
+    ext: String,
+    uses: u32,
+    idle_since: std::time::Instant,
+}
+
+/// Idle LMTP connections by target, reused (after a `RSET` answered 250)
+/// for the next transaction within [`POOL_IDLE`]; expired ones are closed
+/// when the pool is next used.
+#[derive(Default)]
+pub struct LmtpPool {
+    idle: std::sync::Mutex<std::collections::HashMap<LmtpTarget, Vec<Pooled>>>,
+}
+
+impl LmtpPool {
+    fn take(&self, t: &LmtpTarget) -> Option<Pooled> {
+        let mut map = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        for v in map.values_mut() {
+            v.retain(|p| now.duration_since(p.idle_since) <= POOL_IDLE);
+        }
+        map.get_mut(t)?.pop()
+    }
+
+    fn put(&self, t: &LmtpTarget, p: Pooled) -> Option<Pooled> {
+        if p.uses >= POOL_MAX_USES {
+            return Some(p);
+        }
+        let mut map = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let v = map.entry(t.clone()).or_default();
+        if v.len() >= POOL_PER_TARGET {
+            return Some(p);
+        }
+        v.push(p);
+        None
+    }
+
+    /// Idle connections held now.
+    pub fn len(&self) -> usize {
+        let map = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Deliver `m` to `rcpts` over LMTP at `target`; one outcome per recipient.
+/// With a `pool`, an idle connection is reused and this one is kept after
+/// a complete transaction.
 pub async fn deliver_to(
     target: &LmtpTarget,
     helo_name: &str,
+    pool: Option<&LmtpPool>,
     m: &Message,
     content: &[u8],
     rcpts: &[RcptTo],
 ) -> Vec<Outcome> {
     let mut out: Vec<Option<Outcome>> = vec![None; rcpts.len()];
-    if let Err(e) = session(target, helo_name, m, content, rcpts, &mut out).await {
+    if let Err(e) = session(target, helo_name, pool, m, content, rcpts, &mut out).await {
         tracing::warn!(queue_id = %m.id, error = %e, lmtp = %target, "LMTP session failed");
         for o in out.iter_mut().filter(|o| o.is_none()) {
             *o = Some(Outcome::TempFail(format!(
@@ -214,36 +278,51 @@ pub async fn deliver_to(
         .collect()
 }
 
+/// A pooled connection that still answers `RSET`.
+async fn reuse(pool: Option<&LmtpPool>, target: &LmtpTarget) -> Option<Pooled> {
+    let mut p = pool?.take(target)?;
+    match p.conn.cmd("RSET").await {
+        Ok(r) if r.code == 250 => Some(p),
+        _ => None,
+    }
+}
+
 async fn session(
     target: &LmtpTarget,
     helo_name: &str,
+    pool: Option<&LmtpPool>,
     m: &Message,
     content: &[u8],
     rcpts: &[RcptTo],
     out: &mut [Option<Outcome>],
 ) -> std::io::Result<()> {
-    let stream = connect(target).await?;
-    let (r, w) = tokio::io::split(stream);
-    let mut c = Conn {
-        r: BufReader::new(r),
-        w,
-    };
     let fail_all = |reply: &Reply, out: &mut [Option<Outcome>]| {
         for o in out.iter_mut().filter(|o| o.is_none()) {
             *o = Some(reply.outcome());
         }
     };
-    let greet = c.reply().await?;
-    if greet.code != 220 {
-        fail_all(&greet, out);
-        return Ok(());
-    }
-    let lhlo = c.cmd(&format!("LHLO {helo_name}")).await?;
-    if lhlo.code != 250 {
-        fail_all(&lhlo, out);
-        return Ok(());
-    }
-    let ext = lhlo.text.to_ascii_uppercase();
+    let (mut c, ext, uses) = match reuse(pool, target).await {
+        Some(p) => (p.conn, p.ext, p.uses),
+        None => {
+            let stream = connect(target).await?;
+            let (r, w) = tokio::io::split(stream);
+            let mut c = Conn {
+                r: BufReader::new(r),
+                w,
+            };
+            let greet = c.reply().await?;
+            if greet.code != 220 {
+                fail_all(&greet, out);
+                return Ok(());
+            }
+            let lhlo = c.cmd(&format!("LHLO {helo_name}")).await?;
+            if lhlo.code != 250 {
+                fail_all(&lhlo, out);
+                return Ok(());
+            }
+            (c, lhlo.text.to_ascii_uppercase(), 0)
+        }
+    };
     let mut mail = format!("MAIL FROM:{}", path(&m.envelope.sender));
     if m.envelope.body == 1 && ext.contains("8BITMIME") {
         mail.push_str(" BODY=8BITMIME");
@@ -279,7 +358,20 @@ async fn session(
         let r = c.reply().await?;
         out[k] = Some(r.outcome());
     }
-    let _ = c.cmd("QUIT").await;
+    // Complete transaction: keep the connection for the next one.
+    let p = Pooled {
+        conn: c,
+        ext,
+        uses: uses + 1,
+        idle_since: std::time::Instant::now(),
+    };
+    let rest = match pool {
+        Some(pool) => pool.put(target, p),
+        None => Some(p),
+    };
+    if let Some(mut p) = rest {
+        let _ = p.conn.cmd("QUIT").await;
+    }
     Ok(())
 }
 
@@ -299,6 +391,6 @@ impl Transport for LmtpTransport {
             })
             .collect();
         let target = LmtpTarget::Unix(self.socket.clone());
-        deliver_to(&target, &self.helo_name, m, content, &list).await
+        deliver_to(&target, &self.helo_name, None, m, content, &list).await
     }
 }

@@ -256,6 +256,8 @@ pub struct Router {
     pub destination_limit: usize,
     /// This host's SMTP listening addresses (loop detection); empty = none.
     pub own_addresses: Vec<std::net::SocketAddr>,
+    /// Idle LMTP connections for reuse.
+    pub lmtp_pool: lmtp::LmtpPool,
     dests: Mutex<HashMap<Dest, Arc<Semaphore>>>,
 }
 
@@ -291,6 +293,7 @@ impl Router {
             wake,
             destination_limit: destination_limit.max(1),
             own_addresses: Vec::new(),
+            lmtp_pool: lmtp::LmtpPool::default(),
             dests: Mutex::new(HashMap::new()),
         }
     }
@@ -501,7 +504,9 @@ impl Router {
         let sem = self.semaphore(dest);
         let _permit = sem.acquire().await;
         match dest {
-            Dest::Lmtp(t) => lmtp::deliver_to(t, &self.helo_name, m, content, rcpts).await,
+            Dest::Lmtp(t) => {
+                lmtp::deliver_to(t, &self.helo_name, Some(&self.lmtp_pool), m, content, rcpts).await
+            }
             Dest::Smtp {
                 host,
                 port,
