@@ -57,12 +57,17 @@ bench:
 
 # Installs into $(DESTDIR); creates the system users only when DESTDIR is
 # empty (a real install). Does not enable or start anything: see README.
+# sendmail, mailq and newaliases are links to mailctl in $(SBINDIR);
+# SENDMAIL_LINK=1 also points /usr/sbin/sendmail at it (what cron, mail(1)
+# and mutt call) — only when no other MTA owns that path.
 install:
 	@if [ ! -x target/$(PROFILE)/smtpd ]; then $(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release,); fi
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
 	  $(DESTDIR)$(SYSCONFDIR)/postern/tls $(DESTDIR)$(SYSCONFDIR)/tmpfiles.d $(DESTDIR)$(DOCDIR)
 	for d in $(DAEMONS); do install -m 0755 target/$(PROFILE)/$$d $(DESTDIR)$(LIBEXECDIR)/$$d; done
 	install -m 0755 target/$(PROFILE)/mailctl $(DESTDIR)$(SBINDIR)/mailctl
+	for n in sendmail mailq newaliases; do ln -sf mailctl $(DESTDIR)$(SBINDIR)/$$n; done
+	@if [ -n "$(SENDMAIL_LINK)" ]; then ln -sf $(SBINDIR)/mailctl $(DESTDIR)/usr/sbin/sendmail; fi
 	install -m 0644 deploy/systemd/*.service deploy/systemd/*.socket deploy/systemd/postern.target $(DESTDIR)$(UNITDIR)/
 	sed -i 's#/usr/local/lib/postern/#$(LIBEXECDIR)/#' $(DESTDIR)$(UNITDIR)/postern-*.service
 	install -m 0644 deploy/postern.tmpfiles $(DESTDIR)$(SYSCONFDIR)/tmpfiles.d/postern.conf

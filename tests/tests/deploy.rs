@@ -118,12 +118,19 @@ fn make_install_and_systemd_units_verify() {
     }
     for f in [
         "usr/sbin/mailctl",
+        "usr/sbin/sendmail",
+        "usr/sbin/mailq",
+        "usr/sbin/newaliases",
         "etc/postern/postern.toml",
         "etc/tmpfiles.d/postern.conf",
         "etc/systemd/system/postern.target",
     ] {
         assert!(root.join(f).exists(), "{f}");
     }
+    assert_eq!(
+        std::fs::read_link(root.join("usr/sbin/sendmail")).unwrap(),
+        PathBuf::from("mailctl")
+    );
     let units: Vec<PathBuf> = std::fs::read_dir(root.join("etc/systemd/system"))
         .unwrap()
         .map(|e| e.unwrap().path())
