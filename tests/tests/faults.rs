@@ -253,7 +253,7 @@ fn full_spool_gives_452_and_nothing_half_written() {
     );
     let spool = env.path().join("lib/spool");
     let _mount = Mount::tmpfs(&spool, "4m");
-    let daemons: Vec<Daemon> = ["authd", "lmtp-delivery", "queue-manager", "smtpd"]
+    let mut daemons: Vec<Daemon> = ["authd", "lmtp-delivery", "queue-manager", "smtpd"]
         .into_iter()
         .map(|d| Daemon::start(&env, d))
         .collect();
@@ -292,6 +292,11 @@ s.quit()
             .unwrap_or(0);
         assert_eq!(n, 0, "{q}/ not empty after a refused message");
     }
+    // A crash now (spool still full) and the recovery on restart find
+    // nothing to deliver either.
+    daemons[2].signal(Signal::SIGKILL);
+    daemons[2].wait_exit(Duration::from_secs(10)).unwrap();
+    daemons[2] = Daemon::start(&env, "queue-manager");
 
     std::fs::remove_file(&filler).unwrap();
     let after = send("after full");
