@@ -28,7 +28,9 @@ fn sendmail(env: &TestEnv, subject: &str) {
     let mut c = Command::new(link(env, "sendmail"))
         .arg("-C")
         .arg(&env.config_path)
-        .args(["-i", "-f", "carol@example.org", "alice@example.test"])
+        .args(["-i", "-f", "carol@example.org", "-N", "failure,delay"])
+        .args(["-R", "hdrs", "-V", &format!("envid-{subject}")])
+        .arg("alice@example.test")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -160,9 +162,10 @@ fn mailq_hold_release_show_delete_flush_on_the_running_daemon() {
     );
     for needle in [
         "sender: carol@example.org\n",
+        "envid: envid-one\nret: HDRS\n",
         "origin: sendmail\n",
         "recipient: alice@example.test (deferred)\n",
-        "  notify: -\n",
+        "  notify: FAILURE,DELAY\n",
         "  last reply: ",
         "Subject: one\r\n",
         "body of one\r\n",

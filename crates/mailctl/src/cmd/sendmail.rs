@@ -14,8 +14,13 @@
 //! to queue-manager through the public submission socket
 //! (`queue.public_socket`); exit status 0 means queue-manager has it on disk.
 //!
+//! DSN requests (RFC 3461) as Postfix's sendmail: `-N never` or
+//! `-N success,failure,delay` (any of them), `-R full|hdrs`, `-V envid`
+//! (printable ASCII, at most 100 characters); they end up in the envelope
+//! exactly as the SMTP `NOTIFY`, `RET` and `ENVID` parameters would.
+//!
 //! Accepted and ignored for compatibility: `-bm`, `-odi`, `-odb`, `-oem`,
-//! `-oep`, `-om`, `-oQ…`, `-B type`, `-N dsn`, `-R ret`, `-V envid`, `-U`.
+//! `-oep`, `-om`, `-oQ…`, `-B type`, `-L label`, `-U`.
 //! Refused with a clear message: other `-b` modes except `-bp` (= mailq, see
 //! [`crate::cmd::queue`]) and `-bi` (= newaliases, see [`crate::cmd::aliases`]).
 //!
@@ -44,6 +49,33 @@ pub struct SendmailArgs {
     pub mode: Mode,
     /// `-C file`: configuration file (sendmail's alternate-config option).
     pub config: Option<String>,
+    /// `-N`: NOTIFY bits (never=1, success=2, failure=4, delay=8); 0 = not given.
+    pub notify: u8,
+    /// `-R`: 0 = not given, 1 = FULL, 2 = HDRS.
+    pub ret: u8,
+    /// `-V`: the envelope id.
+    pub envid: String,
+}
+
+/// Longest `-V` envelope id (RFC 3461 4.4: 100 characters).
+pub const MAX_ENVID: usize = 100;
+
+/// `-N` value: `never`, or a comma list of `success`, `failure`, `delay`.
+fn parse_notify(v: &str) -> Result<u8, String> {
+    let mut bits = 0u8;
+    for w in v.split(',').map(|w| w.trim().to_ascii_lowercase()) {
+        bits |= match w.as_str() {
+            "never" => 1,
+            "success" => 2,
+            "failure" => 4,
+            "delay" => 8,
+            _ => return Err(format!("-N {v:?}: use never or success,failure,delay")),
+        };
+    }
+    if bits & 1 != 0 && bits != 1 {
+        return Err("-N never cannot be combined with other values".into());
+    }
+    Ok(bits)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +128,27 @@ pub fn parse_args(args: &[OsString]) -> Result<SendmailArgs, String> {
             "f" | "r" => out.sender = Some(value(&mut i, rest, flag)?),
             "F" => out.full_name = Some(value(&mut i, rest, flag)?),
             "C" => out.config = Some(value(&mut i, rest, flag)?),
-            "B" | "N" | "R" | "V" | "L" => {
+            "N" => out.notify = parse_notify(&value(&mut i, rest, flag)?)?,
+            "R" => {
+                out.ret = match value(&mut i, rest, flag)?.to_ascii_lowercase().as_str() {
+                    "full" => 1,
+                    "hdrs" => 2,
+                    other => return Err(format!("-R {other:?}: use full or hdrs")),
+                }
+            }
+            "V" => {
+                let v = value(&mut i, rest, flag)?;
+                if v.is_empty()
+                    || v.len() > MAX_ENVID
+                    || !v.bytes().all(|b| (33..=126).contains(&b))
+                {
+                    return Err(format!(
+                        "-V: the envelope id must be 1 to {MAX_ENVID} printable ASCII characters"
+                    ));
+                }
+                out.envid = v;
+            }
+            "B" | "L" => {
                 value(&mut i, rest, flag)?;
             }
             "o" => match rest {
@@ -200,6 +252,10 @@ pub struct Prepared {
     pub sender: String,
     pub recipients: Vec<String>,
     pub message: Vec<u8>,
+    /// DSN requests from `-N`, `-R`, `-V` (see [`SendmailArgs`]).
+    pub notify: u8,
+    pub ret: u8,
+    pub envid: String,
 }
 
 /// Add missing headers, extract `-t` recipients, drop `Bcc:`.
@@ -291,6 +347,9 @@ pub fn prepare(
         sender,
         recipients,
         message: out,
+        notify: args.notify,
+        ret: args.ret,
+        envid: args.envid.clone(),
     })
 }
 
@@ -348,9 +407,15 @@ pub async fn submit(cfg: &Config, p: &Prepared, login: &str) -> Result<String, t
             .iter()
             .map(|r| q::Recipient {
                 address: r.clone(),
-                ..Default::default()
+                notify_never: p.notify & 1 != 0,
+                notify_success: p.notify & 2 != 0,
+                notify_failure: p.notify & 4 != 0,
+                notify_delay: p.notify & 8 != 0,
+                orcpt: String::new(),
             })
             .collect(),
+        ret: i32::from(p.ret),
+        envid: p.envid.clone(),
         body: q::BodyType::Body8bitmime as i32,
         auth_user: login.to_string(),
         origin: "sendmail".into(),
@@ -497,6 +562,19 @@ mod tests {
         assert_eq!(a.sender.as_deref(), Some("<>"));
         assert_eq!(a.recipients, ["x@y"]);
         assert_eq!(args(&["-bp"]).unwrap().mode, Mode::ListQueue);
+        assert_eq!(a.notify, 1, "-N never");
+        let a = args(&["-N", "success,DELAY", "-Rhdrs", "-V", "env-1", "x@y"]).unwrap();
+        assert_eq!((a.notify, a.ret, a.envid.as_str()), (2 | 8, 2, "env-1"));
+        assert_eq!(args(&["-R", "FULL"]).unwrap().ret, 1);
+        for bad in [
+            &["-N", "sometimes"][..],
+            &["-N", "never,success"],
+            &["-R", "body"],
+            &["-V", "has space"],
+            &["-V", &"x".repeat(101)],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
         for bad in [&["-bs"][..], &["-f"], &["-q"], &["-o"]] {
             assert!(args(bad).is_err(), "{bad:?}");
         }
