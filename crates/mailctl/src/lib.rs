@@ -22,7 +22,7 @@
 //! mailctl queue flush [QUEUE_ID...]
 //! mailq [-C config]
 //! newaliases [-C config]
-//! sendmail [-t] [-i] [-f sender] [-F name] [-C config] [recipient ...]
+//! sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-C config] [recipient ...]
 //! ```
 //! (`newaliases`, `sendmail` and `mailq` are mailctl installed or linked
 //! under that name; see [`cmd::aliases`], [`cmd::sendmail`] and
