@@ -1,13 +1,14 @@
 //! Routing and remote delivery, black box: the real daemons, a real DNS
 //! server on loopback (Debian's dnsmasq) serving MX records, and a scripted
 //! SMTP server on loopback as the remote MX (`tests/src/sink.py`, STARTTLS
-//! with the test certificate). Mail goes in through our smtpd with
-//! Python's smtplib.
+//! with the test certificate), and in one test Debian's Postfix as the
+//! remote MX. Mail goes in through our smtpd with Python's smtplib.
 //!
 //! DNS data: `remote.test MX 10 mx.remote.test` and `other.test MX 10
 //! mx.other.test` (both A 127.0.0.1, the sink); `nullmx.test MX 0 .`
-//! (RFC 7505); `direct.test` with an A record and no MX; every other name
-//! under `test` is NXDOMAIN.
+//! (RFC 7505); `direct.test` with an A record and no MX; `pf.test MX 10
+//! mx.pf.test` (127.0.0.1, Debian's Postfix in the last test); every other
+//! name under `test` is NXDOMAIN.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ fn dnsmasq(dir: &Path, port: u16) -> Guard {
             "--host-record=direct.test,127.0.0.1",
             "--mx-host=other.test,mx.other.test,10",
             "--host-record=mx.other.test,127.0.0.1",
+            "--mx-host=pf.test,mx.pf.test,10",
+            "--host-record=mx.pf.test,127.0.0.1",
         ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -746,4 +749,80 @@ fn the_connection_to_a_destination_is_reused_for_the_next_message() {
         assert!(Instant::now() < end, "cached connection never closed");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The remote MX is Debian's Postfix (tests/src/postfix.rs), found through
+/// DNS (`pf.test MX 10 mx.pf.test`), with STARTTLS on its side; it stores
+/// the message with its virtual(8) agent in a Maildir.
+#[test]
+fn debians_postfix_as_the_remote_mx_receives_over_starttls() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let dns_port = free_port();
+    let _dns = dnsmasq(env.path(), dns_port);
+    // Postfix's processes run as other users: they need to reach the
+    // certificate and the mail directory under the test directory.
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let tls = env.path().join("pftls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(&env.cert.cert_file, tls.join("cert.pem")).unwrap();
+    std::fs::copy(&env.cert.key_file, tls.join("key.pem")).unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::set_permissions(tls.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let vmail = env.path().join("pfmail");
+    std::fs::create_dir(&vmail).unwrap();
+    nix::unistd::chown(&vmail, Some(65534.into()), Some(65534.into())).unwrap();
+    let pf = postern_tests::postfix::Postfix::start(&format!(
+        "virtual_mailbox_domains = pf.test\n\
+         virtual_mailbox_base = {vmail}\n\
+         virtual_mailbox_maps = inline:{{ user@pf.test=user/ }}\n\
+         virtual_uid_maps = static:65534\n\
+         virtual_gid_maps = static:65534\n\
+         smtpd_tls_cert_file = {tls}/cert.pem\n\
+         smtpd_tls_key_file = {tls}/key.pem\n\
+         smtpd_tls_security_level = may\n\
+         smtpd_tls_received_header = yes\n",
+        vmail = vmail.display(),
+        tls = tls.display(),
+    ));
+    setup_users(
+        &env,
+        &format!(
+            "\n[queue]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nsmtp_port = {}\n",
+            pf.port
+        ),
+    );
+    let daemons: Vec<Daemon> = ["authd", "lmtp-delivery", "queue-manager", "smtpd"]
+        .into_iter()
+        .map(|d| Daemon::start(&env, d))
+        .collect();
+    send(&env, "alice@example.test", &["user@pf.test"], "to postfix");
+    let new = vmail.join("user/new");
+    let end = Instant::now() + Duration::from_secs(60);
+    let file = loop {
+        if let Some(f) = std::fs::read_dir(&new)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .next()
+        {
+            break f.path();
+        }
+        assert!(
+            Instant::now() < end,
+            "not delivered by Postfix\n--- queue-manager ---\n{}\n--- maillog ---\n{}",
+            daemons[2].output(),
+            pf.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("Subject: to postfix"), "{text}");
+    assert!(text.contains("Delivered-To: user@pf.test"), "{text}");
+    // Postfix's Received header: from our EHLO name, over TLS.
+    assert!(text.contains("from mail.example.test"), "{text}");
+    assert!(text.contains("with ESMTPS"), "{text}");
+    assert!(text.contains("Received: from client.example.org"), "{text}");
 }
