@@ -136,6 +136,13 @@ fn authd_down_gives_temporary_errors_and_service_resumes() {
             .unwrap_or_else(|| panic!("no {p} line:\n{down}"))
             .to_string()
     };
+    // lmtp-delivery asked directly (as Postfix or `delivery_transport =
+    // "lmtp"` would): 451 at RCPT, so the LMTP client keeps the message.
+    let lmtp = python(&format!(
+        "import smtplib\nc = smtplib.LMTP({:?})\nc.ehlo('x')\nc.mail('carol@example.org')\nprint('lmtp', c.rcpt('alice@example.test')[0])\nc.quit()\n",
+        env.socket("private/lmtp.sock").display().to_string()
+    ));
+    assert_eq!(lmtp.trim(), "lmtp 451", "LMTP RCPT with authd down");
     let rcpt = line("rcpt ");
     let auth = line("auth ");
     // Temporary (the client keeps the message and retries), never 5xx.
