@@ -69,7 +69,7 @@
 //! empty, password mismatch, bad lines in the aliases file, `pw verify`
 //! mismatch, unknown queue id); 64 usage error; 65 bad data (a malformed
 //! address or domain); 75 queue-manager unreachable (`queue`, `mailq`);
-//! 78 configuration error.
+//! 77 no permission to use the queue socket; 78 configuration error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -35,8 +35,8 @@
 //! users cannot list the queue.
 //!
 //! Exit status: 0 success; 1 a named queue id was not found, or the
-//! server refused the call; 64 usage; 75 queue-manager unreachable; 78
-//! configuration error.
+//! server refused the call; 64 usage; 75 queue-manager unreachable; 77 no
+//! permission to use the queue socket; 78 configuration error.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -51,6 +51,8 @@ use super::admin;
 
 /// Exit status: queue-manager could not be reached (`EX_TEMPFAIL`).
 pub const EXIT_TEMPFAIL: u8 = 75;
+/// Exit status: no permission to use the queue socket (`EX_NOPERM`).
+pub const EXIT_NOPERM: u8 = 77;
 
 /// The queues `mailq` lists.
 const MAILQ_QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
@@ -95,6 +97,19 @@ type Client = pb::queue_client::QueueClient<tonic::transport::Channel>;
 
 async fn connect(cfg: &Config) -> Result<Client, u8> {
     let uri = Config::socket_uri(&cfg.queue.socket);
+    // A plain connect first, for a clear message: gRPC would only say
+    // "transport error" for a missing socket or a permission problem.
+    if let Err(e) = std::os::unix::net::UnixStream::connect(uri.path()) {
+        eprintln!(
+            "mailctl: cannot connect to queue-manager at {}: {e}",
+            uri.path().display()
+        );
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            eprintln!("mailctl: the queue socket is for root and the postern group");
+            return Err(EXIT_NOPERM);
+        }
+        return Err(EXIT_TEMPFAIL);
+    }
     let channel = postern_ipc::dial(&uri, &postern_ipc::DialOptions::default()).map_err(|e| {
         eprintln!("mailctl: queue-manager at {uri}: {e}");
         EXIT_TEMPFAIL
