@@ -286,3 +286,51 @@ print(inner["Subject"], "|", inner.get_payload().strip())
     assert!(!report.contains("the body of the bounced message"));
     wait_queue_empty(&env, &qm);
 }
+
+/// Delay warnings: with `delay_warning_time = "2s"` and the mailbox side
+/// down, the sender gets exactly one "delayed" DSN once the message is two
+/// seconds old, however many retries follow; once lmtp-delivery is up both
+/// the message and the warning arrive.
+#[test]
+fn one_delay_warning_when_the_message_is_older_than_delay_warning_time() {
+    let env = TestEnv::new();
+    postern_tests::stack::setup_users(
+        &env,
+        "\n[queue]\ndelivery_transport = \"lmtp\"\nqueue_run_delay = \"1s\"\nminimal_backoff_time = \"1s\"\nmaximal_backoff_time = \"1s\"\ndelay_warning_time = \"2s\"\n",
+    );
+    let _authd = Daemon::start(&env, "authd");
+    let qm = Daemon::start(&env, "queue-manager");
+    let _smtpd = Daemon::start(&env, "smtpd");
+    smtp_send(&env, "alice@example.test", "bob@example.test", &[], &[]);
+    qm.wait_output("sender delay notification queued", WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // More retries happen (every second), no second warning.
+    std::thread::sleep(Duration::from_secs(4));
+    let out = qm.output();
+    assert_eq!(
+        out.matches("sender delay notification queued").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.matches("deferred").count() >= 3, "retried: {out}");
+    let lmtp = Daemon::start(&env, "lmtp-delivery");
+    let (code, _, err) = run_tool(&env, "mailctl", &["queue", "flush"]);
+    assert_eq!(code, 0, "{err}");
+    let got = wait_for_messages(&maildir(&env, "alice"), 1, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", qm.output(), lmtp.output()));
+    let warning = std::fs::read_to_string(&got[0]).unwrap();
+    for needle in [
+        "Return-Path: <>",
+        "Subject: Delayed Mail (still being retried)",
+        "Final-Recipient: rfc822; bob@example.test",
+        "Action: delayed",
+        "Status: 4.",
+        "Content-Type: text/rfc822-headers",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} in\n{warning}");
+    }
+    wait_for_messages(&maildir(&env, "bob"), 1, WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", qm.output()));
+    wait_queue_empty(&env, &qm);
+    assert_eq!(files(&maildir(&env, "alice")).len(), 1);
+}
