@@ -27,6 +27,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Failed commands (BAD/NO for bad input or failed logins) before the
 /// connection is closed.
 pub const MAX_FAILED_COMMANDS: u32 = 20;
+/// Longest keyword name accepted (Dovecot's limit is also in this range).
+pub const MAX_KEYWORD_LEN: usize = 128;
 /// How often an IDLE session looks for changes.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 16 * 1024;
@@ -42,6 +44,8 @@ pub struct Shared {
 struct Selected {
     _name: String,
     mb: Mailbox,
+    /// The mailbox's keywords by letter (`dovecot-keywords`).
+    keywords: Vec<String>,
     /// UIDs in MSN order as this session knows them.
     uids: Vec<u32>,
     readonly: bool,
@@ -141,7 +145,9 @@ pub async fn run(
     tracing::info!(user = s.user.as_deref().unwrap_or("-"), "disconnected");
 }
 
-fn flag_names(letters: &str) -> String {
+/// IMAP flag names of Maildir flag letters; lowercase letters are the
+/// mailbox's keywords (`kw`, from `dovecot-keywords`).
+fn flag_names(letters: &str, kw: &[String]) -> String {
     let mut v = Vec::new();
     for c in letters.chars() {
         v.push(match c {
@@ -150,10 +156,96 @@ fn flag_names(letters: &str) -> String {
             'F' => "\\Flagged",
             'T' => "\\Deleted",
             'D' => "\\Draft",
+            'a'..='z' => match kw.get((c as u8 - b'a') as usize) {
+                Some(k) if !k.is_empty() => k.as_str(),
+                _ => continue,
+            },
             _ => continue,
         });
     }
     v.join(" ")
+}
+
+/// The keyword names among a message's flag letters.
+fn keyword_names(letters: &str, kw: &[String]) -> Vec<String> {
+    letters
+        .chars()
+        .filter(char::is_ascii_lowercase)
+        .filter_map(|c| kw.get((c as u8 - b'a') as usize))
+        .filter(|k| !k.is_empty())
+        .cloned()
+        .collect()
+}
+
+/// A keyword a client may set: an atom without `\\` and without the
+/// characters IMAP reserves (RFC 3501 `atom-specials`).
+fn valid_keyword(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= MAX_KEYWORD_LEN
+        && k.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+        })
+}
+
+/// A flag list from a command: system flag letters and keyword names.
+fn parse_flags(toks: &[Token]) -> Result<(String, Vec<String>), String> {
+    // One parenthesised list, or bare flags.
+    let toks = match toks {
+        [Token::LParen, inner @ .., Token::RParen] => inner,
+        t => t,
+    };
+    let mut letters = String::new();
+    let mut keywords: Vec<String> = Vec::new();
+    for t in toks {
+        match t {
+            Token::Atom(a) => match flag_letter(a) {
+                Some(c) => letters.push(c),
+                None if a.starts_with('\\') => return Err(format!("BAD Unknown system flag {a}")),
+                None if valid_keyword(a) => {
+                    if !keywords.iter().any(|k| k.eq_ignore_ascii_case(a)) {
+                        keywords.push(a.clone());
+                    }
+                }
+                None => return Err("BAD Invalid keyword".into()),
+            },
+            Token::LParen | Token::RParen => return Err("BAD Invalid flag list".into()),
+            Token::Str(_) => return Err("BAD Flags are atoms".into()),
+        }
+    }
+    Ok((letters, keywords))
+}
+
+/// Letters for keyword names in the mailbox at `dir` (created as needed).
+fn keyword_letters_for(dir: &Path, names: &[String]) -> Result<String, String> {
+    if names.is_empty() {
+        return Ok(String::new());
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let letters = tokio::task::block_in_place(|| mailstore::keyword_letters(dir, &refs, true))
+        .map_err(|e| format!("NO [SERVERBUG] {e}"))?;
+    letters
+        .into_iter()
+        .map(|l| l.ok_or_else(|| "NO [LIMIT] Too many keywords in this mailbox".to_string()))
+        .collect()
+}
+
+/// The untagged FLAGS and PERMANENTFLAGS lines for a mailbox's keywords.
+fn flags_lines(kw: &[String], readonly: bool) -> String {
+    let mut all = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+    for k in kw.iter().filter(|k| !k.is_empty()) {
+        all.push(' ');
+        all.push_str(k);
+    }
+    let mut o = format!("* FLAGS ({all})\r\n");
+    if readonly {
+        o.push_str("* OK [PERMANENTFLAGS ()] Read-only\r\n");
+    } else {
+        o.push_str(&format!(
+            "* OK [PERMANENTFLAGS ({all} \\*)] Flags and keywords\r\n"
+        ));
+    }
+    o
 }
 
 fn flag_letter(name: &str) -> Option<char> {
@@ -188,11 +280,96 @@ fn folders(root: &Path) -> Vec<String> {
 
 fn valid_folder(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_FOLDER_NAME
         && !name.contains('/')
         && !name.starts_with('.')
         && !name.ends_with('.')
         && !name.contains("..")
         && !name.chars().any(|c| c.is_control())
+        && valid_mutf7(name)
+}
+
+/// RFC 3501 `date-time` (`"dd-Mon-yyyy hh:mm:ss +zzzz"`, the day may be
+/// space-padded) to seconds since the epoch; `None` if malformed or before
+/// 1970.
+fn parse_date_time(s: &str) -> Option<u64> {
+    let s = s.trim_start();
+    let (date, rest) = s.split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let days = crate::search::parse_date(date)?;
+    let mut t = time.split(':');
+    let (h, m, sec): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if t.next().is_some() || h > 23 || m > 59 || sec > 60 || zone.len() != 5 {
+        return None;
+    }
+    let sign = match zone.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let zh: i64 = zone[1..3].parse().ok()?;
+    let zm: i64 = zone[3..5].parse().ok()?;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec - sign * (zh * 3600 + zm * 60);
+    u64::try_from(secs).ok()
+}
+
+/// Longest folder name (a path component on disk: 255 bytes with the `.`).
+pub const MAX_FOLDER_NAME: usize = 250;
+
+/// RFC 3501 section 5.1.3: mailbox names are 7-bit, with other characters
+/// in modified UTF-7 (`&` + modified base64 of UTF-16 + `-`, `&-` for `&`).
+/// They are kept that way on disk, as Dovecot does.
+fn valid_mutf7(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            0x20..=0x7e if b[i] != b'&' => i += 1,
+            b'&' => {
+                let Some(end) = b[i + 1..].iter().position(|&c| c == b'-') else {
+                    return false;
+                };
+                let run = &b[i + 1..i + 1 + end];
+                if !run
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b',')
+                {
+                    return false;
+                }
+                if !run.is_empty() && decode_mutf7_run(run).is_none() {
+                    return false;
+                }
+                i += end + 2;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Decode one modified-base64 run to text; `None` if it is not valid
+/// UTF-16 or encodes printable ASCII (which must appear as itself).
+fn decode_mutf7_run(run: &[u8]) -> Option<String> {
+    let std: Vec<u8> = run
+        .iter()
+        .map(|&c| if c == b',' { b'/' } else { c })
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&std)
+        .ok()?;
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    let text = String::from_utf16(&units).ok()?;
+    (!text.chars().any(|c| (' '..='~').contains(&c))).then_some(text)
 }
 
 /// A section of a message in wire form.
@@ -244,7 +421,7 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
 impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE",
+            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -496,6 +673,7 @@ impl Session {
             ("IDLE", true) => return self.idle(&tag, shutdown).await,
             ("CREATE", true) => return Ok(self.create(&tag, args)),
             ("DELETE", true) => return Ok(self.delete(&tag, args)),
+            ("RENAME", true) => return Ok(self.rename(&tag, args)),
             ("SUBSCRIBE", true) | ("UNSUBSCRIBE", true) => {
                 return Ok(self.subscribe(&tag, verb == "SUBSCRIBE", args));
             }
@@ -673,7 +851,9 @@ impl Session {
         } else {
             None
         };
-        for f in folders(&root) {
+        let all = folders(&root);
+        for f in &all {
+            let f = f.clone();
             if !parse::list_match(full.as_bytes(), f.as_bytes()) {
                 continue;
             }
@@ -682,7 +862,13 @@ impl Session {
             {
                 continue;
             }
-            let mut attrs = vec!["\\HasNoChildren"];
+            let prefix = format!("{f}.");
+            let children = all.iter().any(|x| x.starts_with(&prefix));
+            let mut attrs = vec![if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            }];
             if let Some(u) = special_use(&f) {
                 attrs.push(u);
             }
@@ -721,8 +907,8 @@ impl Session {
         };
         let uids: Vec<u32> = mb.messages().iter().map(|m| m.uid).collect();
         let unseen = mb.messages().iter().position(|m| !m.flags.contains('S'));
+        let keywords = mailstore::read_keywords(mb.dir());
         let mut o = String::new();
-        o.push_str("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
         o.push_str(&format!("* {} EXISTS\r\n* 0 RECENT\r\n", uids.len()));
         if let Some(u) = unseen {
             o.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", u + 1));
@@ -732,13 +918,7 @@ impl Session {
             mb.uidvalidity(),
             mb.uidnext()
         ));
-        if readonly {
-            o.push_str("* OK [PERMANENTFLAGS ()] Read-only\r\n");
-        } else {
-            o.push_str(
-                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Limited\r\n",
-            );
-        }
+        o.push_str(&flags_lines(&keywords, readonly));
         self.out.extend_from_slice(o.as_bytes());
         let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
         let verb = if readonly { "EXAMINE" } else { "SELECT" };
@@ -746,6 +926,7 @@ impl Session {
         self.sel = Some(Selected {
             _name: name,
             mb,
+            keywords,
             uids,
             readonly,
         });
@@ -796,6 +977,12 @@ impl Session {
                 return;
             }
         };
+        let kw = mailstore::read_keywords(sel.mb.dir());
+        if kw != sel.keywords {
+            sel.keywords = kw;
+            self.out
+                .extend_from_slice(flags_lines(&sel.keywords, sel.readonly).as_bytes());
+        }
         let now: std::collections::HashSet<u32> = sel.mb.messages().iter().map(|m| m.uid).collect();
         let mut i = 0;
         while i < sel.uids.len() {
@@ -826,8 +1013,12 @@ impl Session {
                 sel.mb.messages().iter().find(|m| m.uid == uid),
             ) {
                 self.out.extend_from_slice(
-                    format!("* {} FETCH (FLAGS ({}))\r\n", pos + 1, flag_names(&m.flags))
-                        .as_bytes(),
+                    format!(
+                        "* {} FETCH (FLAGS ({}))\r\n",
+                        pos + 1,
+                        flag_names(&m.flags, &sel.keywords)
+                    )
+                    .as_bytes(),
                 );
             }
         }
@@ -1106,7 +1297,7 @@ impl Session {
             if expanded.iter().any(|i| i.eq_ignore_ascii_case("FLAGS"))
                 || (set_seen && flags != m.flags)
             {
-                parts.push(format!("FLAGS ({})", flag_names(&flags)).into_bytes());
+                parts.push(format!("FLAGS ({})", flag_names(&flags, &sel.keywords)).into_bytes());
             }
             self.out
                 .extend_from_slice(format!("* {msn} FETCH (").as_bytes());
@@ -1135,21 +1326,27 @@ impl Session {
             "-FLAGS.SILENT" => ('-', true),
             _ => return Err("BAD Unknown STORE operation".into()),
         };
-        let mut letters = String::new();
-        for t in &args[1..] {
-            if let Token::Atom(a) = t {
-                match flag_letter(a) {
-                    Some(c) => letters.push(c),
-                    None if a.starts_with('\\') => {
-                        return Err(format!("BAD Unknown system flag {a}"));
-                    }
-                    None => return Err("NO [CANNOT] Keywords are not supported".into()),
-                }
-            }
-        }
+        let (mut letters, names) = parse_flags(&args[1..])?;
         let sel = self.sel.as_mut().expect("selected");
         if sel.readonly {
             return Err("NO [READ-ONLY] Mailbox is read-only".into());
+        }
+        if mode == '-' {
+            // Removing a keyword the mailbox never had is a no-op.
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let dir = sel.mb.dir().to_path_buf();
+            let found =
+                tokio::task::block_in_place(|| mailstore::keyword_letters(&dir, &refs, false))
+                    .map_err(|e| format!("NO [SERVERBUG] {e}"))?;
+            letters.extend(found.into_iter().flatten());
+        } else {
+            letters.push_str(&keyword_letters_for(sel.mb.dir(), &names)?);
+        }
+        let kw = mailstore::read_keywords(sel.mb.dir());
+        if kw != sel.keywords {
+            sel.keywords = kw;
+            self.out
+                .extend_from_slice(flags_lines(&sel.keywords, sel.readonly).as_bytes());
         }
         for &(msn, uid) in targets {
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
@@ -1173,7 +1370,11 @@ impl Session {
                     String::new()
                 };
                 self.out.extend_from_slice(
-                    format!("* {msn} FETCH ({uidpart}FLAGS ({}))\r\n", flag_names(&new)).as_bytes(),
+                    format!(
+                        "* {msn} FETCH ({uidpart}FLAGS ({}))\r\n",
+                        flag_names(&new, &sel.keywords)
+                    )
+                    .as_bytes(),
                 );
             }
         }
@@ -1182,132 +1383,35 @@ impl Session {
 
     fn search(&mut self, tag: &str, name: &str, uid_mode: bool, args: &[Token]) -> Flow {
         let sel = self.sel.as_ref().expect("selected");
-        let mut keep: Vec<bool> = vec![true; sel.uids.len()];
-        let flags: Vec<String> = sel
-            .uids
-            .iter()
-            .map(|u| {
-                sel.mb
-                    .messages()
-                    .iter()
-                    .find(|m| m.uid == *u)
-                    .map(|m| m.flags.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let mut i = 0;
-        while i < args.len() {
-            let Some(key) = args[i].astring() else {
-                return self.bad(tag, "BAD Unsupported SEARCH syntax");
+        let max_uid = sel.uids.last().copied().unwrap_or(0);
+        let key = match crate::search::parse(args, sel.uids.len() as u32, max_uid) {
+            Ok(k) => k,
+            Err(e) => return self.bad(tag, &e),
+        };
+        let by_uid: std::collections::HashMap<u32, &mailstore::Message> =
+            sel.mb.messages().iter().map(|m| (m.uid, m)).collect();
+        let mut hits = Vec::new();
+        for (i, &uid) in sel.uids.iter().enumerate() {
+            // Expunged by another session but not reported yet: no match.
+            let Some(m) = by_uid.get(&uid) else { continue };
+            let mut c = crate::search::Candidate {
+                msn: i as u32 + 1,
+                uid,
+                flags: &m.flags,
+                keywords: keyword_names(&m.flags, &sel.keywords),
+                vsize: m.vsize,
+                internal_date: m.internal_date,
+                path: m.path.clone(),
+                cached: None,
             };
-            let k = key.to_ascii_uppercase();
-            let flag_test = |letter: char, want: bool| -> Vec<bool> {
-                flags.iter().map(|f| f.contains(letter) == want).collect()
-            };
-            let cond: Vec<bool> = match k.as_str() {
-                "ALL" => vec![true; keep.len()],
-                "SEEN" => flag_test('S', true),
-                "UNSEEN" => flag_test('S', false),
-                "DELETED" => flag_test('T', true),
-                "UNDELETED" => flag_test('T', false),
-                "FLAGGED" => flag_test('F', true),
-                "UNFLAGGED" => flag_test('F', false),
-                "ANSWERED" => flag_test('R', true),
-                "UNANSWERED" => flag_test('R', false),
-                "DRAFT" => flag_test('D', true),
-                "UNDRAFT" => flag_test('D', false),
-                "UID" => {
-                    i += 1;
-                    let max = sel.uids.last().copied().unwrap_or(0);
-                    let Some(set) = args
-                        .get(i)
-                        .and_then(Token::astring)
-                        .and_then(|s| parse::sequence_set(&s, max))
-                    else {
-                        return self.bad(tag, "BAD Invalid UID set");
-                    };
-                    sel.uids
-                        .iter()
-                        .map(|u| set.binary_search(u).is_ok())
-                        .collect()
-                }
-                "SUBJECT" | "FROM" | "TO" | "CC" | "BCC" | "HEADER" | "BODY" | "TEXT" => {
-                    let field = if k == "HEADER" {
-                        i += 1;
-                        match args.get(i).and_then(Token::astring) {
-                            Some(f) => Some(f),
-                            None => return self.bad(tag, "BAD HEADER needs a field name"),
-                        }
-                    } else {
-                        None
-                    };
-                    i += 1;
-                    let Some(needle) = args.get(i).and_then(|t| match t {
-                        Token::Atom(a) => Some(a.as_bytes().to_vec()),
-                        Token::Str(s) => Some(s.clone()),
-                        _ => None,
-                    }) else {
-                        return self.bad(tag, "BAD Missing search string");
-                    };
-                    let mut v = Vec::with_capacity(sel.uids.len());
-                    for &uid in &sel.uids {
-                        let msg = match tokio::task::block_in_place(|| sel.mb.read_message(uid)) {
-                            Ok(m) => parse::to_crlf(&m),
-                            Err(_) => {
-                                v.push(false);
-                                continue;
-                            }
-                        };
-                        let hit = match k.as_str() {
-                            "TEXT" => parse::contains_ci(&msg, &needle),
-                            "BODY" => section(&msg, "TEXT")
-                                .is_some_and(|b| parse::contains_ci(&b, &needle)),
-                            _ => {
-                                let name = field.as_deref().unwrap_or(k.as_str());
-                                let hdr = section(&msg, "HEADER").unwrap_or_default();
-                                parse::raw_header(&hdr, name)
-                                    .is_some_and(|h| parse::contains_ci(&h, &needle))
-                            }
-                        };
-                        v.push(hit);
-                    }
-                    v
-                }
-                "CHARSET" => {
-                    i += 2;
-                    continue;
-                }
-                _ => {
-                    let max = sel.uids.len() as u32;
-                    let Some(set) = parse::sequence_set(&key, max) else {
-                        return self.bad(tag, "BAD Unsupported SEARCH key");
-                    };
-                    (1..=sel.uids.len() as u32)
-                        .map(|n| set.binary_search(&n).is_ok())
-                        .collect()
-                }
-            };
-            for (k, c) in keep.iter_mut().zip(cond) {
-                *k &= c;
+            if tokio::task::block_in_place(|| c.matches(&key)) {
+                hits.push(if uid_mode { uid } else { i as u32 + 1 });
             }
-            i += 1;
         }
-        let hits: Vec<String> = keep
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| **k)
-            .map(|(n, _)| {
-                if uid_mode {
-                    sel.uids[n].to_string()
-                } else {
-                    (n + 1).to_string()
-                }
-            })
-            .collect();
         let mut line = String::from("* SEARCH");
         for h in hits {
             line.push(' ');
-            line.push_str(&h);
+            line.push_str(&h.to_string());
         }
         line.push_str("\r\n");
         self.out.extend_from_slice(line.as_bytes());
@@ -1369,6 +1473,85 @@ impl Session {
         }
     }
 
+    /// RENAME (RFC 3501 section 6.3.5): subfolders move along, INBOX's
+    /// messages move into the new folder, subscriptions follow.
+    fn rename(&mut self, tag: &str, args: &[Token]) -> Flow {
+        let (Some(old), Some(new), 2) = (
+            args.first().and_then(Token::astring),
+            args.get(1).and_then(Token::astring),
+            args.len(),
+        ) else {
+            return self.bad(tag, "BAD RENAME needs two mailbox names");
+        };
+        let new = new.trim_end_matches('.').to_string();
+        if new.eq_ignore_ascii_case("INBOX") || !valid_folder(&new) {
+            return self.bad(tag, "NO [CANNOT] Invalid new mailbox name");
+        }
+        let inbox = old.eq_ignore_ascii_case("INBOX");
+        if !inbox && !valid_folder(&old) {
+            return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+        }
+        let root = self.root.clone().expect("authenticated");
+        match tokio::task::block_in_place(|| mailstore::rename_folder(&root, &old, &new)) {
+            Ok(()) => {}
+            Err(mailstore::StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                return self.bad(tag, "NO [ALREADYEXISTS] Target mailbox exists");
+            }
+            Err(mailstore::StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rename failed");
+                return self.bad(tag, "NO [SERVERBUG] Cannot rename the mailbox");
+            }
+        }
+        // A renamed selected folder stays selected under its new name (the
+        // index moved with it, UIDs are unchanged).
+        if !inbox
+            && let Some(sel) = self.sel.as_mut()
+            && (sel._name == old || sel._name.starts_with(&format!("{old}.")))
+        {
+            let renamed = format!("{new}{}", &sel._name[old.len()..]);
+            let dir = mailstore::folder_path(&root, &renamed);
+            match tokio::task::block_in_place(|| Mailbox::open(&dir)) {
+                Ok(mb) => {
+                    sel.mb = mb;
+                    sel._name = renamed;
+                }
+                Err(_) => self.sel = None,
+            }
+        }
+        if !inbox {
+            let path = root.join("subscriptions");
+            let list: Vec<String> = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    if l == old {
+                        new.clone()
+                    } else if let Some(rest) = l.strip_prefix(&format!("{old}.")) {
+                        format!("{new}.{rest}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            let text: String = list.iter().map(|l| format!("{l}\n")).collect();
+            if let Err(e) =
+                tokio::task::block_in_place(|| mailstore::write_atomic(&path, text.as_bytes()))
+            {
+                tracing::warn!(error = %e, "subscriptions not updated after rename");
+            }
+        }
+        self.reply(tag, "OK RENAME completed");
+        Flow::Continue
+    }
+
     fn subscribe(&mut self, tag: &str, on: bool, args: &[Token]) -> Flow {
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD Missing mailbox");
@@ -1402,10 +1585,20 @@ impl Session {
     }
 
     /// Deliver `data` into folder `name` with flags; returns (UIDVALIDITY, UID).
-    fn put(&self, name: &str, data: &[u8], flags: &str) -> Result<(u32, u32), String> {
+    /// Deliver an APPENDed message; `(uidvalidity, Some(uid))`, or `None`
+    /// for the UID when another session expunged the message before its
+    /// UID could be read back (then there is no APPENDUID to give).
+    fn put(
+        &self,
+        name: &str,
+        data: &[u8],
+        flags: &str,
+        internal_date: Option<u64>,
+    ) -> Result<(u32, Option<u32>), String> {
         let root = self.root.clone().expect("authenticated");
         tokio::task::block_in_place(|| {
-            let d = mailstore::deliver(&root, name, data).map_err(|e| e.to_string())?;
+            let d = mailstore::deliver_dated(&root, name, data, internal_date)
+                .map_err(|e| e.to_string())?;
             let dir = mailstore::folder_path(&root, name);
             let mut mb = Mailbox::open(&dir).map_err(|e| e.to_string())?;
             let base = d
@@ -1414,16 +1607,13 @@ impl Session {
                 .and_then(|f| f.to_str())
                 .unwrap_or_default()
                 .to_string();
-            let uid = mb
-                .messages()
-                .iter()
-                .find(|m| m.base == base)
-                .map(|m| m.uid)
-                .ok_or("delivered message not found")?;
+            let Some(uid) = mb.messages().iter().find(|m| m.base == base).map(|m| m.uid) else {
+                return Ok((mb.uidvalidity(), None));
+            };
             if !flags.is_empty() {
                 mb.set_flags(uid, flags).map_err(|e| e.to_string())?;
             }
-            Ok((mb.uidvalidity(), uid))
+            Ok((mb.uidvalidity(), Some(uid)))
         })
     }
 
@@ -1437,22 +1627,34 @@ impl Session {
         let mut i = 1;
         let mut letters = String::new();
         if args.get(i) == Some(&Token::LParen) {
+            let start = i + 1;
             i += 1;
-            while let Some(Token::Atom(f)) = args.get(i) {
-                match flag_letter(f) {
-                    Some(c) => letters.push(c),
-                    None => return self.bad(tag, "NO [CANNOT] Keywords are not supported"),
-                }
+            while let Some(Token::Atom(_)) = args.get(i) {
                 i += 1;
             }
             if args.get(i) != Some(&Token::RParen) {
                 return self.bad(tag, "BAD Invalid flag list");
             }
+            let root = self.root.clone().expect("authenticated");
+            let parsed = parse_flags(&args[start..i]).and_then(|(sys, names)| {
+                let dir = mailstore::folder_path(&root, &name);
+                Ok(sys + &keyword_letters_for(&dir, &names)?)
+            });
+            match parsed {
+                Ok(l) => letters = l,
+                Err(e) => return self.bad(tag, &e),
+            }
             i += 1;
         }
-        // An optional date-time (quoted) is accepted but not stored: the
-        // internal date is the time of the APPEND.
-        if matches!(args.get(i), Some(Token::Str(s)) if s.len() < 40) && args.len() > i + 1 {
+        // An optional date-time: the message's internal date.
+        let mut date = None;
+        if let Some(Token::Str(s)) = args.get(i)
+            && args.len() > i + 1
+        {
+            match std::str::from_utf8(s).ok().and_then(parse_date_time) {
+                Some(d) => date = Some(d),
+                None => return self.bad(tag, "BAD Invalid date-time"),
+            }
             i += 1;
         }
         let Some(Token::Str(data)) = args.get(i) else {
@@ -1461,10 +1663,15 @@ impl Session {
         if data.len() > parse::APPEND_LIMIT {
             return self.bad(tag, "NO [TOOBIG] Message too big");
         }
-        match self.put(&name, data, &letters) {
-            Ok((v, u)) => {
+        match self.put(&name, data, &letters, date) {
+            Ok((v, Some(u))) => {
                 self.updates();
                 self.reply(tag, &format!("OK [APPENDUID {v} {u}] APPEND completed"));
+                Flow::Continue
+            }
+            Ok((_, None)) => {
+                self.updates();
+                self.reply(tag, "OK APPEND completed");
                 Flow::Continue
             }
             Err(e) => {
@@ -1506,12 +1713,25 @@ impl Session {
                     return self.bad(tag, "NO [SERVERBUG] Cannot read a message");
                 }
             };
-            match self.put(&dest, &data, &m.flags) {
-                Ok((v, u)) => {
+            // Keyword letters are per mailbox: translate through the names.
+            let names = keyword_names(&m.flags, &sel.keywords);
+            let dest_dir =
+                mailstore::folder_path(self.root.as_ref().expect("authenticated"), &dest);
+            let mut flags: String = m.flags.chars().filter(char::is_ascii_uppercase).collect();
+            match keyword_letters_for(&dest_dir, &names) {
+                Ok(l) => flags.push_str(&l),
+                Err(e) => return self.bad(tag, &e),
+            }
+            // COPY keeps the internal date (RFC 3501 section 6.4.7).
+            match self.put(&dest, &data, &flags, Some(m.internal_date)) {
+                Ok((v, Some(u))) => {
                     validity = v;
                     src.push(uid.to_string());
                     dst.push(u.to_string());
                 }
+                // Copied, but already expunged there by another session:
+                // no pair for COPYUID.
+                Ok((v, None)) => validity = v,
                 Err(e) => {
                     tracing::error!(error = %e, "copy failed");
                     return self.bad(tag, "NO [SERVERBUG] COPY failed");
@@ -1605,8 +1825,32 @@ mod tests {
     }
 
     #[test]
+    fn date_times_and_mutf7() {
+        assert_eq!(
+            parse_date_time("17-Jul-1996 02:44:25 -0700"),
+            Some(837_596_665)
+        );
+        assert_eq!(parse_date_time(" 1-Jan-1970 00:00:00 +0000"), Some(0));
+        assert_eq!(parse_date_time("1-Jan-1970 00:00:00 +0100"), None);
+        assert_eq!(parse_date_time("1-Jan-1970 24:00:00 +0000"), None);
+        assert_eq!(parse_date_time("garbage"), None);
+        assert!(valid_mutf7("&ZeVnLIqe-") && valid_mutf7("Tom &- Jerry"));
+        assert_eq!(decode_mutf7_run(b"ZeVnLIqe").as_deref(), Some("日本語"));
+        assert!(!valid_mutf7("&ZeVnLIqe") && !valid_mutf7("&AGE-") && !valid_mutf7("日本"));
+        assert!(!valid_mutf7("&Jjo!-"));
+    }
+
+    #[test]
     fn flags_map() {
-        assert_eq!(flag_names("FRST"), "\\Flagged \\Answered \\Seen \\Deleted");
+        assert_eq!(
+            flag_names("FRSTab", &["$Junk".into()]),
+            "\\Flagged \\Answered \\Seen \\Deleted $Junk"
+        );
+        assert_eq!(
+            keyword_names("Sab", &["$Junk".into(), "Work".into()]),
+            ["$Junk", "Work"]
+        );
+        assert!(valid_keyword("$Forwarded") && !valid_keyword("a(b") && !valid_keyword("\\x"));
         assert_eq!(flag_letter("\\SEEN"), Some('S'));
         assert_eq!(flag_letter("$Junk"), None);
         assert!(valid_folder("Sent"));

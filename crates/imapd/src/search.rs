@@ -1,0 +1,443 @@
+//! SEARCH keys (RFC 3501 section 6.4.4 / RFC 9051 section 6.4.4): parsed
+//! from the command's tokens into a [`Key`] tree, then evaluated message by
+//! message. Flag, size, date and set keys use the index only; header and
+//! text keys read the message (once per message, however many keys need it).
+
+use std::path::PathBuf;
+
+use crate::parse::{self, Token};
+
+/// Deepest nesting of parentheses, `NOT` and `OR` in one SEARCH.
+pub const MAX_SEARCH_DEPTH: usize = 32;
+
+/// One search key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    All,
+    /// A Maildir flag letter present (`true`) or absent.
+    Flag(char, bool),
+    /// A keyword (case-insensitive) present or absent.
+    Keyword(String, bool),
+    Larger(u64),
+    Smaller(u64),
+    /// Internal date, compared by day (days since the epoch).
+    Before(i64),
+    On(i64),
+    Since(i64),
+    /// The Date: header's day, in its own time zone.
+    SentBefore(i64),
+    SentOn(i64),
+    SentSince(i64),
+    /// Header field contains (empty needle: the field exists).
+    Header(String, Vec<u8>),
+    Body(Vec<u8>),
+    Text(Vec<u8>),
+    Uid(Vec<u32>),
+    Seq(Vec<u32>),
+    Not(Box<Key>),
+    Or(Box<Key>, Box<Key>),
+    And(Vec<Key>),
+    /// Matches nothing (`NEW`, `RECENT`: no message is ever \Recent here).
+    Nothing,
+}
+
+/// Parse the arguments of SEARCH (after an optional `RETURN (...)`, which
+/// the caller removes). `max_msn`/`max_uid` give `*`.
+pub fn parse(args: &[Token], max_msn: u32, max_uid: u32) -> Result<Key, String> {
+    let mut p = Parser {
+        toks: args,
+        pos: 0,
+        max_msn,
+        max_uid,
+    };
+    if p.peek().is_some_and(|t| t.is_atom("CHARSET")) {
+        p.pos += 1;
+        let cs = p.string()?;
+        let cs = String::from_utf8_lossy(&cs).to_ascii_uppercase();
+        if cs != "UTF-8" && cs != "US-ASCII" {
+            return Err("NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset".into());
+        }
+    }
+    let mut keys = Vec::new();
+    while p.pos < p.toks.len() {
+        keys.push(p.key(0)?);
+    }
+    if keys.is_empty() {
+        return Err("BAD SEARCH needs a key".into());
+    }
+    Ok(if keys.len() == 1 {
+        keys.pop().expect("one")
+    } else {
+        Key::And(keys)
+    })
+}
+
+struct Parser<'a> {
+    toks: &'a [Token],
+    pos: usize,
+    max_msn: u32,
+    max_uid: u32,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.toks.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<&Token> {
+        let t = self.toks.get(self.pos);
+        self.pos += 1;
+        t
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, String> {
+        match self.next() {
+            Some(Token::Atom(a)) => Ok(a.as_bytes().to_vec()),
+            Some(Token::Str(s)) => Ok(s.clone()),
+            _ => Err("BAD Missing search argument".into()),
+        }
+    }
+
+    fn number(&mut self) -> Result<u64, String> {
+        let s = self.string()?;
+        std::str::from_utf8(&s)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "BAD Invalid number".to_string())
+    }
+
+    fn date(&mut self) -> Result<i64, String> {
+        let s = self.string()?;
+        std::str::from_utf8(&s)
+            .ok()
+            .and_then(parse_date)
+            .ok_or_else(|| "BAD Invalid date (want d-Mon-yyyy)".to_string())
+    }
+
+    fn key(&mut self, depth: usize) -> Result<Key, String> {
+        if depth > MAX_SEARCH_DEPTH {
+            return Err("BAD SEARCH nested too deeply".into());
+        }
+        let tok = self.next().cloned().ok_or("BAD Missing search key")?;
+        let word = match tok {
+            Token::LParen => {
+                let mut keys = Vec::new();
+                loop {
+                    match self.peek() {
+                        Some(Token::RParen) => {
+                            self.pos += 1;
+                            break;
+                        }
+                        None => return Err("BAD Unbalanced parentheses".into()),
+                        _ => keys.push(self.key(depth + 1)?),
+                    }
+                }
+                if keys.is_empty() {
+                    return Err("BAD Empty parentheses".into());
+                }
+                return Ok(Key::And(keys));
+            }
+            Token::RParen => return Err("BAD Unexpected )".into()),
+            Token::Str(_) => return Err("BAD Unexpected string".into()),
+            Token::Atom(a) => a,
+        };
+        let upper = word.to_ascii_uppercase();
+        Ok(match upper.as_str() {
+            "ALL" => Key::All,
+            "SEEN" => Key::Flag('S', true),
+            "UNSEEN" => Key::Flag('S', false),
+            "DELETED" => Key::Flag('T', true),
+            "UNDELETED" => Key::Flag('T', false),
+            "FLAGGED" => Key::Flag('F', true),
+            "UNFLAGGED" => Key::Flag('F', false),
+            "ANSWERED" => Key::Flag('R', true),
+            "UNANSWERED" => Key::Flag('R', false),
+            "DRAFT" => Key::Flag('D', true),
+            "UNDRAFT" => Key::Flag('D', false),
+            // Nothing is ever \Recent: NEW and RECENT match nothing, OLD all.
+            "NEW" | "RECENT" => Key::Nothing,
+            "OLD" => Key::All,
+            "KEYWORD" | "UNKEYWORD" => {
+                let k = String::from_utf8_lossy(&self.string()?).into_owned();
+                Key::Keyword(k, upper == "KEYWORD")
+            }
+            "LARGER" => Key::Larger(self.number()?),
+            "SMALLER" => Key::Smaller(self.number()?),
+            "BEFORE" => Key::Before(self.date()?),
+            "ON" => Key::On(self.date()?),
+            "SINCE" => Key::Since(self.date()?),
+            "SENTBEFORE" => Key::SentBefore(self.date()?),
+            "SENTON" => Key::SentOn(self.date()?),
+            "SENTSINCE" => Key::SentSince(self.date()?),
+            "SUBJECT" | "FROM" | "TO" | "CC" | "BCC" => {
+                Key::Header(upper.to_ascii_lowercase(), self.string()?)
+            }
+            "HEADER" => {
+                let field = String::from_utf8_lossy(&self.string()?).into_owned();
+                Key::Header(field, self.string()?)
+            }
+            "BODY" => Key::Body(self.string()?),
+            "TEXT" => Key::Text(self.string()?),
+            "UID" => {
+                let s = String::from_utf8_lossy(&self.string()?).into_owned();
+                Key::Uid(parse::sequence_set(&s, self.max_uid).ok_or("BAD Invalid UID set")?)
+            }
+            "NOT" => Key::Not(Box::new(self.key(depth + 1)?)),
+            "OR" => {
+                let a = self.key(depth + 1)?;
+                let b = self.key(depth + 1)?;
+                Key::Or(Box::new(a), Box::new(b))
+            }
+            _ => match parse::sequence_set(&word, self.max_msn) {
+                Some(set) => Key::Seq(set),
+                None => return Err(format!("BAD Unknown SEARCH key {word}")),
+            },
+        })
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+/// `d-Mon-yyyy` (RFC 3501 `date`) to days since the epoch.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let mut it = s.split('-');
+    let d: u32 = it.next()?.parse().ok()?;
+    let mon = it.next()?.to_ascii_lowercase();
+    let y: i64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(1..=31).contains(&d) || !(1..=9999).contains(&y) {
+        return None;
+    }
+    let m = MONTHS.iter().position(|x| *x == mon)? as u32 + 1;
+    Some(days_from_civil(y, m, d))
+}
+
+/// One message as the search sees it.
+pub struct Candidate<'a> {
+    pub msn: u32,
+    pub uid: u32,
+    /// Maildir flag letters (keywords as lowercase letters).
+    pub flags: &'a str,
+    /// The keyword names set on this message.
+    pub keywords: Vec<String>,
+    pub vsize: u64,
+    pub internal_date: u64,
+    pub path: PathBuf,
+    /// The wire form, read on first need.
+    pub cached: Option<Vec<u8>>,
+}
+
+impl Candidate<'_> {
+    fn message(&mut self) -> &[u8] {
+        if self.cached.is_none() {
+            let raw = std::fs::read(&self.path).unwrap_or_default();
+            self.cached = Some(parse::to_crlf(&raw));
+        }
+        self.cached.as_deref().unwrap_or_default()
+    }
+
+    fn header(&mut self) -> &[u8] {
+        let msg = self.message();
+        let end = msg
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(msg.len(), |p| p + 4);
+        &msg[..end]
+    }
+
+    fn sent_day(&mut self) -> Option<i64> {
+        let parsed = mail_parser::MessageParser::default().parse_headers(self.header())?;
+        let d = parsed.date()?;
+        Some(days_from_civil(
+            i64::from(d.year),
+            u32::from(d.month),
+            u32::from(d.day),
+        ))
+    }
+
+    /// Does this message match `key`?
+    pub fn matches(&mut self, key: &Key) -> bool {
+        let day = (self.internal_date / 86_400) as i64;
+        match key {
+            Key::All => true,
+            Key::Nothing => false,
+            Key::Flag(c, want) => self.flags.contains(*c) == *want,
+            Key::Keyword(k, want) => {
+                self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) == *want
+            }
+            Key::Larger(n) => self.vsize > *n,
+            Key::Smaller(n) => self.vsize < *n,
+            Key::Before(d) => day < *d,
+            Key::On(d) => day == *d,
+            Key::Since(d) => day >= *d,
+            Key::SentBefore(d) => self.sent_day().is_some_and(|s| s < *d),
+            Key::SentOn(d) => self.sent_day().is_some_and(|s| s == *d),
+            Key::SentSince(d) => self.sent_day().is_some_and(|s| s >= *d),
+            Key::Header(field, needle) => {
+                let hdr = self.header().to_vec();
+                all_headers(&hdr, field)
+                    .iter()
+                    .any(|v| parse::contains_ci(v, needle))
+            }
+            Key::Body(needle) => {
+                let msg = self.message();
+                let start = msg
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(msg.len(), |p| p + 4);
+                parse::contains_ci(&msg[start..], needle)
+            }
+            Key::Text(needle) => parse::contains_ci(self.message(), needle),
+            Key::Uid(set) => set.binary_search(&self.uid).is_ok(),
+            Key::Seq(set) => set.binary_search(&self.msn).is_ok(),
+            Key::Not(k) => !self.matches(k),
+            Key::Or(a, b) => self.matches(a) || self.matches(b),
+            Key::And(keys) => keys.iter().all(|k| self.matches(k)),
+        }
+    }
+}
+
+/// Every (unfolded) value of header `name` in a wire-form header.
+fn all_headers(header: &[u8], name: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut current = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let trimmed = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if line[0] == b' ' || line[0] == b'\t' {
+            if current && let Some(v) = out.last_mut() {
+                v.extend_from_slice(trimmed);
+            }
+            continue;
+        }
+        current = false;
+        if let Some(colon) = trimmed.iter().position(|&b| b == b':')
+            && trimmed[..colon]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
+        {
+            current = true;
+            out.push(trimmed[colon + 1..].trim_ascii().to_vec());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<Token> {
+        parse::tokenize(format!("{s}\r\n").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1-Jan-1970"), Some(0));
+        assert_eq!(parse_date("01-jan-1970"), Some(0));
+        assert_eq!(parse_date("29-Feb-2000"), Some(11_016));
+        assert_eq!(parse_date("1-Foo-2000"), None);
+        assert_eq!(parse_date("1-Jan-2000-1"), None);
+        assert_eq!(days_from_civil(2024, 3, 1), 19_783);
+    }
+
+    #[test]
+    fn parse_tree() {
+        let k = parse(&toks("OR SEEN (FLAGGED NOT DELETED) 1:2"), 5, 9).unwrap();
+        assert_eq!(
+            k,
+            Key::And(vec![
+                Key::Or(
+                    Box::new(Key::Flag('S', true)),
+                    Box::new(Key::And(vec![
+                        Key::Flag('F', true),
+                        Key::Not(Box::new(Key::Flag('T', true)))
+                    ]))
+                ),
+                Key::Seq(vec![1, 2])
+            ])
+        );
+        assert_eq!(
+            parse(&toks("CHARSET UTF-8 SINCE 1-Feb-1994"), 1, 1).unwrap(),
+            Key::Since(parse_date("1-Feb-1994").unwrap())
+        );
+        assert!(
+            parse(&toks("CHARSET KOI8-R ALL"), 1, 1)
+                .unwrap_err()
+                .contains("BADCHARSET")
+        );
+        assert!(parse(&toks("(SEEN"), 1, 1).is_err());
+        assert!(parse(&toks("BOGUS"), 1, 1).is_err());
+        assert!(parse(&toks("OR SEEN"), 1, 1).is_err());
+        let deep = format!("{}ALL{}", "(".repeat(40), ")".repeat(40));
+        assert!(parse(&toks(&deep), 1, 1).unwrap_err().contains("deeply"));
+        let nots = format!("{}ALL", "NOT ".repeat(40));
+        assert!(parse(&toks(&nots), 1, 1).is_err());
+    }
+
+    #[test]
+    fn evaluation() {
+        let dir = tempfile_dir();
+        let path = dir.join("m");
+        std::fs::write(
+            &path,
+            "Subject: Hello\nDate: Tue, 1 Feb 1994 23:30:00 -0800\nX-A: one\nX-A: two\n\nBody Text\n",
+        )
+        .unwrap();
+        let mut c = Candidate {
+            msn: 2,
+            uid: 7,
+            flags: "Sa",
+            keywords: vec!["$Junk".into()],
+            vsize: 100,
+            internal_date: 86_400 * 10 + 5,
+            path,
+            cached: None,
+        };
+        let t = |c: &mut Candidate, s: &str| c.matches(&parse(&toks(s), 5, 9).unwrap());
+        assert!(t(&mut c, "SEEN UNFLAGGED KEYWORD $junk"));
+        assert!(!t(&mut c, "UNKEYWORD $Junk"));
+        assert!(t(&mut c, "LARGER 99 SMALLER 101"));
+        assert!(t(
+            &mut c,
+            "ON 11-Jan-1970 SINCE 11-Jan-1970 BEFORE 12-Jan-1970"
+        ));
+        assert!(!t(&mut c, "BEFORE 11-Jan-1970"));
+        assert!(t(
+            &mut c,
+            "SENTON 1-Feb-1994 SENTBEFORE 2-Feb-1994 SENTSINCE 1-Feb-1994"
+        ));
+        assert!(t(
+            &mut c,
+            "HEADER X-A two SUBJECT hello BODY \"body text\" TEXT date"
+        ));
+        assert!(!t(&mut c, "BODY hello"));
+        assert!(t(&mut c, "UID 7 2 NOT 3 OR 1 2"));
+        assert!(t(&mut c, "HEADER X-A \"\""));
+        assert!(!t(&mut c, "HEADER X-B \"\""));
+        assert!(!t(&mut c, "NEW") && t(&mut c, "OLD"));
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("imapd-search-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

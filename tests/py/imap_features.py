@@ -1,0 +1,191 @@
+"""imapd extension checks with Python's imaplib: keywords (persisted,
+searched, copied), SEARCH date/size/OR/NOT keys, APPEND date-time, RENAME
+(subfolders, subscriptions, INBOX), CHILDREN, modified UTF-7 names,
+NAMESPACE, ID, ENABLE, UNSELECT.
+
+argv: imaps_port ca_file user password maildir
+"""
+import imaplib, os, re, ssl, sys
+
+port = int(sys.argv[1])
+ca, user, password, maildir = sys.argv[2:6]
+ctx = ssl.create_default_context(cafile=ca)
+for cmd in ("ID", "ENABLE", "UNSELECT"):
+    imaplib.Commands.setdefault(cmd, ("NONAUTH", "AUTH", "SELECTED"))
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        print("FAIL", name, detail)
+        sys.exit(1)
+    print("ok", name)
+
+
+def connect():
+    m = imaplib.IMAP4_SSL("localhost", port, ssl_context=ctx)
+    m.login(user, password)
+    return m
+
+
+def ok(resp, what):
+    typ, data = resp
+    check(what, typ == "OK", data)
+    return data
+
+
+def flags(m, msn):
+    typ, data = m.fetch(str(msn), "(FLAGS)")
+    text = data[0].decode() if isinstance(data[0], bytes) else data[0][0].decode()
+    return set(re.search(r"FLAGS \(([^)]*)\)", text).group(1).split())
+
+
+def search(m, *criteria):
+    typ, data = m.search(None, *criteria)
+    check("search %s" % (criteria,), typ == "OK", data)
+    return [int(x) for x in data[0].split()]
+
+
+m = connect()
+caps = m.capabilities
+for c in ("CHILDREN", "NAMESPACE", "ID", "ENABLE", "UNSELECT", "UIDPLUS", "MOVE"):
+    check("capability " + c, c in caps, caps)
+
+# NAMESPACE, ID, ENABLE.
+data = ok(m.namespace(), "namespace")
+check("namespace personal", data[0] == b'(("" ".")) NIL NIL', data)
+typ, data = m.xatom("ID", '("name" "imaplib" "version" "3")')
+check("id", typ == "OK" and b"postern-imapd" in b" ".join(m.untagged_responses.pop("ID", [b""])), data)
+typ, data = m._simple_command("ENABLE", "CONDSTORE")
+check("enable ok (nothing to enable)", typ == "OK", data)
+
+# Messages for the searches: one with an old APPEND date and Date header.
+old_msg = b"Subject: old one\r\nDate: Tue, 1 Feb 1994 21:52:25 -0800\r\nFrom: old@example.test\r\n\r\nancient text\r\n"
+ok(m.append("INBOX", None, '"01-Feb-1994 10:00:00 +0000"', old_msg), "append with date-time")
+big = b"Subject: big one\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\n\r\n" + b"x" * 5000 + b"\r\n"
+ok(m.append("INBOX", r"(\Flagged)", '"10-Mar-2020 12:00:00 +0100"', big), "append big")
+small = b"Subject: small one\r\n\r\ntiny\r\n"
+ok(m.append("INBOX", r"(\Seen $Label1)", None, small), "append with a keyword")
+
+data = ok(m.select("INBOX"), "select")
+check("3 messages", data[0] == b"3", data)
+flag_line = m.untagged_responses.get("FLAGS", [b""])[0]
+check("FLAGS lists the keyword", b"$Label1" in flag_line, flag_line)
+perm = [x for x in m.untagged_responses.get("OK", []) if b"PERMANENTFLAGS" in x]
+check("PERMANENTFLAGS allows new keywords", perm and b"\\*" in perm[0], perm)
+
+typ, data = m.fetch("1", "(INTERNALDATE)")
+check("internal date from APPEND", b'"01-Feb-1994 10:00:00 +0000"' in data[0], data)
+typ, data = m.fetch("2", "(INTERNALDATE)")
+check("internal date in UTC", b'"10-Mar-2020 11:00:00 +0000"' in data[0], data)
+
+r = search(m, "BEFORE", "2-Feb-1994")
+check("BEFORE", r == [1], r)
+r = search(m, "ON", "1-Feb-1994")
+check("ON", r == [1], r)
+r = search(m, "SINCE", "1-Jan-2000")
+check("SINCE", r == [2, 3], r)
+r = search(m, "SENTBEFORE", "2-Feb-1994")
+check("SENTBEFORE", r == [1], r)
+r = search(m, "SENTON", "7-Feb-1994")
+check("SENTON (own time zone)", r == [2], r)
+r = search(m, "SENTSINCE", "2-Feb-1994")
+check("SENTSINCE", r == [2], r)
+r = search(m, "LARGER", "4000")
+check("LARGER", r == [2], r)
+r = search(m, "SMALLER", "50")
+check("SMALLER", r == [3], r)
+r = search(m, "OR", "FLAGGED", "SEEN")
+check("OR", r == [2, 3], r)
+r = search(m, "NOT", "OR", "FLAGGED", "SEEN")
+check("NOT", r == [1], r)
+r = search(m, "(SINCE 1-Jan-2000 UNSEEN)")
+check("parenthesised", r == [2], r)
+r = search(m, "KEYWORD", "$label1")
+check("KEYWORD", r == [3], r)
+r = search(m, "UNKEYWORD", "$Label1")
+check("UNKEYWORD", r == [1, 2], r)
+r = search(m, "CHARSET", "UTF-8", "SUBJECT", "old")
+check("CHARSET UTF-8", r == [1], r)
+typ, data = m.search("KOI8-R", "ALL")
+check("unknown charset refused", typ == "NO" and b"BADCHARSET" in data[0], data)
+typ, data = m.uid("SEARCH", "OR", "KEYWORD", "$Label1", "ON", "1-Feb-1994")
+uids = [int(x) for x in data[0].split()]
+check("UID SEARCH", typ == "OK" and len(uids) == 2, data)
+
+# Keywords: set, persist, clear, copy.
+ok(m.store("1", "+FLAGS", "($Junk Work)"), "store keywords")
+check("fetch keywords", flags(m, 1) == {"$Junk", "Work"}, flags(m, 1))
+m.logout()
+m = connect()
+ok(m.select("INBOX"), "reselect")
+check("keywords persist across sessions", flags(m, 1) == {"$Junk", "Work"}, flags(m, 1))
+with open(os.path.join(maildir, "dovecot-keywords")) as f:
+    kw = f.read()
+check("dovecot-keywords on disk", "$Junk" in kw and "$Label1" in kw, kw)
+ok(m.store("1", "-FLAGS", "(Work)"), "remove keyword")
+check("keyword removed", flags(m, 1) == {"$Junk"}, flags(m, 1))
+ok(m.store("1", "-FLAGS", "(NeverSeen)"), "remove unknown keyword is a no-op")
+try:
+    m.store("1", "+FLAGS", "(bad(kw)")
+    check("invalid keyword refused", False)
+except imaplib.IMAP4.error as e:
+    check("invalid keyword refused", "BAD" in str(e), str(e))
+data = ok(m.copy("1", "Archive"), "copy with keywords")
+ok(m.select("Archive"), "select Archive")
+check("keyword kept by COPY", flags(m, 1) == {"$Junk"}, flags(m, 1))
+typ, data = m.fetch("1", "(INTERNALDATE)")
+check("COPY keeps the internal date", b"01-Feb-1994" in data[0], data)
+
+# UNSELECT: no expunge, no selection afterwards.
+ok(m.store("1", "+FLAGS", r"(\Deleted)"), "mark deleted")
+ok(m.unselect(), "unselect")
+typ, data = m.status("Archive", "(MESSAGES)")
+check("UNSELECT does not expunge", b"MESSAGES 1" in data[0], data)
+m.state = "SELECTED"  # make imaplib send it; the server must refuse
+try:
+    m.fetch("1", "(FLAGS)")
+    check("fetch after unselect refused", False)
+except imaplib.IMAP4.error:
+    print("ok fetch after unselect refused")
+m.state = "AUTH"
+
+# RENAME with subfolders and subscriptions; CHILDREN.
+ok(m.create("Work"), "create Work")
+ok(m.create("Work.Sub"), "create Work.Sub")
+ok(m.subscribe("Work.Sub"), "subscribe Work.Sub")
+ok(m.append("Work.Sub", None, None, b"Subject: deep\r\n\r\nin a subfolder\r\n"), "append to Work.Sub")
+typ, data = m.list(pattern="Work*")
+text = b"\n".join(data).decode()
+check("HasChildren", re.search(r'\\HasChildren\) "\." "Work"', text) is not None, text)
+check("HasNoChildren", re.search(r'\\HasNoChildren\) "\." "Work.Sub"', text) is not None, text)
+ok(m.rename("Work", "Job"), "rename Work Job")
+typ, data = m.list()
+text = b"\n".join(data).decode()
+check("renamed in LIST", '"Job"' in text and '"Job.Sub"' in text and '"Work' not in text, text)
+typ, data = m.lsub()
+text = b"\n".join(data).decode()
+check("subscription follows", '"Job.Sub"' in text and "Work" not in text, text)
+ok(m.select("Job.Sub"), "select renamed child")
+typ, data = m.fetch("1", "(BODY.PEEK[TEXT])")
+check("message moved along", data[0][1] == b"in a subfolder\r\n", data)
+typ, data = m.rename("Job", "Sent")
+check("rename onto an existing folder", typ == "NO" and b"ALREADYEXISTS" in data[0], data)
+typ, data = m.rename("Nope", "Other")
+check("rename of a missing folder", typ == "NO" and b"NONEXISTENT" in data[0], data)
+ok(m.rename("INBOX", "\"Old Inbox\""), "rename INBOX")
+typ, data = m.status("INBOX", "(MESSAGES)")
+check("INBOX empty after rename", b"MESSAGES 0" in data[0], data)
+typ, data = m.status('"Old Inbox"', "(MESSAGES)")
+check("INBOX messages moved", b"MESSAGES 3" in data[0], data)
+ok(m.select('"Old Inbox"'), "select Old Inbox")
+check("keywords kept by INBOX rename", {"$Junk"} <= flags(m, 1), flags(m, 1))
+
+# Modified UTF-7 names, kept as such on disk.
+ok(m.create("&ZeVnLIqe-"), "create mUTF-7 name")
+typ, data = m.list(pattern="&ZeVnLIqe-")
+check("mUTF-7 in LIST", b'"&ZeVnLIqe-"' in data[0], data)
+check("mUTF-7 on disk", os.path.isdir(os.path.join(maildir, ".&ZeVnLIqe-", "cur")))
+typ, data = m.create("&Jjo!-")
+check("invalid mUTF-7 refused", typ == "NO", data)
+m.logout()
+print("all ok")
