@@ -52,7 +52,10 @@
 //! delivery, also to a remote SMTP server, where RFC 3461 5.2.2 wants
 //! `relayed` when that server does not offer DSN and no report at all when
 //! it does (it reports itself) — so NOTIFY=SUCCESS mail to a remote DSN
-//! server may produce two success reports. No `Will-Retry-Until` in delay
+//! server may produce two success reports. Likewise an alias whose
+//! targets were re-queued counts as delivered: with NOTIFY=SUCCESS the
+//! sender gets a `delivered` report for the alias (RFC 3461 6.2.7 would
+//! have `expanded`, or nothing) besides those of its targets. No `Will-Retry-Until` in delay
 //! warnings.
 //! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
 //!   Postfix's `notify_classes = bounce` with `bounce_notice_recipient`) is a
