@@ -166,6 +166,19 @@ print("human", "<bob@example.test>: 552 5.2.2" in parts[0].get_payload())
     assert!(!copy.contains("the body of the bounced message"));
     wait_queue_empty(&env, &qm);
 
+    // NOTIFY=NEVER: bounced without any DSN (nor a postmaster copy).
+    smtp_send(
+        &env,
+        "alice@example.test",
+        "bob@example.test",
+        &[],
+        &["NOTIFY=NEVER"],
+    );
+    qm.wait_output("no DSN: NOTIFY did not ask for one", WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_queue_empty(&env, &qm);
+    assert_eq!(files(&alice).len(), 1);
+
     // A message from the null sender that fails: no DSN, just the log.
     smtp_send(&env, "", "bob@example.test", &[], &[]);
     qm.wait_output("null sender: no DSN", WAIT)
