@@ -73,19 +73,19 @@ pub enum QueueCmd {
     },
     /// Put messages on hold: they are not delivered until released.
     Hold {
-        /// Queue ids, or ALL [QUEUE].
+        /// Queue ids, or ALL, optionally followed by a queue name.
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// Release held messages (they are retried at once).
     Release {
-        /// Queue ids, or ALL [QUEUE].
+        /// Queue ids, or ALL, optionally followed by a queue name.
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// Delete messages from the queue, without notification.
     Delete {
-        /// Queue ids, or ALL [QUEUE].
+        /// Queue ids, or ALL, optionally followed by a queue name.
         #[arg(required = true)]
         ids: Vec<String>,
     },
