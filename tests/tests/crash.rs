@@ -304,3 +304,93 @@ c.quit()
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
     assert_eq!(files(&dir).len(), 1);
 }
+
+/// The same with Debian's Postfix as the LMTP client (README "Postfix in
+/// front of our delivery"): lmtp-delivery is killed twice while Postfix
+/// delivers a burst to it; Postfix defers, retries once it is back, and
+/// every message Postfix accepted is in the mailbox exactly once. Needs
+/// root (a private Postfix instance).
+#[test]
+fn kill_9_lmtp_delivery_under_postfix() {
+    use postern_tests::postfix::Postfix;
+    let env = TestEnv::new();
+    let lmtp_port = postern_tests::free_port();
+    setup_users(
+        &env,
+        &format!(
+            "\n[lmtp]\nlistener = [{{ name = \"lmtp\", address = \"127.0.0.1:{lmtp_port}\", role = \"lmtp\" }}]\n"
+        ),
+    );
+    let _authd = Daemon::start(&env, "authd");
+    let mut lmtp = Daemon::start(&env, "lmtp-delivery");
+    let pf = Postfix::start(&format!(
+        "virtual_mailbox_domains = example.test\n\
+         virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}\n\
+         smtpd_reject_unlisted_recipient = no\n\
+         minimal_backoff_time = 1s\n\
+         maximal_backoff_time = 2s\n\
+         queue_run_delay = 1s\n"
+    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/smtp_burst.py");
+    let total = 120;
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(pf.port.to_string())
+        .arg("alice@example.test")
+        .arg(total.to_string())
+        .arg(SENDERS.to_string())
+        .arg(BURST_DEADLINE.as_secs().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let dir = maildir(&env, "alice");
+    let mut earlier_output = String::new();
+    let started = Instant::now();
+    for at in [20, 60] {
+        while files(&dir).len() < at && started.elapsed() < BURST_DEADLINE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lmtp.signal(Signal::SIGKILL);
+        lmtp.wait_exit(Duration::from_secs(10)).expect("exit");
+        earlier_output.push_str(&lmtp.output());
+        drop(lmtp);
+        lmtp = Daemon::start(&env, "lmtp-delivery");
+    }
+    let out = out.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("DONE\n"),
+        "burst failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ACK "))
+        .collect();
+    assert_eq!(acked.len(), total, "Postfix refused some: {text}");
+    let end = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let counts = count_ids(&dir);
+        if acked.iter().all(|id| counts.contains_key(*id)) {
+            break counts;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} of {total} delivered\n--- postfix ---\n{}",
+            counts.len(),
+            pf.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(counts.len(), total);
+    let suppressed = format!("{earlier_output}{}", lmtp.output())
+        .matches("duplicate suppressed")
+        .count();
+    let deferred = pf.log().matches("status=deferred").count();
+    eprintln!(
+        "postfix: {total} accepted and delivered once, {deferred} deferrals, {suppressed} duplicates suppressed"
+    );
+}
