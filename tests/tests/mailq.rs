@@ -145,6 +145,11 @@ fn mailq_hold_release_show_delete_flush_on_the_running_daemon() {
     let (code, out, err) = queue(&env, &["hold", &a]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "mailctl: placed on hold: 1 message\n");
+    // Again: already on hold, nothing changes, and mailctl says so.
+    let (code, out, err) = queue(&env, &["hold", &a]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "mailctl: placed on hold: 0 messages\n");
+    assert!(err.contains("1 message not changed"), "{err}");
     let l = mailq(&env);
     assert_eq!(
         ids(&l),

@@ -458,6 +458,7 @@ async fn admin_op(client: &mut Client, op: Op, ids: Vec<String>) -> u8 {
             Err(s) => return failed("list", &s),
         },
     };
+    let asked = ids.len();
     let req = pb::QueueIds { queue_ids: ids };
     let r = match op {
         Op::Hold => client.hold(req).await,
@@ -476,6 +477,14 @@ async fn admin_op(client: &mut Client, op: Op, ids: Vec<String>) -> u8 {
             );
             for id in &r.not_found {
                 eprintln!("mailctl: {id}: no such message");
+            }
+            let unchanged = asked.saturating_sub(r.affected as usize + r.not_found.len());
+            // An empty flush means "every deferred message": nothing to say.
+            if unchanged > 0 {
+                eprintln!(
+                    "mailctl: {unchanged} message{} not changed (being delivered right now, or not in a queue this applies to)",
+                    if unchanged == 1 { "" } else { "s" }
+                );
             }
             if r.not_found.is_empty() {
                 0
