@@ -292,6 +292,26 @@ s.quit()
         daemons[2].output(),
         daemons[3].output()
     );
+    // Local submission too: sendmail exits 75 (EX_TEMPFAIL), saying why.
+    let link = env.path().join("sendmail");
+    std::os::unix::fs::symlink(bin("mailctl"), &link).unwrap();
+    let mut c = Command::new(&link)
+        .arg("-C")
+        .arg(&env.config_path)
+        .args(["-i", "alice@example.test"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: sendmail while full\n\nx\n")
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("insufficient system storage"), "{err}");
     // Nothing half-written left behind for delivery.
     for q in ["tmp", "incoming", "active", "deferred", "corrupt"] {
         let n = std::fs::read_dir(spool.join(q))
