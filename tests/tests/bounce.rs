@@ -13,8 +13,9 @@ use postern_tests::{Daemon, TestEnv, run_tool};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Send one message over SMTP with Python's smtplib (DSN parameters
-/// given as ESMTP options); panics unless every recipient is accepted.
+/// Send one message over SMTP with Python's smtplib to `to` (addresses
+/// separated by commas; DSN parameters given as ESMTP options); panics
+/// unless every recipient is accepted.
 fn smtp_send(env: &TestEnv, from: &str, to: &str, mail_opts: &[&str], rcpt_opts: &[&str]) {
     let py = format!(
         r#"
@@ -25,7 +26,7 @@ assert s.has_extn("dsn"), "smtpd does not offer DSN"
 msg = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
        b"Subject: bounce me\r\nMessage-ID: <bounce-test@example.test>\r\n\r\n"
        b"the body of the bounced message\r\n")
-refused = s.sendmail({from:?}, [{to:?}], msg, mail_options={mail:?}, rcpt_options={rcpt:?})
+refused = s.sendmail({from:?}, {to:?}.split(","), msg, mail_options={mail:?}, rcpt_options={rcpt:?})
 assert not refused, refused
 s.quit()
 "#,
@@ -226,11 +227,30 @@ fn default_routing_and_no_dsn_parameters_return_the_whole_message() {
     let env = TestEnv::new();
     postern_tests::stack::setup_users(&env, "\n[queue]\nqueue_run_delay = \"1h\"\n");
     mailctl(&env, &["user", "quota", "bob@example.test", "1"], None);
+    mailctl(
+        &env,
+        &[
+            "user",
+            "add",
+            "carol@example.test",
+            "--password-stdin",
+            "--quota",
+            "1",
+        ],
+        Some("pw-carol\n"),
+    );
     let _authd = Daemon::start(&env, "authd");
     let lmtp = Daemon::start(&env, "lmtp-delivery");
     let qm = Daemon::start(&env, "queue-manager");
     let _smtpd = Daemon::start(&env, "smtpd");
-    smtp_send(&env, "alice@example.test", "bob@example.test", &[], &[]);
+    // Two recipients failing in the same attempt: one DSN naming both.
+    smtp_send(
+        &env,
+        "alice@example.test",
+        "bob@example.test,carol@example.test",
+        &[],
+        &[],
+    );
     let got = wait_for_messages(&maildir(&env, "alice"), 1, WAIT).unwrap_or_else(|e| {
         panic!(
             "{e}\n--- queue-manager ---\n{}\n--- lmtp ---\n{}",
@@ -244,8 +264,8 @@ m = email.message_from_binary_file(open(sys.argv[1], "rb"))
 assert m.get_content_type() == "multipart/report"
 parts = m.get_payload()
 print([p.get_content_type() for p in parts])
-r = parts[1].get_payload()[1]
-print(r["Final-Recipient"], "|", r["Action"], "|", r["Status"])
+for r in parts[1].get_payload()[1:]:
+    print(r["Final-Recipient"], "|", r["Action"], "|", r["Status"])
 inner = parts[2].get_payload()[0]
 print(inner["Subject"], "|", inner.get_payload().strip())
 "#;
@@ -265,9 +285,11 @@ print(inner["Subject"], "|", inner.get_payload().strip())
         text,
         "['text/plain', 'message/delivery-status', 'message/rfc822']\n\
          rfc822; bob@example.test | failed | 5.2.2\n\
+         rfc822; carol@example.test | failed | 5.2.2\n\
          bounce me | the body of the bounced message\n"
     );
     wait_queue_empty(&env, &qm);
+    assert_eq!(files(&maildir(&env, "alice")).len(), 1, "one DSN only");
 
     // NOTIFY=SUCCESS: the message and a "delivered" report (headers only).
     smtp_send(
