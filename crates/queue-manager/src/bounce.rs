@@ -55,7 +55,10 @@
 //! server may produce two success reports. Likewise an alias whose
 //! targets were re-queued counts as delivered: with NOTIFY=SUCCESS the
 //! sender gets a `delivered` report for the alias (RFC 3461 6.2.7 would
-//! have `expanded`, or nothing) besides those of its targets. No `Will-Retry-Until` in delay
+//! have `expanded`, or nothing) besides those of its targets. For SMTPUTF8
+//! mail the report stays `message/delivery-status` + `message/rfc822` with
+//! `utf-8;` address types, not RFC 6533's `message/global-delivery-status`
+//! and `message/global`. No `Will-Retry-Until` in delay
 //! warnings.
 //! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
 //!   Postfix's `notify_classes = bounce` with `bounce_notice_recipient`) is a
