@@ -55,6 +55,8 @@ data = ok(m.namespace(), "namespace")
 check("namespace personal", data[0] == b'(("" ".")) NIL NIL', data)
 typ, data = m.xatom("ID", '("name" "imaplib" "version" "3")')
 check("id", typ == "OK" and b"postern-imapd" in b" ".join(m.untagged_responses.pop("ID", [b""])), data)
+if m.state == "SELECTED":
+    ok(m.unselect(), "unselect before ENABLE")
 typ, data = m._simple_command("ENABLE", "CONDSTORE")
 check("enable ok (nothing to enable)", typ == "OK", data)
 
@@ -187,5 +189,56 @@ check("mUTF-7 in LIST", b'"&ZeVnLIqe-"' in data[0], data)
 check("mUTF-7 on disk", os.path.isdir(os.path.join(maildir, ".&ZeVnLIqe-", "cur")))
 typ, data = m.create("&Jjo!-")
 check("invalid mUTF-7 refused", typ == "NO", data)
+# CONDSTORE (RFC 7162): MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ,
+# HIGHESTMODSEQ; STATUS=SIZE.
+check("capability CONDSTORE", "CONDSTORE" in m.capabilities, m.capabilities)
+ok(m.create("Cs"), "create Cs")
+a = b"Subject: cs a\r\n\r\nfirst\r\n"
+b = b"Subject: cs b\r\n\r\nsecond one\r\n"
+ok(m.append("Cs", None, None, a), "append a")
+ok(m.append("Cs", None, None, b), "append b")
+if m.state == "SELECTED":
+    ok(m.unselect(), "unselect before ENABLE")
+typ, data = m._simple_command("ENABLE", "CONDSTORE")
+enabled = m.untagged_responses.pop("ENABLED", [b""])
+check("ENABLE CONDSTORE", typ == "OK" and b"CONDSTORE" in enabled[0], enabled)
+ok(m.select("Cs"), "select Cs")
+h0 = int(m.untagged_responses.get("HIGHESTMODSEQ", [b"0"])[0])
+check("HIGHESTMODSEQ on SELECT", h0 > 0, h0)
+
+
+def modseqs(resp):
+    return [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", b" ".join(
+        x if isinstance(x, bytes) else x[0] for x in resp))]
+
+
+typ, data = m.fetch("1:2", "(MODSEQ)")
+ms = modseqs(data)
+check("FETCH MODSEQ", typ == "OK" and len(ms) == 2 and max(ms) <= h0, (data, h0))
+typ, data = m.store("1", "+FLAGS", r"(\Flagged)")
+n1 = modseqs(data)
+check("STORE answers with a higher MODSEQ", len(n1) == 1 and n1[0] > h0, data)
+typ, data = m.fetch("1:*", "(FLAGS) (CHANGEDSINCE %d)" % h0)
+check("CHANGEDSINCE returns only the changed message",
+      typ == "OK" and len(data) == 1 and data[0].startswith(b"1 (") and b"MODSEQ" in data[0], data)
+typ, data = m.store("1", "(UNCHANGEDSINCE %d) +FLAGS" % h0, r"(\Seen)")
+modified = m.untagged_responses.pop("MODIFIED", [b""])
+check("UNCHANGEDSINCE refuses a changed message", typ == "OK" and modified == [b"1"], (typ, modified))
+check("conditional STORE left the flag alone", "\\Seen" not in flags(m, 1), flags(m, 1))
+typ, data = m.store("2", "(UNCHANGEDSINCE %d) +FLAGS" % n1[0], r"(\Seen)")
+check("UNCHANGEDSINCE passes an unchanged message", "\\Seen" in flags(m, 2), (data, flags(m, 2)))
+typ, data = m.search(None, "MODSEQ", str(n1[0]))
+check("SEARCH MODSEQ", typ == "OK" and data[0].split()[0] in (b"1", b"2") and b"(MODSEQ" in data[0], data)
+typ, data = m.status("Cs", "(HIGHESTMODSEQ SIZE MESSAGES)")
+st = data[0].decode()
+size = int(re.search(r"SIZE (\d+)", st).group(1))
+hm = int(re.search(r"HIGHESTMODSEQ (\d+)", st).group(1))
+check("STATUS SIZE", size == len(a) + len(b), st)
+check("STATUS HIGHESTMODSEQ", hm >= n1[0], st)
+m.logout()
+m = connect()
+ok(m.select("Cs"), "reselect Cs")
+typ, data = m.fetch("1", "(MODSEQ)")
+check("MODSEQ persists", modseqs(data) == n1, (data, n1))
 m.logout()
 print("all ok")

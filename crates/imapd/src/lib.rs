@@ -7,11 +7,12 @@
 //! `LookupUser`).
 //!
 //! **Status (first protocol version, issue 8 core):** implemented are
-//! CAPABILITY, NOOP, LOGOUT, ID, ENABLE (enables nothing), NAMESPACE,
+//! CAPABILITY, NOOP, LOGOUT, ID, ENABLE (CONDSTORE only), NAMESPACE,
 //! STARTTLS, LOGIN, AUTHENTICATE PLAIN/LOGIN (with SASL-IR); LIST/LSUB
 //! (INBOX and Maildir++ folders `.Name` with `cur/`, special-use attributes,
 //! separator `.`; LSUB filters by the `subscriptions` file), SELECT/EXAMINE,
-//! STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT=0), CLOSE, UNSELECT,
+//! STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT=0 SIZE HIGHESTMODSEQ),
+//! CLOSE, UNSELECT,
 //! CHECK; FETCH/UID FETCH with FLAGS, UID, RFC822.SIZE (the CRLF size),
 //! INTERNALDATE, ENVELOPE (raw Date/Subject/Message-ID/In-Reply-To, addresses
 //! parsed with mail-parser), BODYSTRUCTURE and BODY (from mail-parser's MIME
@@ -49,7 +50,13 @@
 //! date-time becomes the internal date);
 //! COPY, MOVE and their UID forms with UIDPLUS `[COPYUID]` (flags, keywords
 //! and the internal date are kept; copies are written with
-//! `mailstore::deliver_dated`).
+//! `mailstore::deliver_dated`); CONDSTORE (RFC 7162) from the mail store's
+//! per-message MODSEQ: `HIGHESTMODSEQ` on SELECT/EXAMINE and in STATUS,
+//! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE n)`, STORE
+//! `(UNCHANGEDSINCE n)` with `[MODIFIED set]`, SEARCH `MODSEQ` (the answer
+//! ends with the highest MODSEQ of the matches; per-flag entries are
+//! accepted and treated as the message's MODSEQ); once enabled, untagged
+//! FETCH responses with FLAGS carry MODSEQ.
 //!
 //! Tested with Python's imaplib (`tests/tests/imap.rs`,
 //! `tests/tests/imap_features.rs`) and Debian's real clients
@@ -59,8 +66,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, CONDSTORE/QRESYNC (ENABLE accepts and enables
-//! nothing), ESEARCH/SEARCHRES, SORT/THREAD, LIST-EXTENDED/LIST-STATUS,
+//! charset-aware text search, QRESYNC (VANISHED), ESEARCH/SEARCHRES, SORT/THREAD, LIST-EXTENDED/LIST-STATUS,
 //! STATUS=SIZE, QUOTA, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256 over IMAP,
 //! per-user/IP connection limits. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
@@ -84,7 +90,7 @@
 //! # STANDARDS
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
-//! RFC 3348 (CHILDREN),
+//! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

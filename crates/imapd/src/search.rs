@@ -37,8 +37,24 @@ pub enum Key {
     Not(Box<Key>),
     Or(Box<Key>, Box<Key>),
     And(Vec<Key>),
-    /// Matches nothing (`NEW`, `RECENT`: no message is ever \Recent here).
+    /// Matches nothing (`NEW`, `RECENT`: no message is ever \Recent).
     Nothing,
+    /// RFC 7162 `MODSEQ`: the message's mod-sequence is at least this.
+    ModSeq(u64),
+}
+
+impl Key {
+    /// Whether the search uses `MODSEQ` (the answer then carries the
+    /// highest mod-sequence of the matches, RFC 7162 section 3.1.5).
+    pub fn uses_modseq(&self) -> bool {
+        match self {
+            Key::ModSeq(_) => true,
+            Key::Not(k) => k.uses_modseq(),
+            Key::Or(a, b) => a.uses_modseq() || b.uses_modseq(),
+            Key::And(v) => v.iter().any(Key::uses_modseq),
+            _ => false,
+        }
+    }
 }
 
 /// Parse the arguments of SEARCH (after an optional `RETURN (...)`, which
@@ -182,6 +198,14 @@ impl Parser<'_> {
                 let s = String::from_utf8_lossy(&self.string()?).into_owned();
                 Key::Uid(parse::sequence_set(&s, self.max_uid).ok_or("BAD Invalid UID set")?)
             }
+            "MODSEQ" => {
+                // Optional entry name and type (per-flag mod-sequences are
+                // not kept; the message's own is used).
+                if let Some(Token::Str(_)) = self.peek() {
+                    self.pos += 2;
+                }
+                Key::ModSeq(self.number()?)
+            }
             "NOT" => Key::Not(Box::new(self.key(depth + 1)?)),
             "OR" => {
                 let a = self.key(depth + 1)?;
@@ -234,6 +258,7 @@ pub struct Candidate<'a> {
     pub keywords: Vec<String>,
     pub vsize: u64,
     pub internal_date: u64,
+    pub modseq: u64,
     pub path: PathBuf,
     /// The wire form, read on first need.
     pub cached: Option<Vec<u8>>,
@@ -273,6 +298,7 @@ impl Candidate<'_> {
         match key {
             Key::All => true,
             Key::Nothing => false,
+            Key::ModSeq(n) => self.modseq >= *n,
             Key::Flag(c, want) => self.flags.contains(*c) == *want,
             Key::Keyword(k, want) => {
                 self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) == *want
@@ -408,6 +434,7 @@ mod tests {
             keywords: vec!["$Junk".into()],
             vsize: 100,
             internal_date: 86_400 * 10 + 5,
+            modseq: 12,
             path,
             cached: None,
         };
@@ -433,6 +460,9 @@ mod tests {
         assert!(t(&mut c, "HEADER X-A \"\""));
         assert!(!t(&mut c, "HEADER X-B \"\""));
         assert!(!t(&mut c, "NEW") && t(&mut c, "OLD"));
+        assert!(t(&mut c, "MODSEQ 12") && !t(&mut c, "MODSEQ 13"));
+        assert!(t(&mut c, "MODSEQ \"/flags/\\\\draft\" all 5"));
+        assert!(parse(&toks("NOT MODSEQ 3"), 1, 1).unwrap().uses_modseq());
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -62,6 +62,9 @@ struct Session {
     sel: Option<Selected>,
     failures: u32,
     cont_sent: Option<usize>,
+    /// RFC 7162 CONDSTORE enabled (ENABLE, or a command that uses it):
+    /// untagged FETCH responses with FLAGS then carry MODSEQ.
+    condstore: bool,
 }
 
 enum Flow {
@@ -107,6 +110,7 @@ pub async fn run(
         sel: None,
         failures: 0,
         cont_sent: None,
+        condstore: false,
     };
     tracing::info!(tls = s.conn.is_tls(), "connected");
     let caps = s.capabilities(&shared);
@@ -421,7 +425,8 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
 impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN",
+            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
+             CONDSTORE STATUS=SIZE",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -584,8 +589,15 @@ impl Session {
                 self.reply(&tag, "OK ID completed");
             }
             ("ENABLE", true) => {
-                // No ENABLE-able extension is implemented.
-                self.out.extend_from_slice(b"* ENABLED\r\n");
+                // CONDSTORE is the one ENABLE-able extension implemented
+                // (QRESYNC is not: it is left out of the answer).
+                let mut enabled = String::from("* ENABLED");
+                if args.iter().any(|t| t.is_atom("CONDSTORE")) {
+                    self.condstore = true;
+                    enabled.push_str(" CONDSTORE");
+                }
+                enabled.push_str("\r\n");
+                self.out.extend_from_slice(enabled.as_bytes());
                 self.reply(&tag, "OK ENABLE completed");
             }
             ("NAMESPACE", true) => {
@@ -902,6 +914,15 @@ impl Session {
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD SELECT needs a mailbox");
         };
+        match &args[1..] {
+            [] => {}
+            [Token::LParen, Token::Atom(p), Token::RParen]
+                if p.eq_ignore_ascii_case("CONDSTORE") =>
+            {
+                self.condstore = true;
+            }
+            _ => return self.bad(tag, "BAD Unsupported SELECT parameters"),
+        }
         let Some((name, mb)) = self.open_folder(&name) else {
             return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
         };
@@ -919,6 +940,10 @@ impl Session {
             mb.uidnext()
         ));
         o.push_str(&flags_lines(&keywords, readonly));
+        o.push_str(&format!(
+            "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+            mb.highest_modseq()
+        ));
         self.out.extend_from_slice(o.as_bytes());
         let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
         let verb = if readonly { "EXAMINE" } else { "SELECT" };
@@ -954,6 +979,11 @@ impl Session {
                     .filter(|m| !m.flags.contains('S'))
                     .count() as u64,
                 "RECENT" => 0,
+                "SIZE" => mb.messages().iter().map(|m| m.vsize).sum(),
+                "HIGHESTMODSEQ" => {
+                    self.condstore = true;
+                    mb.highest_modseq()
+                }
                 _ => return self.bad(tag, "BAD Unknown STATUS item"),
             };
             items.push(format!("{a} {v}"));
@@ -1014,9 +1044,14 @@ impl Session {
             ) {
                 self.out.extend_from_slice(
                     format!(
-                        "* {} FETCH (FLAGS ({}))\r\n",
+                        "* {} FETCH (FLAGS ({}){})\r\n",
                         pos + 1,
-                        flag_names(&m.flags, &sel.keywords)
+                        flag_names(&m.flags, &sel.keywords),
+                        if self.condstore {
+                            format!(" MODSEQ ({})", m.modseq)
+                        } else {
+                            String::new()
+                        }
                     )
                     .as_bytes(),
                 );
@@ -1098,12 +1133,13 @@ impl Session {
         };
         let result = if verb == "FETCH" {
             self.fetch(&targets, uid_mode, &args[1..])
+                .map(|()| String::new())
         } else {
             self.store(&targets, uid_mode, &args[1..])
         };
         match result {
-            Ok(()) => {
-                self.reply(tag, &format!("OK {name} completed"));
+            Ok(code) => {
+                self.reply(tag, &format!("OK {code}{name} completed"));
                 Flow::Continue
             }
             Err(e) => self.bad(tag, &e),
@@ -1144,13 +1180,44 @@ impl Session {
         uid_mode: bool,
         args: &[Token],
     ) -> Result<(), String> {
-        let mut items: Vec<String> = args
+        // `(items) (modifiers)` or `item (modifiers)`; sections such as
+        // `BODY[HEADER.FIELDS (A B)]` are single atoms.
+        let (item_toks, modifiers) = match args {
+            [Token::LParen, rest @ ..] => {
+                let close = rest
+                    .iter()
+                    .position(|t| *t == Token::RParen)
+                    .ok_or("BAD Unbalanced FETCH items")?;
+                (&rest[..close], &rest[close + 1..])
+            }
+            [one, rest @ ..] => (std::slice::from_ref(one), rest),
+            [] => return Err("BAD FETCH needs items".into()),
+        };
+        let changed_since = match modifiers {
+            [] => None,
+            [Token::LParen, Token::Atom(k), Token::Atom(n), Token::RParen]
+                if k.eq_ignore_ascii_case("CHANGEDSINCE") =>
+            {
+                Some(n.parse::<u64>().map_err(|_| "BAD Invalid CHANGEDSINCE")?)
+            }
+            _ => return Err("BAD Unsupported FETCH modifier".into()),
+        };
+        let mut items: Vec<String> = item_toks
             .iter()
             .filter_map(|t| match t {
                 Token::Atom(a) => Some(a.clone()),
                 _ => None,
             })
             .collect();
+        if changed_since.is_some() {
+            self.condstore = true;
+            if !items.iter().any(|i| i.eq_ignore_ascii_case("MODSEQ")) {
+                items.push("MODSEQ".into());
+            }
+        }
+        if items.iter().any(|i| i.eq_ignore_ascii_case("MODSEQ")) {
+            self.condstore = true;
+        }
         let mut expanded = Vec::new();
         for i in items.drain(..) {
             match i.to_ascii_uppercase().as_str() {
@@ -1178,6 +1245,7 @@ impl Session {
                 u.as_str(),
                 "FLAGS"
                     | "UID"
+                    | "MODSEQ"
                     | "RFC822.SIZE"
                     | "INTERNALDATE"
                     | "RFC822"
@@ -1199,6 +1267,9 @@ impl Session {
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
                 continue;
             };
+            if changed_since.is_some_and(|c| m.modseq <= c) {
+                continue;
+            }
             let mut body: Option<Vec<u8>> = None;
             let mut set_seen = false;
             let mut parts: Vec<Vec<u8>> = Vec::new();
@@ -1215,7 +1286,8 @@ impl Session {
                 let mut p = Vec::new();
                 match u.as_str() {
                     "UID" => p.extend_from_slice(format!("UID {uid}").as_bytes()),
-                    "FLAGS" => {}
+                    // Added at the end, after a \Seen change bumped it.
+                    "FLAGS" | "MODSEQ" => {}
                     "RFC822.SIZE" => {
                         p.extend_from_slice(format!("RFC822.SIZE {}", m.vsize).as_bytes())
                     }
@@ -1294,10 +1366,21 @@ impl Session {
                     flags = m.flags.clone();
                 }
             }
-            if expanded.iter().any(|i| i.eq_ignore_ascii_case("FLAGS"))
-                || (set_seen && flags != m.flags)
-            {
+            let with_flags = expanded.iter().any(|i| i.eq_ignore_ascii_case("FLAGS"))
+                || (set_seen && flags != m.flags);
+            if with_flags {
                 parts.push(format!("FLAGS ({})", flag_names(&flags, &sel.keywords)).into_bytes());
+            }
+            if expanded.iter().any(|i| i.eq_ignore_ascii_case("MODSEQ"))
+                || (with_flags && self.condstore)
+            {
+                let modseq = sel
+                    .mb
+                    .messages()
+                    .iter()
+                    .find(|x| x.uid == uid)
+                    .map_or(m.modseq, |x| x.modseq);
+                parts.push(format!("MODSEQ ({modseq})").into_bytes());
             }
             self.out
                 .extend_from_slice(format!("* {msn} FETCH (").as_bytes());
@@ -1312,7 +1395,21 @@ impl Session {
         targets: &[(u32, u32)],
         uid_mode: bool,
         args: &[Token],
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
+        let (unchanged_since, args) = match args {
+            [
+                Token::LParen,
+                Token::Atom(k),
+                Token::Atom(n),
+                Token::RParen,
+                rest @ ..,
+            ] if k.eq_ignore_ascii_case("UNCHANGEDSINCE") => {
+                self.condstore = true;
+                let n = n.parse::<u64>().map_err(|_| "BAD Invalid UNCHANGEDSINCE")?;
+                (Some(n), rest)
+            }
+            a => (None, a),
+        };
         let Some(Token::Atom(op)) = args.first() else {
             return Err("BAD STORE needs an operation".into());
         };
@@ -1348,10 +1445,15 @@ impl Session {
             self.out
                 .extend_from_slice(flags_lines(&sel.keywords, sel.readonly).as_bytes());
         }
+        let mut modified = Vec::new();
         for &(msn, uid) in targets {
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
                 continue;
             };
+            if unchanged_since.is_some_and(|n| m.modseq > n) {
+                modified.push(if uid_mode { uid } else { msn }.to_string());
+                continue;
+            }
             let new: String = match mode {
                 '=' => letters.clone(),
                 '+' => format!("{}{}", m.flags, letters),
@@ -1369,16 +1471,26 @@ impl Session {
                 } else {
                     String::new()
                 };
+                let modseq = if self.condstore {
+                    let now = sel.mb.messages().iter().find(|x| x.uid == uid);
+                    format!(" MODSEQ ({})", now.map_or(m.modseq, |x| x.modseq))
+                } else {
+                    String::new()
+                };
                 self.out.extend_from_slice(
                     format!(
-                        "* {msn} FETCH ({uidpart}FLAGS ({}))\r\n",
+                        "* {msn} FETCH ({uidpart}FLAGS ({}){modseq})\r\n",
                         flag_names(&new, &sel.keywords)
                     )
                     .as_bytes(),
                 );
             }
         }
-        Ok(())
+        Ok(if modified.is_empty() {
+            String::new()
+        } else {
+            format!("[MODIFIED {}] ", modified.join(","))
+        })
     }
 
     fn search(&mut self, tag: &str, name: &str, uid_mode: bool, args: &[Token]) -> Flow {
@@ -1388,9 +1500,14 @@ impl Session {
             Ok(k) => k,
             Err(e) => return self.bad(tag, &e),
         };
+        if key.uses_modseq() {
+            self.condstore = true;
+        }
+        let sel = self.sel.as_ref().expect("selected");
         let by_uid: std::collections::HashMap<u32, &mailstore::Message> =
             sel.mb.messages().iter().map(|m| (m.uid, m)).collect();
         let mut hits = Vec::new();
+        let mut max_modseq = 0;
         for (i, &uid) in sel.uids.iter().enumerate() {
             // Expunged by another session but not reported yet: no match.
             let Some(m) = by_uid.get(&uid) else { continue };
@@ -1401,17 +1518,23 @@ impl Session {
                 keywords: keyword_names(&m.flags, &sel.keywords),
                 vsize: m.vsize,
                 internal_date: m.internal_date,
+                modseq: m.modseq,
                 path: m.path.clone(),
                 cached: None,
             };
             if tokio::task::block_in_place(|| c.matches(&key)) {
                 hits.push(if uid_mode { uid } else { i as u32 + 1 });
+                max_modseq = max_modseq.max(m.modseq);
             }
         }
+        let with_modseq = key.uses_modseq() && !hits.is_empty();
         let mut line = String::from("* SEARCH");
         for h in hits {
             line.push(' ');
             line.push_str(&h.to_string());
+        }
+        if with_modseq {
+            line.push_str(&format!(" (MODSEQ {max_modseq})"));
         }
         line.push_str("\r\n");
         self.out.extend_from_slice(line.as_bytes());
