@@ -16,7 +16,8 @@
 //!        Reporting-MTA: dns; <myhostname>
 //!        X-Postern-Queue-ID, Original-Envelope-Id (ENVID), Arrival-Date
 //!        per recipient: Final-Recipient, Original-Recipient (ORCPT),
-//!        Action, Status, Remote-MTA (when known), Diagnostic-Code: smtp; <reply>
+//!        Action, Status, Remote-MTA (when known),
+//!        Diagnostic-Code: smtp; <reply>  (X-Postern; <reason> when not a reply)
 //!   3. message/rfc822 (the whole message) or text/rfc822-headers
 //! ```
 //!
@@ -45,6 +46,11 @@
 //!   headers only.
 //! * Several recipients of one message that fail in the same attempt get one
 //!   DSN.
+//! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
+//!   Postfix's `notify_classes = bounce` with `bounce_notice_recipient`) is a
+//!   separate message with the same report and the original headers only,
+//!   also from the null sender, sent when the sender gets a non-delivery
+//!   report (not for NOTIFY=NEVER, nor for a failed bounce).
 //!
 //! Not yet: `Remote-MTA` is never filled in (the transports' outcomes do
 //! not name the host that answered; [`Report::remote_mta`] is ready for
@@ -58,12 +64,7 @@
 //! have `expanded`, or nothing) besides those of its targets. For SMTPUTF8
 //! mail the report stays `message/delivery-status` + `message/rfc822` with
 //! `utf-8;` address types, not RFC 6533's `message/global-delivery-status`
-//! and `message/global`. No `Will-Retry-Until` in delay
-//! warnings.
-//! * The postmaster copy (`queue.bounce_notice_recipient`, empty = off, like
-//!   Postfix's `notify_classes = bounce` with `bounce_notice_recipient`) is a
-//!   separate message with the same report and the original headers only,
-//!   also from the null sender.
+//! and `message/global`. No `Will-Retry-Until` in delay warnings.
 
 use std::fmt::Write as _;
 
