@@ -22,7 +22,7 @@ const TOTAL: usize = 200;
 const SENDERS: usize = 4;
 /// The burst stops sending after this long even if not every message went.
 const BURST_DEADLINE: Duration = Duration::from_secs(45);
-/// Kills happen once this many messages were acknowledged.
+/// Kills of one daemon happen once this many messages were acknowledged.
 const KILL_AT: [usize; 2] = [40, 110];
 
 /// `X-Burst-Id` → copies, over every message file of the Maildir.
@@ -53,7 +53,10 @@ fn queued(env: &TestEnv) -> usize {
         .sum()
 }
 
-fn burst_with_kills(victim: &str) {
+/// One burst; `plan` says after how many acknowledged messages which
+/// daemon is killed (and restarted).
+fn burst_with_kills(plan: &[(usize, &'static str)]) {
+    let victim = plan.iter().map(|(_, v)| *v).collect::<Vec<_>>().join("+");
     let env = TestEnv::new();
     // Short retry times so messages deferred while lmtp-delivery is down
     // are retried within the test.
@@ -98,7 +101,7 @@ fn burst_with_kills(victim: &str) {
     let mut kills = 0;
     // Output of the killed instances (for the logs below).
     let mut earlier_output = String::new();
-    for at in KILL_AT {
+    for &(at, victim) in plan {
         while acks(&lines) < at && started.elapsed() < BURST_DEADLINE {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -133,7 +136,7 @@ fn burst_with_kills(victim: &str) {
         status.success() && lines.last().map(String::as_str) == Some("DONE"),
         "burst failed: {err}"
     );
-    assert_eq!(kills, KILL_AT.len(), "the burst ended before the kills");
+    assert_eq!(kills, plan.len(), "the burst ended before the kills");
     let acked: Vec<&str> = lines
         .iter()
         .filter_map(|l| l.strip_prefix("ACK "))
@@ -222,17 +225,23 @@ fn burst_with_kills(victim: &str) {
 
 #[test]
 fn kill_9_smtpd_during_burst() {
-    burst_with_kills("smtpd");
+    burst_with_kills(&[(KILL_AT[0], "smtpd"), (KILL_AT[1], "smtpd")]);
 }
 
 #[test]
 fn kill_9_queue_manager_during_burst() {
-    burst_with_kills("queue-manager");
+    burst_with_kills(&[(KILL_AT[0], "queue-manager"), (KILL_AT[1], "queue-manager")]);
 }
 
 #[test]
 fn kill_9_lmtp_delivery_during_burst() {
-    burst_with_kills("lmtp-delivery");
+    burst_with_kills(&[(KILL_AT[0], "lmtp-delivery"), (KILL_AT[1], "lmtp-delivery")]);
+}
+
+/// One burst, the three daemons killed in turn.
+#[test]
+fn kill_9_each_daemon_in_turn_during_one_burst() {
+    burst_with_kills(&[(30, "smtpd"), (80, "queue-manager"), (130, "lmtp-delivery")]);
 }
 
 /// The window itself, made deterministic: an LMTP client sends a message
