@@ -131,7 +131,10 @@
 //! `sender delay notification queued` (delay warning),
 //! `null sender: no DSN (a bounce is never bounced)`,
 //! `cannot queue the DSN: bounced recipients deferred instead`,
-//! `corrupt queue file moved to corrupt/`). Exit status 0 after a clean stop,
+//! `corrupt queue file moved to corrupt/`, `spool full`: ENOSPC/EDQUOT while
+//! writing, Enqueue answers RESOURCE_EXHAUSTED `insufficient system storage`,
+//! which smtpd turns into `452 4.3.1` and sendmail into exit 75; nothing is
+//! left in `tmp/`). Exit status 0 after a clean stop,
 //! 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
