@@ -229,6 +229,17 @@ typ, data = m.store("2", "(UNCHANGEDSINCE %d) +FLAGS" % n1[0], r"(\Seen)")
 check("UNCHANGEDSINCE passes an unchanged message", "\\Seen" in flags(m, 2), (data, flags(m, 2)))
 typ, data = m.search(None, "MODSEQ", str(n1[0]))
 check("SEARCH MODSEQ", typ == "OK" and data[0].split()[0] in (b"1", b"2") and b"(MODSEQ" in data[0], data)
+# ESEARCH (RFC 4731).
+check("capability ESEARCH", "ESEARCH" in m.capabilities, m.capabilities)
+typ, data = m._simple_command("SEARCH", "RETURN", "(MIN MAX COUNT ALL)", "ALL")
+es = m.untagged_responses.pop("ESEARCH", [b""])[0]
+check("ESEARCH MIN MAX COUNT ALL", typ == "OK" and es.endswith(b"MIN 1 MAX 2 COUNT 2 ALL 1:2"), es)
+typ, data = m._simple_command("UID", "SEARCH", "RETURN", "(COUNT MIN)", "FLAGGED")
+es = m.untagged_responses.pop("ESEARCH", [b""])[0]
+check("UID ESEARCH", typ == "OK" and b" UID COUNT 1 MIN " in es, es)
+typ, data = m._simple_command("SEARCH", "RETURN", "()", "KEYWORD", "nothing")
+es = m.untagged_responses.pop("ESEARCH", [b""])[0]
+check("ESEARCH with no match", typ == "OK" and b"ALL" not in es and b"TAG" in es, es)
 typ, data = m.status("Cs", "(HIGHESTMODSEQ SIZE MESSAGES)")
 st = data[0].decode()
 size = int(re.search(r"SIZE (\d+)", st).group(1))

@@ -56,7 +56,8 @@
 //! `(UNCHANGEDSINCE n)` with `[MODIFIED set]`, SEARCH `MODSEQ` (the answer
 //! ends with the highest MODSEQ of the matches; per-flag entries are
 //! accepted and treated as the message's MODSEQ); once enabled, untagged
-//! FETCH responses with FLAGS carry MODSEQ.
+//! FETCH responses with FLAGS carry MODSEQ; ESEARCH (RFC 4731): SEARCH and
+//! UID SEARCH `RETURN (MIN MAX COUNT ALL)` answered with `* ESEARCH`.
 //!
 //! Tested with Python's imaplib (`tests/tests/imap.rs`,
 //! `tests/tests/imap_features.rs`) and Debian's real clients
@@ -66,7 +67,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, QRESYNC (VANISHED), ESEARCH/SEARCHRES, SORT/THREAD, LIST-EXTENDED/LIST-STATUS,
+//! charset-aware text search, QRESYNC (VANISHED), SEARCHRES (`RETURN (SAVE)`), SORT/THREAD, LIST-EXTENDED/LIST-STATUS,
 //! STATUS=SIZE, QUOTA, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256 over IMAP,
 //! per-user/IP connection limits. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
@@ -91,6 +92,7 @@
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
+//! RFC 4731 (ESEARCH),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

@@ -214,6 +214,38 @@ pub fn sequence_set(s: &str, max: u32) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// A sorted list of numbers as a sequence set with ranges (`1:3,5`).
+pub fn compress_set(sorted: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+#[test]
+fn compressed_sets() {
+    assert_eq!(compress_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+    assert_eq!(compress_set(&[4]), "4");
+    assert_eq!(compress_set(&[]), "");
+}
+
 /// Quote a string for a response, or send it as a literal.
 pub fn astring_out(s: &[u8], out: &mut Vec<u8>) {
     if s.len() < 1000 && s.iter().all(|&c| (0x20..0x7f).contains(&c)) {

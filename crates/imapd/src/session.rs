@@ -426,7 +426,7 @@ impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
-             CONDSTORE STATUS=SIZE",
+             CONDSTORE STATUS=SIZE ESEARCH",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -1494,6 +1494,26 @@ impl Session {
     }
 
     fn search(&mut self, tag: &str, name: &str, uid_mode: bool, args: &[Token]) -> Flow {
+        // RFC 4731 ESEARCH: `RETURN (MIN MAX COUNT ALL)`; `RETURN ()` = ALL.
+        let (esearch, args) = match args {
+            [Token::Atom(r), Token::LParen, rest @ ..] if r.eq_ignore_ascii_case("RETURN") => {
+                let Some(close) = rest.iter().position(|t| *t == Token::RParen) else {
+                    return self.bad(tag, "BAD Unbalanced RETURN options");
+                };
+                let mut opts = Vec::new();
+                for t in &rest[..close] {
+                    match t.astring().map(|o| o.to_ascii_uppercase()).as_deref() {
+                        Some(o @ ("MIN" | "MAX" | "COUNT" | "ALL")) => opts.push(o.to_string()),
+                        _ => return self.bad(tag, "BAD Unsupported RETURN option"),
+                    }
+                }
+                if opts.is_empty() {
+                    opts.push("ALL".into());
+                }
+                (Some(opts), &rest[close + 1..])
+            }
+            a => (None, a),
+        };
         let sel = self.sel.as_ref().expect("selected");
         let max_uid = sel.uids.last().copied().unwrap_or(0);
         let key = match crate::search::parse(args, sel.uids.len() as u32, max_uid) {
@@ -1528,6 +1548,31 @@ impl Session {
             }
         }
         let with_modseq = key.uses_modseq() && !hits.is_empty();
+        if let Some(opts) = esearch {
+            let mut line = format!("* ESEARCH (TAG \"{tag}\")");
+            if uid_mode {
+                line.push_str(" UID");
+            }
+            for o in &opts {
+                match (o.as_str(), hits.first(), hits.last()) {
+                    ("MIN", Some(v), _) | ("MAX", _, Some(v)) => {
+                        line.push_str(&format!(" {o} {v}"));
+                    }
+                    ("COUNT", ..) => line.push_str(&format!(" COUNT {}", hits.len())),
+                    ("ALL", Some(_), _) => {
+                        line.push_str(&format!(" ALL {}", parse::compress_set(&hits)));
+                    }
+                    _ => {}
+                }
+            }
+            if with_modseq {
+                line.push_str(&format!(" MODSEQ {max_modseq}"));
+            }
+            line.push_str("\r\n");
+            self.out.extend_from_slice(line.as_bytes());
+            self.reply(tag, &format!("OK {name} completed"));
+            return Flow::Continue;
+        }
         let mut line = String::from("* SEARCH");
         for h in hits {
             line.push(' ');
