@@ -826,3 +826,40 @@ fn debians_postfix_as_the_remote_mx_receives_over_starttls() {
     assert!(text.contains("with ESMTPS"), "{text}");
     assert!(text.contains("Received: from client.example.org"), "{text}");
 }
+
+#[test]
+fn bad_routing_settings_are_configuration_errors() {
+    let env = TestEnv::new();
+    for (extra, key) in [
+        (
+            "transport_maps = { \"x.test\" = \"uucp:x\" }",
+            "queue.transport_maps.x.test",
+        ),
+        ("relayhost = \"[x\"", "queue.relayhost"),
+        (
+            "smtp_tls_security_level = \"dane\"",
+            "queue.smtp_tls_security_level",
+        ),
+        (
+            "smtp_tls_security_level = \"verify\"\nsmtp_tls_ca_file = \"/nonexistent/ca.pem\"",
+            "queue.smtp_tls_ca_file",
+        ),
+        ("dns_servers = [\"ns.example\"]", "queue.dns_servers"),
+        (
+            "relayhost_username = \"u\"\nrelayhost_password_file = \"/nonexistent/pw\"",
+            "queue.relayhost_password_file",
+        ),
+        ("delivery_transport = \"smtp\"", "queue.delivery_transport"),
+        (
+            "default_destination_concurrency_limit = 0",
+            "queue.default_destination_concurrency_limit",
+        ),
+    ] {
+        let mut text = env.config_text("level = \"info\"");
+        text.push_str(&format!("\n[queue]\n{extra}\n"));
+        std::fs::write(&env.config_path, text).unwrap();
+        let (code, _, err) = postern_tests::run_tool(&env, "queue-manager", &["--check-config"]);
+        assert_eq!(code, 78, "{extra}: {err}");
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+}

@@ -191,8 +191,22 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), ConfigError> {
             "needed when queue.relayhost_username is set",
         ));
     }
-    if let Err(e) = smtp_client::TlsLevel::parse(&q.smtp_tls_security_level) {
-        return Err(ConfigError::new(file, "queue.smtp_tls_security_level", e));
+    match smtp_client::TlsLevel::parse(&q.smtp_tls_security_level) {
+        Err(e) => return Err(ConfigError::new(file, "queue.smtp_tls_security_level", e)),
+        Ok(level) => {
+            if let Err(e) = smtp_client::tls_configs(level, &q.smtp_tls_ca_file) {
+                return Err(ConfigError::new(file, "queue.smtp_tls_ca_file", e));
+            }
+        }
+    }
+    if !q.relayhost_username.is_empty()
+        && let Err(e) = std::fs::File::open(&q.relayhost_password_file)
+    {
+        return Err(ConfigError::new(
+            file,
+            "queue.relayhost_password_file",
+            format!("{}: {e}", q.relayhost_password_file.display()),
+        ));
     }
     if q.smtp_port == 0 {
         return Err(ConfigError::new(file, "queue.smtp_port", "must not be 0"));
