@@ -189,6 +189,25 @@ check("mUTF-7 in LIST", b'"&ZeVnLIqe-"' in data[0], data)
 check("mUTF-7 on disk", os.path.isdir(os.path.join(maildir, ".&ZeVnLIqe-", "cur")))
 typ, data = m.create("&Jjo!-")
 check("invalid mUTF-7 refused", typ == "NO", data)
+# LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), SPECIAL-USE (RFC 6154).
+for c in ("LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE"):
+    check("capability " + c, c in m.capabilities, m.capabilities)
+typ, data = m._simple_command("LIST", "(SPECIAL-USE)", '""', "*")
+lines = [x.decode() for x in m.untagged_responses.pop("LIST", [])]
+check("LIST (SPECIAL-USE) selects special-use folders only",
+      typ == "OK" and len(lines) == 5 and all(re.search(r"\\(Sent|Drafts|Trash|Junk|Archive)", l) for l in lines), lines)
+typ, data = m._simple_command("LIST", "(SUBSCRIBED)", '""', "(Job* INBOX)")
+lines = [x.decode() for x in m.untagged_responses.pop("LIST", [])]
+check("LIST (SUBSCRIBED) with patterns",
+      typ == "OK" and any('"Job.Sub"' in l and "\\Subscribed" in l for l in lines)
+      and not any('"Job"' in l for l in lines), lines)
+typ, data = m._simple_command("LIST", '""', "Job*", "RETURN", "(CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))")
+lines = [x.decode() for x in m.untagged_responses.pop("LIST", [])]
+status = [x.decode() for x in m.untagged_responses.pop("STATUS", [])]
+check("LIST RETURN (STATUS)", typ == "OK" and len(lines) == 2 and any(
+    re.search(r'"Job.Sub" \(MESSAGES 1 UNSEEN 1\)', x) for x in status), (lines, status))
+check("LIST RETURN (SUBSCRIBED)", any('"Job.Sub"' in l and "\\Subscribed" in l for l in lines), lines)
+
 # CONDSTORE (RFC 7162): MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ,
 # HIGHESTMODSEQ; STATUS=SIZE.
 check("capability CONDSTORE", "CONDSTORE" in m.capabilities, m.capabilities)

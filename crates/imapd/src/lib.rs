@@ -10,7 +10,10 @@
 //! CAPABILITY, NOOP, LOGOUT, ID, ENABLE (CONDSTORE only), NAMESPACE,
 //! STARTTLS, LOGIN, AUTHENTICATE PLAIN/LOGIN (with SASL-IR); LIST/LSUB
 //! (INBOX and Maildir++ folders `.Name` with `cur/`, special-use attributes,
-//! separator `.`; LSUB filters by the `subscriptions` file), SELECT/EXAMINE,
+//! separator `.`; LSUB filters by the `subscriptions` file; LIST-EXTENDED
+//! selection options SUBSCRIBED, SPECIAL-USE (RECURSIVEMATCH, REMOTE
+//! accepted), several patterns, RETURN (SUBSCRIBED CHILDREN SPECIAL-USE
+//! STATUS (..)) with LIST-STATUS `* STATUS` lines), SELECT/EXAMINE,
 //! STATUS (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT=0 SIZE HIGHESTMODSEQ),
 //! CLOSE, UNSELECT,
 //! CHECK; FETCH/UID FETCH with FLAGS, UID, RFC822.SIZE (the CRLF size),
@@ -67,9 +70,9 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, QRESYNC (VANISHED), SEARCHRES (`RETURN (SAVE)`), SORT/THREAD, LIST-EXTENDED/LIST-STATUS,
-//! STATUS=SIZE, QUOTA, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256 over IMAP,
-//! per-user/IP connection limits. MOVE is not atomic (copy, then expunge).
+//! charset-aware text search, QRESYNC (VANISHED), SEARCHRES (`RETURN
+//! (SAVE)`), SORT/THREAD, QUOTA, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
+//! over IMAP, per-user/IP connection limits. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
 //!
@@ -92,7 +95,7 @@
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
-//! RFC 4731 (ESEARCH),
+//! RFC 4731 (ESEARCH), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

@@ -426,7 +426,7 @@ impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
-             CONDSTORE STATUS=SIZE ESEARCH",
+             CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -836,42 +836,116 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// LIST and LSUB, with RFC 5258 LIST-EXTENDED selection options
+    /// (SUBSCRIBED, SPECIAL-USE, RECURSIVEMATCH, REMOTE), several patterns,
+    /// and return options (SUBSCRIBED, CHILDREN, SPECIAL-USE, and RFC 5819
+    /// STATUS).
     fn list(&mut self, tag: &str, verb: &str, args: &[Token]) {
-        let (Some(reference), Some(pattern)) = (
-            args.first().and_then(Token::astring),
-            args.get(1).and_then(Token::astring),
-        ) else {
+        let mut i = 0;
+        let mut select_subscribed = false;
+        let mut select_special = false;
+        if verb == "LIST" && args.first() == Some(&Token::LParen) {
+            i = 1;
+            while let Some(Token::Atom(o)) = args.get(i) {
+                match o.to_ascii_uppercase().as_str() {
+                    "SUBSCRIBED" => select_subscribed = true,
+                    "SPECIAL-USE" => select_special = true,
+                    "RECURSIVEMATCH" | "REMOTE" => {}
+                    _ => {
+                        self.fail(tag, "BAD Unknown LIST selection option");
+                        return;
+                    }
+                }
+                i += 1;
+            }
+            if args.get(i) != Some(&Token::RParen) {
+                self.fail(tag, "BAD Invalid LIST selection options");
+                return;
+            }
+            i += 1;
+        }
+        let Some(reference) = args.get(i).and_then(Token::astring) else {
             self.fail(tag, "BAD LIST needs reference and pattern");
             return;
         };
+        i += 1;
+        let mut patterns = Vec::new();
+        if verb == "LIST" && args.get(i) == Some(&Token::LParen) {
+            i += 1;
+            while let Some(p) = args.get(i).and_then(Token::astring) {
+                patterns.push(p);
+                i += 1;
+            }
+            if args.get(i) != Some(&Token::RParen) || patterns.is_empty() {
+                self.fail(tag, "BAD Invalid LIST patterns");
+                return;
+            }
+            i += 1;
+        } else if let Some(p) = args.get(i).and_then(Token::astring) {
+            patterns.push(p);
+            i += 1;
+        } else {
+            self.fail(tag, "BAD LIST needs reference and pattern");
+            return;
+        }
+        let mut return_subscribed = false;
+        let mut return_status: Option<Vec<Token>> = None;
+        if let Some(t) = args.get(i) {
+            if !(verb == "LIST" && t.is_atom("RETURN") && args.get(i + 1) == Some(&Token::LParen)) {
+                self.fail(tag, "BAD Unexpected LIST arguments");
+                return;
+            }
+            i += 2;
+            loop {
+                match args.get(i) {
+                    Some(Token::RParen) if i + 1 == args.len() => break,
+                    Some(t) if t.is_atom("SUBSCRIBED") => return_subscribed = true,
+                    Some(t) if t.is_atom("CHILDREN") || t.is_atom("SPECIAL-USE") => {}
+                    Some(t) if t.is_atom("STATUS") && args.get(i + 1) == Some(&Token::LParen) => {
+                        let Some(close) = args[i + 2..].iter().position(|t| *t == Token::RParen)
+                        else {
+                            self.fail(tag, "BAD Invalid STATUS return option");
+                            return;
+                        };
+                        return_status = Some(args[i + 2..i + 2 + close].to_vec());
+                        i += 2 + close;
+                    }
+                    _ => {
+                        self.fail(tag, "BAD Invalid LIST return options");
+                        return;
+                    }
+                }
+                i += 1;
+            }
+        }
         let root = self.root.clone().expect("authenticated");
-        if pattern.is_empty() {
+        if patterns.len() == 1 && patterns[0].is_empty() {
             self.out
                 .extend_from_slice(format!("* {verb} (\\Noselect) \".\" \"\"\r\n").as_bytes());
             self.reply(tag, &format!("OK {verb} completed"));
             return;
         }
-        let full = format!("{reference}{pattern}");
-        let subs = if verb == "LSUB" {
-            let mut s: Vec<String> = std::fs::read_to_string(root.join("subscriptions"))
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            s.push("INBOX".into());
-            Some(s)
-        } else {
-            None
-        };
+        let mut subscribed: Vec<String> = std::fs::read_to_string(root.join("subscriptions"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        subscribed.push("INBOX".into());
+        let only_subscribed = verb == "LSUB" || select_subscribed;
         let all = folders(&root);
         for f in &all {
             let f = f.clone();
-            if !parse::list_match(full.as_bytes(), f.as_bytes()) {
+            if !patterns
+                .iter()
+                .any(|p| parse::list_match(format!("{reference}{p}").as_bytes(), f.as_bytes()))
+            {
                 continue;
             }
-            if let Some(s) = &subs
-                && !s.iter().any(|x| x == &f)
-            {
+            let is_subscribed = subscribed.iter().any(|x| x == &f);
+            if only_subscribed && !is_subscribed {
+                continue;
+            }
+            if select_special && special_use(&f).is_none() {
                 continue;
             }
             let prefix = format!("{f}.");
@@ -881,6 +955,9 @@ impl Session {
             } else {
                 "\\HasNoChildren"
             }];
+            if is_subscribed && verb == "LIST" && (select_subscribed || return_subscribed) {
+                attrs.push("\\Subscribed");
+            }
             if let Some(u) = special_use(&f) {
                 attrs.push(u);
             }
@@ -888,6 +965,17 @@ impl Session {
             parse::astring_out(f.as_bytes(), &mut line);
             line.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&line);
+            if let Some(items) = &return_status
+                && let Some((name, mb)) = self.open_folder(&f)
+            {
+                match self.status_line(&name, &mb, items) {
+                    Ok(l) => self.out.extend_from_slice(&l),
+                    Err(e) => {
+                        self.fail(tag, &e);
+                        return;
+                    }
+                }
+            }
         }
         self.reply(tag, &format!("OK {verb} completed"));
     }
@@ -965,8 +1053,25 @@ impl Session {
         let Some((name, mb)) = self.open_folder(&name) else {
             return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
         };
-        let mut items = Vec::new();
-        for t in args.iter().skip(1) {
+        match self.status_line(&name, &mb, &args[1..]) {
+            Ok(line) => {
+                self.out.extend_from_slice(&line);
+                self.reply(tag, "OK STATUS completed");
+                Flow::Continue
+            }
+            Err(e) => self.bad(tag, &e),
+        }
+    }
+
+    /// `* STATUS name (items)` for STATUS and LIST-STATUS.
+    fn status_line(
+        &mut self,
+        name: &str,
+        mb: &Mailbox,
+        items: &[Token],
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for t in items {
             let Token::Atom(a) = t else { continue };
             let a = a.to_ascii_uppercase();
             let v = match a.as_str() {
@@ -984,16 +1089,14 @@ impl Session {
                     self.condstore = true;
                     mb.highest_modseq()
                 }
-                _ => return self.bad(tag, "BAD Unknown STATUS item"),
+                _ => return Err("BAD Unknown STATUS item".into()),
             };
-            items.push(format!("{a} {v}"));
+            out.push(format!("{a} {v}"));
         }
         let mut line = b"* STATUS ".to_vec();
         parse::astring_out(name.as_bytes(), &mut line);
-        line.extend_from_slice(format!(" ({})\r\n", items.join(" ")).as_bytes());
-        self.out.extend_from_slice(&line);
-        self.reply(tag, "OK STATUS completed");
-        Flow::Continue
+        line.extend_from_slice(format!(" ({})\r\n", out.join(" ")).as_bytes());
+        Ok(line)
     }
 
     /// Report changes made by others: EXPUNGE (MSNs adjusted as each is
