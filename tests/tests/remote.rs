@@ -825,6 +825,33 @@ fn debians_postfix_as_the_remote_mx_receives_over_starttls() {
     assert!(text.contains("from mail.example.test"), "{text}");
     assert!(text.contains("with ESMTPS"), "{text}");
     assert!(text.contains("Received: from client.example.org"), "{text}");
+    // This Postfix has smtputf8_enable = no: a message with a UTF-8 header
+    // submitted with SMTPUTF8 cannot go there and bounces (RFC 6531 3.2).
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.example.org")
+assert s.has_extn("smtputf8")
+s.sendmail("alice@example.test", ["user@pf.test"], "Subject: caf\u00e9\r\n\r\nhi\r\n".encode(), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+s.quit()
+"#,
+        port = env.ports["smtp"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemons[2]
+        .wait_output("550 5.6.7", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 1);
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //! Results per recipient: 2xx delivered, 4xx temporary (retry later), 5xx
 //! permanent (bounce). A message larger than the peer's `SIZE` is refused
 //! before it is sent (`552 5.3.4`); a message that needs SMTPUTF8 (non-ASCII
-//! addresses) to a peer without it bounces (`550 5.6.7`, RFC 6531 3.2).
+//! addresses or headers) to a peer without it bounces (`550 5.6.7`, RFC 6531
+//! 3.2).
 //! Connection trouble, a bad greeting or `EHLO`/`HELO` refusal moves on to
 //! the next host; once `MAIL FROM` was sent, trouble is a temporary failure
 //! for every recipient not yet answered (the message might otherwise be
@@ -30,7 +31,7 @@
 //! connection verified for one name is never used for another.
 //!
 //! Not done: `BDAT`/BINARYMIME (8-bit bodies are sent with DATA), DANE and
-//! MTA-STS; SMTPUTF8 is only checked for the addresses, not the headers.
+//! MTA-STS; no downgrade of SMTPUTF8 messages (RFC 6857).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -421,8 +422,18 @@ impl Conn {
     }
 }
 
-fn needs_smtputf8(m: &Message, rcpts: &[RcptTo]) -> bool {
-    !m.envelope.sender.is_ascii() || rcpts.iter().any(|r| !r.address.is_ascii())
+/// Whether a message submitted with SMTPUTF8 really needs it: non-ASCII
+/// in the envelope addresses or in the header section (RFC 6531 3.2; as
+/// Postfix's `smtputf8_autodetect`, an ASCII-only message is sent without).
+fn needs_smtputf8(m: &Message, content: &[u8], rcpts: &[RcptTo]) -> bool {
+    let header_end = content
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| content.windows(2).position(|w| w == b"\n\n"))
+        .unwrap_or(content.len());
+    !m.envelope.sender.is_ascii()
+        || rcpts.iter().any(|r| !r.address.is_ascii())
+        || !content[..header_end].is_ascii()
 }
 
 fn notify_param(bits: u8) -> Option<String> {
@@ -663,7 +674,7 @@ impl SmtpClient {
             let _ = c.cmd("QUIT").await;
             return;
         }
-        if m.envelope.smtputf8 && !ext.smtputf8 && needs_smtputf8(m, rcpts) {
+        if m.envelope.smtputf8 && !ext.smtputf8 && needs_smtputf8(m, content, rcpts) {
             fail_all(
                 Outcome::PermFail(format!(
                     "550 5.6.7 {} does not support SMTPUTF8, needed by this message",
