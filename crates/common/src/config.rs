@@ -547,6 +547,10 @@ pub struct ImapdConfig {
     pub listener: Vec<Listener<ImapRole>>,
     /// Allow LOGIN and AUTHENTICATE PLAIN without TLS. A warning is logged.
     pub allow_plaintext_auth: bool,
+    /// Logged-in sessions one user may have from one IP address at a time
+    /// (Dovecot `mail_max_userip_connections`); one more gets
+    /// `NO [LIMIT]` at login. 0 = no limit. Default 10.
+    pub mail_max_userip_connections: usize,
 }
 
 impl Default for ImapdConfig {
@@ -557,6 +561,7 @@ impl Default for ImapdConfig {
                 Listener::new("imaps", "0.0.0.0:993", ImapRole::Imaps),
             ],
             allow_plaintext_auth: false,
+            mail_max_userip_connections: 10,
         }
     }
 }
