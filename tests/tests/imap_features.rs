@@ -33,3 +33,56 @@ fn imaplib_keywords_search_rename_mutf7_and_small_extensions() {
         imapd.output()
     );
 }
+
+/// `imapd.mail_max_userip_connections`: the (limit+1)th logged-in session of
+/// one user from one address is refused with `NO [LIMIT]`; a slot frees
+/// when a session ends.
+#[test]
+fn mail_max_userip_connections_limits_logins() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = TestEnv::new();
+    postern_tests::stack::setup_user(&env, "bob@example.test", "pw-bob");
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace(
+            "[imapd]\n",
+            "[imapd]\nallow_plaintext_auth = true\nmail_max_userip_connections = 2\n",
+        ),
+    )
+    .unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let imapd = Daemon::start(&env, "imapd");
+    let login = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", env.ports["imap"])).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        w.write_all(b"a LOGIN bob@example.test pw-bob\r\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        (w, r, line)
+    };
+    let (mut w1, _r1, l1) = login();
+    let (_w2, _r2, l2) = login();
+    assert!(l1.starts_with("a OK") && l2.starts_with("a OK"), "{l1}{l2}");
+    let (_w3, _r3, l3) = login();
+    assert!(l3.starts_with("a NO [LIMIT]"), "{l3}");
+    // The first logs out: a new login fits again.
+    w1.write_all(b"b LOGOUT\r\n").unwrap();
+    drop(w1);
+    let mut ok = false;
+    for _ in 0..50 {
+        let (_w, _r, l) = login();
+        if l.starts_with("a OK") {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok, "slot not released\n{}", imapd.output());
+    assert!(imapd.output().contains("mail_max_userip_connections"));
+}

@@ -72,7 +72,7 @@
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
 //! charset-aware text search, QRESYNC (VANISHED), SEARCHRES (`RETURN
 //! (SAVE)`), SORT/THREAD, QUOTA, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
-//! over IMAP, per-user/IP connection limits. MOVE is not atomic (copy, then expunge).
+//! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
 //!
@@ -102,10 +102,13 @@
 //!
 //! # CONFIGURATION
 //! `[imapd] listener = [{ name, address, role = "imap" | "imaps" }]`,
-//! `allow_plaintext_auth`; `[tls] cert_file, key_file`; `[authd] socket`.
+//! `allow_plaintext_auth` (false), `mail_max_userip_connections` (10
+//! logged-in sessions per user and client address; 0 = no limit); `[tls] cert_file, key_file`; `[authd] socket`.
 //! See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
+//! `login refused: mail_max_userip_connections` when a login is over the
+//! per-user-and-address limit (the client gets `NO [LIMIT]`).
 //! One `connected` / `logged in user=…` / `disconnected` line per session,
 //! with `session` and `remote` fields. Exit status 0 after a clean stop, 78
 //! for a configuration error, 1 otherwise.
@@ -155,6 +158,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
         auth: pb::auth_client::AuthClient::new(channel),
         allow_plaintext: cfg.imapd.allow_plaintext_auth,
+        max_userip: cfg.imapd.mail_max_userip_connections,
+        userip: Default::default(),
     });
     let mut loops = tokio::task::JoinSet::new();
     for l in &cfg.imapd.listener {

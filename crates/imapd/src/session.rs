@@ -1,6 +1,7 @@
 //! One IMAP connection: framing, state, commands.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,49 @@ pub struct Shared {
     pub acceptor: TlsAcceptor,
     pub auth: pb::auth_client::AuthClient<Channel>,
     pub allow_plaintext: bool,
+    /// `imapd.mail_max_userip_connections` (0: no limit).
+    pub max_userip: usize,
+    /// Logged-in sessions per (user, client IP).
+    pub userip: UserIpCounts,
+}
+
+/// Logged-in sessions per (user, client IP), shared by all sessions.
+pub type UserIpCounts = Arc<std::sync::Mutex<HashMap<(String, IpAddr), usize>>>;
+
+/// One logged-in session counted in [`UserIpCounts`]; released on drop.
+struct UserIpSlot {
+    counts: UserIpCounts,
+    key: (String, IpAddr),
+}
+
+impl UserIpSlot {
+    /// Count a session of `user` from `ip`, unless `limit` (non-zero) are
+    /// already there.
+    fn acquire(counts: &UserIpCounts, user: &str, ip: IpAddr, limit: usize) -> Option<Self> {
+        let key = (user.to_ascii_lowercase(), ip);
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        if limit != 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: counts.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for UserIpSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 struct Selected {
@@ -65,6 +109,8 @@ struct Session {
     /// RFC 7162 CONDSTORE enabled (ENABLE, or a command that uses it):
     /// untagged FETCH responses with FLAGS then carry MODSEQ.
     condstore: bool,
+    /// This session's place in `mail_max_userip_connections`.
+    _userip: Option<UserIpSlot>,
 }
 
 enum Flow {
@@ -111,6 +157,7 @@ pub async fn run(
         failures: 0,
         cont_sent: None,
         condstore: false,
+        _userip: None,
     };
     tracing::info!(tls = s.conn.is_tls(), "connected");
     let caps = s.capabilities(&shared);
@@ -822,6 +869,16 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        let Some(slot) =
+            UserIpSlot::acquire(&shared.userip, &user, self.peer.ip(), shared.max_userip)
+        else {
+            tracing::info!(user = %user, limit = shared.max_userip, "login refused: mail_max_userip_connections");
+            return Ok(self.bad(
+                tag,
+                "NO [LIMIT] Too many connections for this user from this address",
+            ));
+        };
+        self._userip = Some(slot);
         let root = PathBuf::from(&info.mailbox);
         if let Err(e) = mailstore::create_maildir(&root) {
             tracing::error!(error = %e, "cannot open maildir");
