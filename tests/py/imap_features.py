@@ -265,6 +265,37 @@ size = int(re.search(r"SIZE (\d+)", st).group(1))
 hm = int(re.search(r"HIGHESTMODSEQ (\d+)", st).group(1))
 check("STATUS SIZE", size == len(a) + len(b), st)
 check("STATUS HIGHESTMODSEQ", hm >= n1[0], st)
+# SORT and THREAD=ORDEREDSUBJECT (RFC 5256).
+for c in ("SORT", "THREAD=ORDEREDSUBJECT"):
+    check("capability " + c, c in m.capabilities, m.capabilities)
+ok(m.create("St"), "create St")
+for subj, date, frm, body in [
+    ("Banana", "Wed, 3 Jan 2024 10:00:00 +0000", "zed@example.test", "x" * 10),
+    ("Re: apple", "Tue, 2 Jan 2024 10:00:00 +0000", "amy@example.test", "x" * 300),
+    ("Apple", "Mon, 1 Jan 2024 10:00:00 +0000", "bob@example.test", "x" * 100),
+    ("Fwd: banana", "Thu, 4 Jan 2024 10:00:00 +0000", "cat@example.test", "x"),
+]:
+    msg = ("Subject: %s\r\nDate: %s\r\nFrom: %s\r\n\r\n%s\r\n" % (subj, date, frm, body)).encode()
+    ok(m.append("St", None, None, msg), "append " + subj)
+ok(m.select("St"), "select St")
+typ, data = m.sort("(DATE)", "UTF-8", "ALL")
+check("SORT DATE", typ == "OK" and data[0] == b"3 2 1 4", data)
+typ, data = m.sort("(REVERSE SIZE)", "UTF-8", "ALL")
+check("SORT REVERSE SIZE", data[0] == b"2 3 1 4", data)
+typ, data = m.sort("(SUBJECT DATE)", "UTF-8", "ALL")
+check("SORT SUBJECT (base subject)", data[0] == b"3 2 1 4", data)
+typ, data = m.sort("(FROM)", "US-ASCII", "NOT", "SUBJECT", "apple")
+check("SORT FROM with search keys", data[0] == b"4 1", data)
+typ, data = m.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")
+check("UID SORT", typ == "OK" and len(data[0].split()) == 4, data)
+typ, data = m.thread("ORDEREDSUBJECT", "UTF-8", "ALL")
+check("THREAD ORDEREDSUBJECT", typ == "OK" and data[0] == b"(3 2)(1 4)", data)
+try:
+    m.thread("REFERENCES", "UTF-8", "ALL")
+    check("THREAD REFERENCES not offered", False)
+except imaplib.IMAP4.error:
+    print("ok THREAD REFERENCES not offered")
+ok(m.select("Cs"), "back to Cs")
 m.logout()
 m = connect()
 ok(m.select("Cs"), "reselect Cs")

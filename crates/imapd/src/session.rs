@@ -473,7 +473,8 @@ impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
-             CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE",
+             CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
+             THREAD=ORDEREDSUBJECT",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -740,6 +741,9 @@ impl Session {
             ("COPY", true) | ("MOVE", true) if self.sel.is_some() => {
                 return Ok(self.copy(&tag, &verb, false, args));
             }
+            ("SORT", true) | ("THREAD", true) if self.sel.is_some() => {
+                return Ok(self.sort_or_thread(&tag, &verb, false, args));
+            }
             ("FETCH", true) | ("STORE", true) | ("SEARCH", true) | ("EXPUNGE", true)
                 if self.sel.is_some() =>
             {
@@ -750,6 +754,9 @@ impl Session {
                 let sub = sub.to_ascii_uppercase();
                 if sub == "COPY" || sub == "MOVE" {
                     return Ok(self.copy(&tag, &sub, true, &args[1..]));
+                }
+                if sub == "SORT" || sub == "THREAD" {
+                    return Ok(self.sort_or_thread(&tag, &sub, true, &args[1..]));
                 }
                 if !matches!(sub.as_str(), "FETCH" | "STORE" | "SEARCH" | "EXPUNGE") {
                     return Ok(self.bad(&tag, "BAD Unknown UID command"));
@@ -1743,6 +1750,92 @@ impl Session {
         }
         line.push_str("\r\n");
         self.out.extend_from_slice(line.as_bytes());
+        self.reply(tag, &format!("OK {name} completed"));
+        Flow::Continue
+    }
+
+    /// SORT and THREAD (RFC 5256; THREAD=ORDEREDSUBJECT only) and their UID
+    /// forms: `SORT (criteria) charset keys`, `THREAD algorithm charset keys`.
+    fn sort_or_thread(&mut self, tag: &str, verb: &str, uid_mode: bool, args: &[Token]) -> Flow {
+        let name = if uid_mode {
+            format!("UID {verb}")
+        } else {
+            verb.to_string()
+        };
+        let (criteria, rest) = if verb == "SORT" {
+            let Some(Token::LParen) = args.first() else {
+                return self.bad(tag, "BAD SORT needs criteria");
+            };
+            let Some(close) = args.iter().position(|t| *t == Token::RParen) else {
+                return self.bad(tag, "BAD Unbalanced SORT criteria");
+            };
+            let atoms: Vec<String> = args[1..close].iter().filter_map(Token::astring).collect();
+            let Some(c) = crate::sort::parse_criteria(&atoms) else {
+                return self.bad(tag, "BAD Invalid SORT criteria");
+            };
+            (Some(c), &args[close + 1..])
+        } else {
+            if !args.first().is_some_and(|t| t.is_atom("ORDEREDSUBJECT")) {
+                return self.bad(tag, "BAD Unsupported THREAD algorithm");
+            }
+            (None, &args[1..])
+        };
+        let Some(charset) = rest.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD Missing charset");
+        };
+        if !charset.eq_ignore_ascii_case("UTF-8") && !charset.eq_ignore_ascii_case("US-ASCII") {
+            return self.bad(tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+        }
+        let sel = self.sel.as_ref().expect("selected");
+        let max_uid = sel.uids.last().copied().unwrap_or(0);
+        let key = match crate::search::parse(&rest[1..], sel.uids.len() as u32, max_uid) {
+            Ok(k) => k,
+            Err(e) => return self.bad(tag, &e),
+        };
+        let by_uid: HashMap<u32, &mailstore::Message> =
+            sel.mb.messages().iter().map(|m| (m.uid, m)).collect();
+        let mut keys = Vec::new();
+        for (i, &uid) in sel.uids.iter().enumerate() {
+            let Some(m) = by_uid.get(&uid) else { continue };
+            let mut c = crate::search::Candidate {
+                msn: i as u32 + 1,
+                uid,
+                flags: &m.flags,
+                keywords: keyword_names(&m.flags, &sel.keywords),
+                vsize: m.vsize,
+                internal_date: m.internal_date,
+                modseq: m.modseq,
+                path: m.path.clone(),
+                cached: None,
+            };
+            if !tokio::task::block_in_place(|| c.matches(&key)) {
+                continue;
+            }
+            let raw = tokio::task::block_in_place(|| std::fs::read(&m.path)).unwrap_or_default();
+            let end = raw
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map_or(raw.len(), |p| p + 2);
+            keys.push(crate::sort::SortKeys::from_header(
+                i as u32 + 1,
+                uid,
+                m.internal_date,
+                m.vsize,
+                &raw[..end],
+            ));
+        }
+        let id = |k: &crate::sort::SortKeys| if uid_mode { k.uid } else { k.msn };
+        let line = match criteria {
+            Some(c) => {
+                let mut l = String::from("* SORT");
+                for k in crate::sort::sort(keys, &c) {
+                    l.push_str(&format!(" {}", id(&k)));
+                }
+                l
+            }
+            None => format!("* THREAD {}", crate::sort::ordered_subject(keys, id)),
+        };
+        self.out.extend_from_slice(format!("{line}\r\n").as_bytes());
         self.reply(tag, &format!("OK {name} completed"));
         Flow::Continue
     }

@@ -1,0 +1,266 @@
+//! RFC 5256 SORT and THREAD=ORDEREDSUBJECT: sort keys from the message
+//! headers (parsed with mail-parser), base subjects, thread lists.
+
+/// One SORT criterion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    Arrival,
+    Cc,
+    Date,
+    From,
+    Size,
+    Subject,
+    To,
+}
+
+/// Parse a SORT criteria list (the atoms between the parentheses):
+/// `(REVERSE) criterion` pairs; `None` if invalid or empty.
+pub fn parse_criteria(atoms: &[String]) -> Option<Vec<(Criterion, bool)>> {
+    let mut out = Vec::new();
+    let mut reverse = false;
+    for a in atoms {
+        let c = match a.to_ascii_uppercase().as_str() {
+            "REVERSE" if !reverse => {
+                reverse = true;
+                continue;
+            }
+            "ARRIVAL" => Criterion::Arrival,
+            "CC" => Criterion::Cc,
+            "DATE" => Criterion::Date,
+            "FROM" => Criterion::From,
+            "SIZE" => Criterion::Size,
+            "SUBJECT" => Criterion::Subject,
+            "TO" => Criterion::To,
+            _ => return None,
+        };
+        out.push((c, reverse));
+        reverse = false;
+    }
+    (!out.is_empty() && !reverse).then_some(out)
+}
+
+/// What sorting needs to know about one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SortKeys {
+    pub msn: u32,
+    pub uid: u32,
+    pub internal_date: u64,
+    pub size: u64,
+    /// The Date: header in seconds (UTC), else the internal date.
+    pub date: i64,
+    pub subject: String,
+    pub from: String,
+    pub to: String,
+    pub cc: String,
+}
+
+impl SortKeys {
+    /// Keys of a message from its header (wire or stored form).
+    pub fn from_header(msn: u32, uid: u32, internal_date: u64, size: u64, header: &[u8]) -> Self {
+        let parsed = mail_parser::MessageParser::default().parse_headers(header);
+        let first_mailbox = |a: Option<&mail_parser::Address<'_>>| -> String {
+            a.and_then(|a| a.first())
+                .and_then(|x| x.address.as_deref())
+                .map(|addr| {
+                    addr.rsplit_once('@')
+                        .map_or(addr, |(local, _)| local)
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default()
+        };
+        let (date, subject, from, to, cc) = match &parsed {
+            Some(p) => (
+                p.date()
+                    .map_or(internal_date as i64, mail_parser::DateTime::to_timestamp),
+                base_subject(p.subject().unwrap_or("")),
+                first_mailbox(p.from()),
+                first_mailbox(p.to()),
+                first_mailbox(p.cc()),
+            ),
+            None => (
+                internal_date as i64,
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        SortKeys {
+            msn,
+            uid,
+            internal_date,
+            size,
+            date,
+            subject,
+            from,
+            to,
+            cc,
+        }
+    }
+}
+
+/// RFC 5256 section 2.1 base subject, simplified: leading `Re:`, `Fw:`,
+/// `Fwd:` (with an optional `[blob]`) and `[blob]` prefixes, trailing
+/// `(fwd)` and whitespace removed repeatedly; whitespace runs collapsed;
+/// compared without regard to case.
+pub fn base_subject(subject: &str) -> String {
+    let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    loop {
+        let before = s.clone();
+        while s.to_ascii_lowercase().ends_with("(fwd)") {
+            s.truncate(s.len() - 5);
+            s = s.trim_end().to_string();
+        }
+        let lower = s.to_ascii_lowercase();
+        for prefix in ["re", "fwd", "fw"] {
+            if let Some(rest) = lower.strip_prefix(prefix) {
+                let rest_trim = rest.trim_start();
+                let after_blob = if rest_trim.starts_with('[') {
+                    rest_trim.find(']').map(|i| rest_trim[i + 1..].trim_start())
+                } else {
+                    Some(rest_trim)
+                };
+                if let Some(r) = after_blob
+                    && let Some(r) = r.strip_prefix(':')
+                {
+                    let cut = s.len() - r.len();
+                    s = s[cut..].trim_start().to_string();
+                    break;
+                }
+            }
+        }
+        if s.starts_with('[')
+            && let Some(i) = s.find(']')
+            && !s[i + 1..].trim().is_empty()
+        {
+            s = s[i + 1..].trim_start().to_string();
+        }
+        if s == before {
+            break;
+        }
+    }
+    s.to_lowercase()
+}
+
+/// Sort messages by the criteria; ties in sequence-number order.
+pub fn sort(mut msgs: Vec<SortKeys>, criteria: &[(Criterion, bool)]) -> Vec<SortKeys> {
+    msgs.sort_by(|a, b| {
+        for &(c, reverse) in criteria {
+            let o = match c {
+                Criterion::Arrival => a.internal_date.cmp(&b.internal_date),
+                Criterion::Cc => a.cc.cmp(&b.cc),
+                Criterion::Date => a.date.cmp(&b.date),
+                Criterion::From => a.from.cmp(&b.from),
+                Criterion::Size => a.size.cmp(&b.size),
+                Criterion::Subject => a.subject.cmp(&b.subject),
+                Criterion::To => a.to.cmp(&b.to),
+            };
+            let o = if reverse { o.reverse() } else { o };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        a.msn.cmp(&b.msn)
+    });
+    msgs
+}
+
+/// THREAD=ORDEREDSUBJECT: threads by base subject, each sorted by date
+/// (then sequence number), threads ordered by their first message's date;
+/// the first message is the parent of the others. Returns the `* THREAD`
+/// data, numbers chosen by `id`.
+pub fn ordered_subject(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> String {
+    let sorted = sort(
+        msgs,
+        &[(Criterion::Subject, false), (Criterion::Date, false)],
+    );
+    let mut threads: Vec<Vec<SortKeys>> = Vec::new();
+    for m in sorted {
+        match threads.last_mut() {
+            Some(t) if t[0].subject == m.subject => t.push(m),
+            _ => threads.push(vec![m]),
+        }
+    }
+    threads.sort_by(|a, b| (a[0].date, a[0].msn).cmp(&(b[0].date, b[0].msn)));
+    let mut out = String::new();
+    for t in threads {
+        out.push('(');
+        out.push_str(&id(&t[0]).to_string());
+        if t.len() == 2 {
+            out.push_str(&format!(" {}", id(&t[1])));
+        } else if t.len() > 2 {
+            out.push(' ');
+            for c in &t[1..] {
+                out.push_str(&format!("({})", id(c)));
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_subjects() {
+        assert_eq!(
+            base_subject("Re: Fwd: [list] Hello  World (fwd)"),
+            "hello world"
+        );
+        assert_eq!(base_subject("RE[2]: hi"), "hi");
+        assert_eq!(base_subject("[only]"), "[only]");
+        assert_eq!(base_subject("Reply needed"), "reply needed");
+        assert_eq!(base_subject(""), "");
+    }
+
+    #[test]
+    fn criteria() {
+        let c = |s: &str| parse_criteria(&s.split(' ').map(String::from).collect::<Vec<_>>());
+        assert_eq!(
+            c("REVERSE DATE SUBJECT"),
+            Some(vec![(Criterion::Date, true), (Criterion::Subject, false)])
+        );
+        assert_eq!(c("REVERSE"), None);
+        assert_eq!(c("REVERSE REVERSE DATE"), None);
+        assert_eq!(c("BOGUS"), None);
+    }
+
+    fn k(msn: u32, subject: &str, date: i64, size: u64) -> SortKeys {
+        SortKeys {
+            msn,
+            uid: msn * 10,
+            size,
+            date,
+            subject: base_subject(subject),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sorting_and_threads() {
+        let msgs = vec![
+            k(1, "b", 30, 5),
+            k(2, "Re: a", 20, 5),
+            k(3, "a", 10, 1),
+            k(4, "re: b", 40, 9),
+            k(5, "c", 5, 9),
+            k(6, "Fwd: a", 25, 1),
+        ];
+        let by = |c: &[(Criterion, bool)]| -> Vec<u32> {
+            sort(msgs.clone(), c).iter().map(|m| m.msn).collect()
+        };
+        assert_eq!(by(&[(Criterion::Size, false)]), [3, 6, 1, 2, 4, 5]);
+        assert_eq!(
+            by(&[(Criterion::Size, true), (Criterion::Date, false)]),
+            [5, 4, 2, 1, 3, 6]
+        );
+        assert_eq!(by(&[(Criterion::Subject, false)]), [2, 3, 6, 1, 4, 5]);
+        assert_eq!(
+            ordered_subject(msgs.clone(), |m| m.msn),
+            "(5)(3 (2)(6))(1 4)"
+        );
+        assert_eq!(ordered_subject(msgs, |m| m.uid), "(50)(30 (20)(60))(10 40)");
+    }
+}
