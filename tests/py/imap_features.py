@@ -208,6 +208,22 @@ check("LIST RETURN (STATUS)", typ == "OK" and len(lines) == 2 and any(
     re.search(r'"Job.Sub" \(MESSAGES 1 UNSEEN 1\)', x) for x in status), (lines, status))
 check("LIST RETURN (SUBSCRIBED)", any('"Job.Sub"' in l and "\\Subscribed" in l for l in lines), lines)
 
+# QUOTA (RFC 9208) from the directory's quota (1M, set by the test).
+for c in ("QUOTA", "QUOTA=RES-STORAGE"):
+    check("capability " + c, c in m.capabilities, m.capabilities)
+used = 0
+for dirpath, _, files in os.walk(maildir):
+    if os.path.basename(dirpath) in ("cur", "new"):
+        for f in files:
+            mo = re.search(r",S=(\d+)", f)
+            used += int(mo.group(1)) if mo else os.path.getsize(os.path.join(dirpath, f))
+typ, data = m.getquotaroot("INBOX")
+check("GETQUOTAROOT", typ == "OK" and data[0] in ([b'INBOX ""'], [b'"INBOX" ""']) and data[1] == [b'"" (STORAGE %d 1024)' % ((used + 1023) // 1024)], data)
+typ, data = m.getquota('""')
+check("GETQUOTA", typ == "OK" and data == [b'"" (STORAGE %d 1024)' % ((used + 1023) // 1024)], data)
+typ, data = m.setquota('""', "(STORAGE 5)")
+check("SETQUOTA refused", typ == "NO", data)
+
 # CONDSTORE (RFC 7162): MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ,
 # HIGHESTMODSEQ; STATUS=SIZE.
 check("capability CONDSTORE", "CONDSTORE" in m.capabilities, m.capabilities)

@@ -13,6 +13,7 @@ fn imaplib_keywords_search_rename_mutf7_and_small_extensions() {
     let env = TestEnv::new();
     let password = "pw alice";
     let maildir = postern_tests::stack::setup_user(&env, "alice@example.test", password);
+    postern_tests::stack::mailctl(&env, &["user", "quota", "alice@example.test", "1M"], None);
     let _authd = Daemon::start(&env, "authd");
     let imapd = Daemon::start(&env, "imapd");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/imap_features.py");

@@ -103,6 +103,8 @@ struct Session {
     session_id: String,
     user: Option<String>,
     root: Option<PathBuf>,
+    /// The user's quota from the directory (bytes; 0 = none).
+    quota_bytes: u64,
     sel: Option<Selected>,
     failures: u32,
     cont_sent: Option<usize>,
@@ -153,6 +155,7 @@ pub async fn run(
         session_id,
         user: None,
         root: None,
+        quota_bytes: 0,
         sel: None,
         failures: 0,
         cont_sent: None,
@@ -368,6 +371,32 @@ fn parse_date_time(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Bytes used by a Maildir (INBOX and every folder): the `S=` sizes in the
+/// file names of `cur/` and `new/`, or the file size for names without one.
+fn storage_used(root: &Path) -> u64 {
+    let mut total = 0;
+    for folder in folders(root) {
+        let dir = mailstore::folder_path(root, &folder);
+        for sub in ["cur", "new"] {
+            let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !mailstore::name::is_message(name) {
+                    continue;
+                }
+                total += match mailstore::name::parse(name).size {
+                    Some(s) => s,
+                    None => e.metadata().map_or(0, |m| m.len()),
+                };
+            }
+        }
+    }
+    total
+}
+
 /// Longest folder name (a path component on disk: 255 bytes with the `.`).
 pub const MAX_FOLDER_NAME: usize = 250;
 
@@ -474,7 +503,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
-             THREAD=ORDEREDSUBJECT",
+             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -647,6 +676,12 @@ impl Session {
                 enabled.push_str("\r\n");
                 self.out.extend_from_slice(enabled.as_bytes());
                 self.reply(&tag, "OK ENABLE completed");
+            }
+            ("GETQUOTAROOT", true) | ("GETQUOTA", true) => {
+                return Ok(self.quota(&tag, &verb, args));
+            }
+            ("SETQUOTA", true) => {
+                return Ok(self.bad(&tag, "NO [NOPERM] Quotas are set by the administrator"));
             }
             ("NAMESPACE", true) => {
                 self.out
@@ -895,6 +930,7 @@ impl Session {
         tracing::info!(user = %user, "logged in");
         self.user = Some(user);
         self.root = Some(root);
+        self.quota_bytes = info.quota_bytes;
         let caps = self.capabilities(shared);
         self.reply(tag, &format!("OK [CAPABILITY {caps}] Logged in"));
         Ok(Flow::Continue)
@@ -1751,6 +1787,47 @@ impl Session {
         line.push_str("\r\n");
         self.out.extend_from_slice(line.as_bytes());
         self.reply(tag, &format!("OK {name} completed"));
+        Flow::Continue
+    }
+
+    /// GETQUOTAROOT / GETQUOTA (RFC 9208): one root `""` per user with the
+    /// directory's quota as STORAGE (KiB); usage is the on-disk size of all
+    /// folders, from the `S=` in the file names (no file is read).
+    fn quota(&mut self, tag: &str, verb: &str, args: &[Token]) -> Flow {
+        let Some(arg) = args.first().and_then(Token::astring) else {
+            return self.bad(tag, "BAD Missing argument");
+        };
+        let root = self.root.clone().expect("authenticated");
+        let line = |used: u64, limit: u64| {
+            format!(
+                "* QUOTA \"\" (STORAGE {} {})\r\n",
+                used.div_ceil(1024),
+                limit.div_ceil(1024)
+            )
+        };
+        if verb == "GETQUOTAROOT" {
+            if self.open_folder(&arg).is_none() {
+                return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
+            }
+            let mut out = b"* QUOTAROOT ".to_vec();
+            parse::astring_out(arg.as_bytes(), &mut out);
+            if self.quota_bytes > 0 {
+                out.extend_from_slice(b" \"\"\r\n");
+                let used = tokio::task::block_in_place(|| storage_used(&root));
+                out.extend_from_slice(line(used, self.quota_bytes).as_bytes());
+            } else {
+                out.extend_from_slice(b"\r\n");
+            }
+            self.out.extend_from_slice(&out);
+        } else {
+            if !arg.is_empty() || self.quota_bytes == 0 {
+                return self.bad(tag, "NO [NONEXISTENT] No such quota root");
+            }
+            let used = tokio::task::block_in_place(|| storage_used(&root));
+            self.out
+                .extend_from_slice(line(used, self.quota_bytes).as_bytes());
+        }
+        self.reply(tag, &format!("OK {verb} completed"));
         Flow::Continue
     }
 
