@@ -68,12 +68,37 @@ fn s_nail_and_mutt_submit_through_sendmail() {
 
     let a = wait_for_messages(&maildir(&env, "alice"), 1, Duration::from_secs(20)).unwrap();
     let text = std::fs::read_to_string(&a[0]).unwrap();
+    let first = a[0].clone();
     assert!(text.contains("Subject: test from mail"), "{text}");
     assert!(text.ends_with("\n\nhi\n"), "{text}");
-    assert!(text.contains("Message-ID: <") || text.contains("Message-Id: <"), "{text}");
+    assert!(
+        text.contains("Message-ID: <") || text.contains("Message-Id: <"),
+        "{text}"
+    );
     let b = wait_for_messages(&maildir(&env, "bob"), 1, Duration::from_secs(20)).unwrap();
     let text = std::fs::read_to_string(&b[0]).unwrap();
     assert!(text.contains("Subject: test from mutt"), "{text}");
     assert!(text.contains("hello from mutt"), "{text}");
     assert!(text.contains("Return-Path: <root@example.test>"), "{text}");
+
+    // The same complete message piped to sendmail twice is two messages.
+    let msg = b"From: root@example.test\nTo: alice@example.test\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <cron@example.test>\nSubject: cron\n\nsame output\n";
+    for _ in 0..2 {
+        let mut sm = Command::new(&link);
+        sm.args(["-t", "-i"])
+            .env("POSTERN_CONFIG", &env.config_path);
+        run(sm, msg);
+    }
+    let a = wait_for_messages(&maildir(&env, "alice"), 3, Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let crons = postern_tests::stack::files(&maildir(&env, "alice"))
+        .into_iter()
+        .filter(|p| *p != first)
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("Subject: cron")
+        })
+        .count();
+    assert_eq!(crons, 2, "{a:?}");
 }

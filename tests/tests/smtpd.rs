@@ -634,3 +634,25 @@ s.quit()
         .to_string();
     assert!(received.contains("bob@example.test"), "{received}");
 }
+
+#[test]
+fn identical_messages_in_one_session_are_all_delivered() {
+    // lmtp-delivery suppresses the duplicate an LMTP retry would store,
+    // keyed on the bytes: smtpd's per-message trace id keeps real repeats apart.
+    let env = TestEnv::new();
+    let _d = start(&env, "", "");
+    let mut c = Raw::connect(env.ports["smtp"]);
+    c.reply();
+    c.cmd("EHLO c\r\n");
+    for _ in 0..5 {
+        c.cmd("MAIL FROM:<carol@example.org>\r\n");
+        c.cmd("RCPT TO:<alice@example.test>\r\n");
+        assert!(c.cmd("DATA\r\n").starts_with("354"));
+        let r = c.cmd("Subject: same\r\nMessage-ID: <same@example.org>\r\n\r\nsame body\r\n.\r\n");
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    c.cmd("QUIT\r\n");
+    wait_for_messages(&maildir(&env, "alice"), 5, Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(files(&maildir(&env, "alice")).len(), 5);
+}

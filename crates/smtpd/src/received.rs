@@ -19,7 +19,9 @@ pub struct Trace<'a> {
     pub for_rcpt: Option<&'a str>,
     /// RFC 5322 date-time.
     pub date: &'a str,
-    /// The session id, so the header can be matched with the logs.
+    /// The trace id: session id and message number in the session
+    /// (`<session>.<n>`), so the header can be matched with the logs and no
+    /// two messages carry the same one.
     pub session: &'a str,
 }
 

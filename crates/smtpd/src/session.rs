@@ -410,6 +410,12 @@ async fn handle(
                     let date = time::OffsetDateTime::now_utc()
                         .format(&time::format_description::well_known::Rfc2822)
                         .unwrap_or_default();
+                    // Every message gets its own trace id (session id and
+                    // message number): two identical messages in one session
+                    // are never byte-identical, which lmtp-delivery's
+                    // retry de-duplication relies on.
+                    st.messages += 1;
+                    let trace_id = format!("{}.{}", st.session_id, st.messages);
                     let header = received(&Trace {
                         helo: &st.helo,
                         client_ip: peer.ip(),
@@ -422,13 +428,12 @@ async fn handle(
                         show_auth_user: shared.cfg.smtpd_sasl_authenticated_header,
                         for_rcpt: single.as_deref(),
                         date: &date,
-                        session: &st.session_id,
+                        session: &trace_id,
                     });
                     if s.chunk(header.into_bytes()).await.is_err() {
                         st.txn.failed = true;
                     }
                     st.txn.stream = Some(s);
-                    st.messages += 1;
                     if st.auth_user.is_some() {
                         st.txn.fixer = Some(HeaderFixer::new(Additions {
                             date,

@@ -299,6 +299,24 @@ pub fn prepare(
     }
     let has = |n: &str| fields.iter().any(|(name, _)| name == n);
     let mut out = Vec::with_capacity(message.len() + 256);
+    // A trace field like Postfix's pickup adds ("by host (Postfix, from
+    // userid N) id ..."): it records the local origin and makes every
+    // submission unique, so two identical messages piped in one after the
+    // other are two messages (lmtp-delivery's retry de-duplication keys on
+    // the bytes).
+    let rfc2822 = time::format_description::well_known::Rfc2822;
+    out.extend_from_slice(
+        format!(
+            "Received: by {} (postern sendmail, from user {})\r\n\tid {}.{:09}.{}; {}\r\n",
+            cfg.global.myhostname,
+            login.replace(|c: char| !c.is_ascii_graphic() || c == ';', "?"),
+            now.unix_timestamp(),
+            now.nanosecond(),
+            std::process::id(),
+            now.format(&rfc2822).map_err(|e| e.to_string())?
+        )
+        .as_bytes(),
+    );
     if !has("from") {
         let addr = if sender.is_empty() {
             qualify(login, origin)
@@ -623,7 +641,8 @@ mod tests {
             ]
         );
         let text = String::from_utf8(p.message).unwrap();
-        assert!(text.starts_with("From: \"Root User\" <root@example.test>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <1700000000."), "{text}");
+        assert!(text.starts_with("Received: by mail.example.test (postern sendmail, from user root)\r\n\tid 1700000000."), "{text}");
+        assert!(text.contains("; Tue, 14 Nov 2023 22:13:20 +0000\r\nFrom: \"Root User\" <root@example.test>\r\nDate: Tue, 14 Nov 2023 22:13:20 +0000\r\nMessage-ID: <1700000000."), "{text}");
         assert!(!text.contains("Bcc") && !text.contains("secret"), "{text}");
         assert!(text.ends_with("Subject: hi\r\n\r\nbody\r\n"), "{text}");
     }
@@ -634,7 +653,20 @@ mod tests {
         let msg = b"From: me@example.org\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n";
         let now = time::OffsetDateTime::from_unix_timestamp(0).unwrap();
         let p = prepare(&a, "bob", &cfg(), msg, now).unwrap();
-        assert_eq!(p.message, msg);
+        // Only our trace field in front; the message's own headers are kept.
+        let text = String::from_utf8(p.message.clone()).unwrap();
+        let (trace, rest) = text.split_once("+0000\r\n").unwrap();
+        assert!(
+            trace.starts_with("Received: by mail.example.test (postern sendmail, from user bob)\r\n\tid 0.000000000."),
+            "{trace}"
+        );
+        assert_eq!(rest.as_bytes(), msg);
+        // Two submissions of the same bytes differ (unique id).
+        let later = time::OffsetDateTime::from_unix_timestamp_nanos(1).unwrap();
+        assert_ne!(
+            prepare(&a, "bob", &cfg(), msg, later).unwrap().message,
+            p.message
+        );
         assert_eq!(p.recipients, ["alice@example.test"]);
         assert!(prepare(&args(&[]).unwrap(), "bob", &cfg(), msg, now).is_err());
         let p = prepare(
