@@ -33,6 +33,14 @@ fn imaplib_keywords_search_rename_mutf7_and_small_extensions() {
         String::from_utf8_lossy(&out.stderr),
         imapd.output()
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for last in [
+        "ok UID FETCH VANISHED",
+        "ok THREAD ORDEREDSUBJECT",
+        "all ok",
+    ] {
+        assert!(stdout.contains(last), "the script stopped early:\n{stdout}");
+    }
 }
 
 /// `imapd.mail_max_userip_connections`: the (limit+1)th logged-in session of

@@ -7,7 +7,7 @@
 //! `LookupUser`).
 //!
 //! **Status (first protocol version, issue 8 core):** implemented are
-//! CAPABILITY, NOOP, LOGOUT, ID, ENABLE (CONDSTORE only), NAMESPACE,
+//! CAPABILITY, NOOP, LOGOUT, ID, ENABLE (CONDSTORE, QRESYNC), NAMESPACE,
 //! STARTTLS, LOGIN, AUTHENTICATE PLAIN/LOGIN (with SASL-IR); LIST/LSUB
 //! (INBOX and Maildir++ folders `.Name` with `cur/`, special-use attributes,
 //! separator `.`; LSUB filters by the `subscriptions` file; LIST-EXTENDED
@@ -59,7 +59,14 @@
 //! `(UNCHANGEDSINCE n)` with `[MODIFIED set]`, SEARCH `MODSEQ` (the answer
 //! ends with the highest MODSEQ of the matches; per-flag entries are
 //! accepted and treated as the message's MODSEQ); once enabled, untagged
-//! FETCH responses with FLAGS carry MODSEQ; ESEARCH (RFC 4731): SEARCH and
+//! FETCH responses with FLAGS carry MODSEQ; QRESYNC (RFC 7162 section
+//! 3.2): once enabled, expunges are reported as `* VANISHED uid-set`,
+//! `SELECT/EXAMINE (QRESYNC (uidvalidity modseq [known-uids]))` answers
+//! `* VANISHED (EARLIER)` and the flags changed since, `UID FETCH ...
+//! (CHANGEDSINCE n VANISHED)` likewise. No expunge history is kept, so
+//! VANISHED (EARLIER) lists every UID of the client's range that is gone
+//! (a superset of those expunged since the given MODSEQ, which the client
+//! handles; the sequence-match data is ignored); ESEARCH (RFC 4731): SEARCH and
 //! UID SEARCH `RETURN (MIN MAX COUNT ALL)` answered with `* ESEARCH`;
 //! SORT/UID SORT (RFC 5256: ARRIVAL CC DATE FROM SIZE SUBJECT TO, REVERSE;
 //! a simplified base subject without MIME decoding) and THREAD=ORDEREDSUBJECT
@@ -76,7 +83,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, QRESYNC (VANISHED), SEARCHRES (`RETURN
+//! charset-aware text search, SEARCHRES (`RETURN
 //! (SAVE)`), THREAD=REFERENCES, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a

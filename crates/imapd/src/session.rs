@@ -111,6 +111,8 @@ struct Session {
     /// RFC 7162 CONDSTORE enabled (ENABLE, or a command that uses it):
     /// untagged FETCH responses with FLAGS then carry MODSEQ.
     condstore: bool,
+    /// RFC 7162 QRESYNC enabled: expunges are reported as `* VANISHED`.
+    qresync: bool,
     /// This session's place in `mail_max_userip_connections`.
     _userip: Option<UserIpSlot>,
 }
@@ -160,6 +162,7 @@ pub async fn run(
         failures: 0,
         cont_sent: None,
         condstore: false,
+        qresync: false,
         _userip: None,
     };
     tracing::info!(tls = s.conn.is_tls(), "connected");
@@ -503,7 +506,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
-             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE",
+             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE QRESYNC",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -672,6 +675,12 @@ impl Session {
                 if args.iter().any(|t| t.is_atom("CONDSTORE")) {
                     self.condstore = true;
                     enabled.push_str(" CONDSTORE");
+                }
+                if args.iter().any(|t| t.is_atom("QRESYNC")) {
+                    // QRESYNC implies CONDSTORE (RFC 7162 section 3.2.3).
+                    self.condstore = true;
+                    self.qresync = true;
+                    enabled.push_str(" QRESYNC");
                 }
                 enabled.push_str("\r\n");
                 self.out.extend_from_slice(enabled.as_bytes());
@@ -1102,14 +1111,59 @@ impl Session {
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD SELECT needs a mailbox");
         };
-        match &args[1..] {
-            [] => {}
-            [Token::LParen, Token::Atom(p), Token::RParen]
-                if p.eq_ignore_ascii_case("CONDSTORE") =>
-            {
-                self.condstore = true;
+        // Parameters: `(CONDSTORE)`, `(QRESYNC (uidvalidity modseq
+        // [known-uids [seq-match]]))` (RFC 7162).
+        let mut resync: Option<(u32, u64, Option<String>)> = None;
+        if let [Token::LParen, inner @ .., Token::RParen] = &args[1..] {
+            let mut j = 0;
+            while j < inner.len() {
+                match &inner[j] {
+                    t if t.is_atom("CONDSTORE") => {
+                        self.condstore = true;
+                        j += 1;
+                    }
+                    t if t.is_atom("QRESYNC")
+                        && self.qresync
+                        && inner.get(j + 1) == Some(&Token::LParen) =>
+                    {
+                        let mut depth = 0usize;
+                        let mut close = None;
+                        for (k, t) in inner.iter().enumerate().skip(j + 1) {
+                            match t {
+                                Token::LParen => depth += 1,
+                                Token::RParen => {
+                                    depth -= 1;
+                                    if depth == 0 {
+                                        close = Some(k);
+                                        break;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        let Some(close) = close else {
+                            return self.bad(tag, "BAD Invalid QRESYNC parameter");
+                        };
+                        let q = &inner[j + 2..close];
+                        let num = |t: Option<&Token>| t.and_then(Token::astring);
+                        let (Some(v), Some(m)) = (
+                            num(q.first()).and_then(|v| v.parse::<u32>().ok()),
+                            num(q.get(1)).and_then(|m| m.parse::<u64>().ok()),
+                        ) else {
+                            return self.bad(tag, "BAD Invalid QRESYNC parameter");
+                        };
+                        let known = match q.get(2) {
+                            Some(Token::Atom(a)) => Some(a.clone()),
+                            _ => None,
+                        };
+                        resync = Some((v, m, known));
+                        j = close + 1;
+                    }
+                    _ => return self.bad(tag, "BAD Unsupported SELECT parameters"),
+                }
             }
-            _ => return self.bad(tag, "BAD Unsupported SELECT parameters"),
+        } else if args.len() > 1 {
+            return self.bad(tag, "BAD Unsupported SELECT parameters");
         }
         let Some((name, mb)) = self.open_folder(&name) else {
             return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
@@ -1132,6 +1186,41 @@ impl Session {
             "* OK [HIGHESTMODSEQ {}] Highest\r\n",
             mb.highest_modseq()
         ));
+        if let Some((v, since, known)) = resync
+            && v == mb.uidvalidity()
+        {
+            // No expunge history is kept: every UID the client may know
+            // (its known-uids, else 1 up to UIDNEXT) that is gone now is
+            // reported; UIDs that never existed are harmless to the client.
+            let max = mb.uidnext().saturating_sub(1);
+            let candidates: Vec<u32> = match known.as_deref().map(|k| parse::sequence_set(k, max)) {
+                Some(Some(set)) => set.into_iter().filter(|&u| u <= max).collect(),
+                Some(None) => return self.bad(tag, "BAD Invalid known-uids"),
+                None => (1..=max).collect(),
+            };
+            let gone: Vec<u32> = candidates
+                .iter()
+                .copied()
+                .filter(|u| uids.binary_search(u).is_err())
+                .collect();
+            if !gone.is_empty() {
+                o.push_str(&format!(
+                    "* VANISHED (EARLIER) {}\r\n",
+                    parse::compress_set(&gone)
+                ));
+            }
+            for (i, m) in mb.messages().iter().enumerate() {
+                if m.modseq > since && candidates.binary_search(&m.uid).is_ok() {
+                    o.push_str(&format!(
+                        "* {} FETCH (UID {} FLAGS ({}) MODSEQ ({}))\r\n",
+                        i + 1,
+                        m.uid,
+                        flag_names(&m.flags, &keywords),
+                        m.modseq
+                    ));
+                }
+            }
+        }
         self.out.extend_from_slice(o.as_bytes());
         let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
         let verb = if readonly { "EXAMINE" } else { "SELECT" };
@@ -1218,14 +1307,25 @@ impl Session {
         }
         let now: std::collections::HashSet<u32> = sel.mb.messages().iter().map(|m| m.uid).collect();
         let mut i = 0;
+        let mut vanished = Vec::new();
         while i < sel.uids.len() {
             if now.contains(&sel.uids[i]) {
                 i += 1;
             } else {
-                self.out
-                    .extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                if self.qresync {
+                    vanished.push(sel.uids[i]);
+                } else {
+                    self.out
+                        .extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                }
                 sel.uids.remove(i);
             }
+        }
+        if !vanished.is_empty() {
+            vanished.sort_unstable();
+            self.out.extend_from_slice(
+                format!("* VANISHED {}\r\n", parse::compress_set(&vanished)).as_bytes(),
+            );
         }
         let last = sel.uids.last().copied().unwrap_or(0);
         let before = sel.uids.len();
@@ -1264,7 +1364,7 @@ impl Session {
 
     /// Expunge \Deleted messages (all, or only these UIDs); returns the
     /// MSNs to report, in the order to send them.
-    fn expunge_deleted(&mut self, only: Option<&[u32]>) -> Vec<u32> {
+    fn expunge_deleted(&mut self, only: Option<&[u32]>) -> Vec<(u32, u32)> {
         let Some(sel) = self.sel.as_mut() else {
             return Vec::new();
         };
@@ -1284,7 +1384,7 @@ impl Session {
         let mut msns = Vec::new();
         for uid in gone {
             if let Some(pos) = sel.uids.iter().position(|&u| u == uid) {
-                msns.push(pos as u32 + 1);
+                msns.push((pos as u32 + 1, uid));
                 sel.uids.remove(pos);
             }
         }
@@ -1317,9 +1417,20 @@ impl Session {
             if self.sel.as_ref().is_some_and(|s| s.readonly) {
                 return self.bad(tag, "NO [READ-ONLY] Mailbox is read-only");
             }
-            for msn in self.expunge_deleted(only.as_deref()) {
-                self.out
-                    .extend_from_slice(format!("* {msn} EXPUNGE\r\n").as_bytes());
+            let gone = self.expunge_deleted(only.as_deref());
+            if self.qresync {
+                let mut uids: Vec<u32> = gone.iter().map(|g| g.1).collect();
+                uids.sort_unstable();
+                if !uids.is_empty() {
+                    self.out.extend_from_slice(
+                        format!("* VANISHED {}\r\n", parse::compress_set(&uids)).as_bytes(),
+                    );
+                }
+            } else {
+                for (msn, _) in gone {
+                    self.out
+                        .extend_from_slice(format!("* {msn} EXPUNGE\r\n").as_bytes());
+                }
             }
             self.updates();
             self.reply(tag, &format!("OK {name} completed"));
@@ -1335,7 +1446,7 @@ impl Session {
             return self.bad(tag, "BAD Invalid sequence set");
         };
         let result = if verb == "FETCH" {
-            self.fetch(&targets, uid_mode, &args[1..])
+            self.fetch(&targets, uid_mode, &set, &args[1..])
                 .map(|()| String::new())
         } else {
             self.store(&targets, uid_mode, &args[1..])
@@ -1381,6 +1492,7 @@ impl Session {
         &mut self,
         targets: &[(u32, u32)],
         uid_mode: bool,
+        set: &str,
         args: &[Token],
     ) -> Result<(), String> {
         // `(items) (modifiers)` or `item (modifiers)`; sections such as
@@ -1396,12 +1508,22 @@ impl Session {
             [one, rest @ ..] => (std::slice::from_ref(one), rest),
             [] => return Err("BAD FETCH needs items".into()),
         };
-        let changed_since = match modifiers {
-            [] => None,
-            [Token::LParen, Token::Atom(k), Token::Atom(n), Token::RParen]
-                if k.eq_ignore_ascii_case("CHANGEDSINCE") =>
-            {
-                Some(n.parse::<u64>().map_err(|_| "BAD Invalid CHANGEDSINCE")?)
+        let (changed_since, vanished) = match modifiers {
+            [] => (None, false),
+            [
+                Token::LParen,
+                Token::Atom(k),
+                Token::Atom(n),
+                rest @ ..,
+                Token::RParen,
+            ] if k.eq_ignore_ascii_case("CHANGEDSINCE") => {
+                let n = n.parse::<u64>().map_err(|_| "BAD Invalid CHANGEDSINCE")?;
+                match rest {
+                    [] => (Some(n), false),
+                    // RFC 7162 section 3.2.6: UID FETCH only, QRESYNC enabled.
+                    [v] if v.is_atom("VANISHED") && uid_mode && self.qresync => (Some(n), true),
+                    _ => return Err("BAD Unsupported FETCH modifier".into()),
+                }
             }
             _ => return Err("BAD Unsupported FETCH modifier".into()),
         };
@@ -1465,6 +1587,21 @@ impl Session {
             }
         }
         let readonly = self.sel.as_ref().is_some_and(|s| s.readonly);
+        if vanished && let Some(sel) = self.sel.as_ref() {
+            // Requested UIDs that are gone (a superset of those expunged
+            // since CHANGEDSINCE: no expunge history is kept).
+            let max = sel.mb.uidnext().saturating_sub(1);
+            let gone: Vec<u32> = parse::sequence_set(set, max)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|u| *u <= max && sel.uids.binary_search(u).is_err())
+                .collect();
+            if !gone.is_empty() {
+                self.out.extend_from_slice(
+                    format!("* VANISHED (EARLIER) {}\r\n", parse::compress_set(&gone)).as_bytes(),
+                );
+            }
+        }
         for &(msn, uid) in targets {
             let sel = self.sel.as_mut().expect("selected");
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
