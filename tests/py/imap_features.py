@@ -311,6 +311,23 @@ try:
     check("THREAD REFERENCES not offered", False)
 except imaplib.IMAP4.error:
     print("ok THREAD REFERENCES not offered")
+# SEARCHRES (RFC 5182): RETURN (SAVE) and $.
+check("capability SEARCHRES", "SEARCHRES" in m.capabilities, m.capabilities)
+m.untagged_responses.pop("ESEARCH", None)
+typ, data = m._simple_command("SEARCH", "RETURN", "(SAVE)", "SUBJECT", "apple")
+check("SAVE alone answers no ESEARCH", typ == "OK" and "ESEARCH" not in m.untagged_responses, m.untagged_responses)
+typ, data = m.fetch("$", "(UID)")
+check("FETCH $", typ == "OK" and sorted(d.split()[0] for d in data) == [b"2", b"3"], data)
+r = search(m, "$", "FROM", "amy")
+check("SEARCH $ and more keys", r == [2], r)
+ok(m.store("$", "+FLAGS", r"(\Flagged)"), "STORE $")
+r = search(m, "FLAGGED")
+check("STORE $ flagged the saved messages", r == [2, 3], r)
+typ, data = m._simple_command("SEARCH", "RETURN", "(SAVE COUNT)", "FROM", "zed")
+es = m.untagged_responses.pop("ESEARCH", [b""])[0]
+check("SAVE with COUNT answers ESEARCH", es.endswith(b"COUNT 1"), es)
+typ, data = m.uid("SEARCH", "UID", "$")
+check("UID SEARCH UID $", typ == "OK" and len(data[0].split()) == 1, data)
 ok(m.select("Cs"), "back to Cs")
 m.logout()
 m = connect()

@@ -68,6 +68,9 @@
 //! (a superset of those expunged since the given MODSEQ, which the client
 //! handles; the sequence-match data is ignored); ESEARCH (RFC 4731): SEARCH and
 //! UID SEARCH `RETURN (MIN MAX COUNT ALL)` answered with `* ESEARCH`;
+//! SEARCHRES (RFC 5182): `RETURN (SAVE)` keeps the result's UIDs for `$`
+//! in FETCH/STORE/COPY/MOVE/SEARCH (and `UID $`) until the next SELECT,
+//! CLOSE or UNSELECT;
 //! SORT/UID SORT (RFC 5256: ARRIVAL CC DATE FROM SIZE SUBJECT TO, REVERSE;
 //! a simplified base subject without MIME decoding) and THREAD=ORDEREDSUBJECT
 //! (`sort` module); QUOTA (RFC 9208, `QUOTA=RES-STORAGE`): GETQUOTAROOT
@@ -83,8 +86,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, SEARCHRES (`RETURN
-//! (SAVE)`), THREAD=REFERENCES, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
+//! charset-aware text search, THREAD=REFERENCES, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
@@ -108,7 +110,7 @@
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
-//! RFC 9208 (QUOTA), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD=ORDEREDSUBJECT), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
+//! RFC 9208 (QUOTA), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD=ORDEREDSUBJECT), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

@@ -60,11 +60,23 @@ impl Key {
 /// Parse the arguments of SEARCH (after an optional `RETURN (...)`, which
 /// the caller removes). `max_msn`/`max_uid` give `*`.
 pub fn parse(args: &[Token], max_msn: u32, max_uid: u32) -> Result<Key, String> {
+    parse_with_saved(args, max_msn, max_uid, &[])
+}
+
+/// [`parse`] where `$` (RFC 5182 SEARCHRES) stands for `saved`, the UIDs
+/// of the last `RETURN (SAVE)` search.
+pub fn parse_with_saved(
+    args: &[Token],
+    max_msn: u32,
+    max_uid: u32,
+    saved: &[u32],
+) -> Result<Key, String> {
     let mut p = Parser {
         toks: args,
         pos: 0,
         max_msn,
         max_uid,
+        saved,
     };
     if p.peek().is_some_and(|t| t.is_atom("CHARSET")) {
         p.pos += 1;
@@ -93,6 +105,7 @@ struct Parser<'a> {
     pos: usize,
     max_msn: u32,
     max_uid: u32,
+    saved: &'a [u32],
 }
 
 impl Parser<'_> {
@@ -196,8 +209,13 @@ impl Parser<'_> {
             "TEXT" => Key::Text(self.string()?),
             "UID" => {
                 let s = String::from_utf8_lossy(&self.string()?).into_owned();
-                Key::Uid(parse::sequence_set(&s, self.max_uid).ok_or("BAD Invalid UID set")?)
+                if s == "$" {
+                    Key::Uid(self.saved.to_vec())
+                } else {
+                    Key::Uid(parse::sequence_set(&s, self.max_uid).ok_or("BAD Invalid UID set")?)
+                }
             }
+            "$" => Key::Uid(self.saved.to_vec()),
             "MODSEQ" => {
                 // Optional entry name and type (per-flag mod-sequences are
                 // not kept; the message's own is used).

@@ -113,6 +113,9 @@ struct Session {
     condstore: bool,
     /// RFC 7162 QRESYNC enabled: expunges are reported as `* VANISHED`.
     qresync: bool,
+    /// RFC 5182 SEARCHRES: the UIDs of the last `RETURN (SAVE)` search
+    /// (`$`); cleared when a mailbox is selected or closed.
+    saved: Vec<u32>,
     /// This session's place in `mail_max_userip_connections`.
     _userip: Option<UserIpSlot>,
 }
@@ -163,6 +166,7 @@ pub async fn run(
         cont_sent: None,
         condstore: false,
         qresync: false,
+        saved: Vec::new(),
         _userip: None,
     };
     tracing::info!(tls = s.conn.is_tls(), "connected");
@@ -506,7 +510,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
-             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE QRESYNC",
+             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -772,6 +776,7 @@ impl Session {
                     self.expunge_deleted(None);
                 }
                 self.sel = None;
+                self.saved.clear();
                 self.reply(&tag, &format!("OK {verb} completed"));
             }
             ("IDLE", true) => return self.idle(&tag, shutdown).await,
@@ -1108,6 +1113,7 @@ impl Session {
 
     fn select(&mut self, tag: &str, readonly: bool, args: &[Token]) -> Flow {
         self.sel = None;
+        self.saved.clear();
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD SELECT needs a mailbox");
         };
@@ -1463,6 +1469,17 @@ impl Session {
     /// (MSN, UID) pairs of a set.
     fn resolve(&self, set: &str, uid_mode: bool) -> Option<Vec<(u32, u32)>> {
         let sel = self.sel.as_ref()?;
+        if set == "$" {
+            // SEARCHRES: the saved UIDs still present, in either mode.
+            return Some(
+                sel.uids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| self.saved.binary_search(u).is_ok())
+                    .map(|(i, &u)| (i as u32 + 1, u))
+                    .collect(),
+            );
+        }
         if uid_mode {
             let max = sel.uids.last().copied().unwrap_or(0);
             let want = parse::sequence_set(set, max)?;
@@ -1843,7 +1860,9 @@ impl Session {
                 let mut opts = Vec::new();
                 for t in &rest[..close] {
                     match t.astring().map(|o| o.to_ascii_uppercase()).as_deref() {
-                        Some(o @ ("MIN" | "MAX" | "COUNT" | "ALL")) => opts.push(o.to_string()),
+                        Some(o @ ("MIN" | "MAX" | "COUNT" | "ALL" | "SAVE")) => {
+                            opts.push(o.to_string())
+                        }
                         _ => return self.bad(tag, "BAD Unsupported RETURN option"),
                     }
                 }
@@ -1856,9 +1875,22 @@ impl Session {
         };
         let sel = self.sel.as_ref().expect("selected");
         let max_uid = sel.uids.last().copied().unwrap_or(0);
-        let key = match crate::search::parse(args, sel.uids.len() as u32, max_uid) {
+        let key = match crate::search::parse_with_saved(
+            args,
+            sel.uids.len() as u32,
+            max_uid,
+            &self.saved,
+        ) {
             Ok(k) => k,
-            Err(e) => return self.bad(tag, &e),
+            Err(e) => {
+                if esearch
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|o| o == "SAVE"))
+                {
+                    self.saved.clear();
+                }
+                return self.bad(tag, &e);
+            }
         };
         if key.uses_modseq() {
             self.condstore = true;
@@ -1888,6 +1920,23 @@ impl Session {
             }
         }
         let with_modseq = key.uses_modseq() && !hits.is_empty();
+        if let Some(opts) = esearch.as_ref()
+            && opts.iter().any(|o| o == "SAVE")
+        {
+            let sel = self.sel.as_ref().expect("selected");
+            let mut uids: Vec<u32> = if uid_mode {
+                hits.clone()
+            } else {
+                hits.iter().map(|&n| sel.uids[n as usize - 1]).collect()
+            };
+            uids.sort_unstable();
+            self.saved = uids;
+            if opts.len() == 1 {
+                // SAVE alone: no ESEARCH answer (RFC 5182 section 2.1).
+                self.reply(tag, &format!("OK {name} completed"));
+                return Flow::Continue;
+            }
+        }
         if let Some(opts) = esearch {
             let mut line = format!("* ESEARCH (TAG \"{tag}\")");
             if uid_mode {
