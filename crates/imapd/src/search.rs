@@ -483,6 +483,72 @@ mod tests {
         assert!(parse(&toks("NOT MODSEQ 3"), 1, 1).unwrap().uses_modseq());
     }
 
+    /// Random key sequences from a vocabulary of keys, arguments and
+    /// parentheses: parsing and evaluation never panic.
+    #[test]
+    fn random_keys_never_panic() {
+        let vocab = [
+            "ALL",
+            "OR",
+            "NOT",
+            "(",
+            ")",
+            "SEEN",
+            "KEYWORD",
+            "LARGER",
+            "BEFORE",
+            "SENTON",
+            "HEADER",
+            "UID",
+            "MODSEQ",
+            "1:*",
+            "*",
+            "$",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "1-Jan-1970",
+            "31-Feb-2024",
+            "\"x\"",
+            "CHARSET",
+            "UTF-8",
+            "TEXT",
+            "\u{e9}",
+            "NEW",
+        ];
+        let dir = tempfile_dir();
+        let path = dir.join("r");
+        std::fs::write(&path, "Subject: r\nDate: bogus\n\nbody\n").unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut words = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for k in 0..(seed % 12) {
+                words.push(vocab[((seed >> (k * 5)) % vocab.len() as u64) as usize]);
+            }
+            let line = words.join(" ");
+            let Ok(t) = parse::tokenize(format!("{line}\r\n").as_bytes()) else {
+                continue;
+            };
+            if let Ok(k) = parse_with_saved(&t, 3, 7, &[2, 5]) {
+                let mut c = Candidate {
+                    msn: 1,
+                    uid: 2,
+                    flags: "S",
+                    keywords: Vec::new(),
+                    vsize: 10,
+                    internal_date: 0,
+                    modseq: 1,
+                    path: path.clone(),
+                    cached: None,
+                };
+                let _ = c.matches(&k);
+            }
+        }
+    }
+
     fn tempfile_dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!("imapd-search-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();

@@ -364,7 +364,7 @@ fn parse_date_time(s: &str) -> Option<u64> {
         t.next()?.parse().ok()?,
         t.next()?.parse().ok()?,
     );
-    if t.next().is_some() || h > 23 || m > 59 || sec > 60 || zone.len() != 5 {
+    if t.next().is_some() || h > 23 || m > 59 || sec > 60 || zone.len() != 5 || !zone.is_ascii() {
         return None;
     }
     let sign = match zone.as_bytes()[0] {
@@ -2518,6 +2518,8 @@ mod tests {
         assert_eq!(parse_date_time("1-Jan-1970 00:00:00 +0100"), None);
         assert_eq!(parse_date_time("1-Jan-1970 24:00:00 +0000"), None);
         assert_eq!(parse_date_time("garbage"), None);
+        assert_eq!(parse_date_time("1-Jan-1970 00:00:00 +0\u{e9}0"), None);
+        assert_eq!(parse_date_time("1-Jan-1970 00:00:00 \u{e9}\u{e9}0"), None);
         assert!(valid_mutf7("&ZeVnLIqe-") && valid_mutf7("Tom &- Jerry"));
         assert_eq!(decode_mutf7_run(b"ZeVnLIqe").as_deref(), Some("日本語"));
         assert!(!valid_mutf7("&ZeVnLIqe") && !valid_mutf7("&AGE-") && !valid_mutf7("日本"));

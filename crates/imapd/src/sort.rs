@@ -216,6 +216,34 @@ mod tests {
     }
 
     #[test]
+    fn base_subject_never_panics() {
+        let parts = [
+            "Re",
+            "re",
+            ":",
+            "[",
+            "]",
+            "(fwd)",
+            " ",
+            "Fwd",
+            "\u{e9}",
+            "\u{1f600}",
+            "Fw",
+            "x",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let s: String = (0..(seed % 10))
+                .map(|k| parts[((seed >> (k * 4)) % parts.len() as u64) as usize])
+                .collect();
+            let _ = base_subject(&s);
+        }
+    }
+
+    #[test]
     fn criteria() {
         let c = |s: &str| parse_criteria(&s.split(' ').map(String::from).collect::<Vec<_>>());
         assert_eq!(
