@@ -159,6 +159,12 @@ impl Fetchmail {
 /// `push` syntax: `<function>`, `<enter>`), under a pseudo-terminal.
 /// Mutt's screen output is returned in [`Run::output`].
 pub fn mutt(dir: &Path, muttrc: &str, folder: &str, keys: &str) -> Run {
+    mutt_with_flags(dir, muttrc, folder, keys, "")
+}
+
+/// [`mutt`] with extra command-line flags (e.g. `-d 2`: a debug log in
+/// `dir/.muttdebug0`).
+pub fn mutt_with_flags(dir: &Path, muttrc: &str, folder: &str, keys: &str, flags: &str) -> Run {
     let rc = dir.join("muttrc");
     // mutt asks (outside curses, eating the pushed keys) whether to create
     // a missing ~/Mail.
@@ -166,7 +172,7 @@ pub fn mutt(dir: &Path, muttrc: &str, folder: &str, keys: &str) -> Run {
     std::fs::write(&rc, muttrc).expect("muttrc");
     // script(1) runs its command through a shell: quote for it.
     let inner = format!(
-        "mutt -n -F '{}' -f '{folder}' -e 'push \"{keys}\"'",
+        "mutt -n {flags} -F '{}' -f '{folder}' -e 'push \"{keys}\"'",
         rc.display()
     );
     let mut cmd = Command::new("script");

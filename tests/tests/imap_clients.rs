@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use postern_tests::clients::{CLIENT_TIMEOUT, Fetchmail, Run, lf, mutt, run_bounded};
+use postern_tests::clients::{
+    CLIENT_TIMEOUT, Fetchmail, Run, lf, mutt, mutt_with_flags, run_bounded,
+};
 use postern_tests::{Daemon, TestEnv};
 
 const USER: &str = "alice@example.test";
@@ -386,4 +388,105 @@ fn mutt_reads_a_message_and_moves_it_to_a_folder() {
     let work = folder_state(&maildir.join(".Work"));
     assert_eq!(contents(&work), vec![lf(msgs[1])], "moved byte-exact");
     assert!(work[0].0.contains('S'), "read, so \\Seen: {work:?}");
+}
+
+/// mutt with its header cache, `imap_condstore` and `imap_qresync`: the
+/// second open resynchronises through ENABLE QRESYNC / SELECT (QRESYNC ...)
+/// and must see a message expunged and a flag changed by another client in
+/// between.
+#[test]
+fn mutt_resyncs_with_qresync_and_header_cache() {
+    let env = TestEnv::new();
+    let maildir = postern_tests::stack::setup_user(&env, USER, PASSWORD);
+    let msgs: [&[u8]; 3] = [
+        b"Subject: q one\r\nFrom: a@example.test\r\nMessage-ID: <q1@example.test>\r\n\r\none\r\n",
+        b"Subject: q two\r\nFrom: b@example.test\r\nMessage-ID: <q2@example.test>\r\n\r\ntwo\r\n",
+        b"Subject: q three\r\nFrom: c@example.test\r\nMessage-ID: <q3@example.test>\r\n\r\nthree\r\n",
+    ];
+    deliver(&maildir, "INBOX", &msgs);
+    let _authd = Daemon::start(&env, "authd");
+    let imapd = Daemon::start(&env, "imapd");
+    let dir = env.path().join("mutt");
+    std::fs::create_dir_all(dir.join("hcache")).unwrap();
+    let port = env.ports["imap"];
+    let rc = format!(
+        "set ssl_ca_certificates_file=\"{ca}\"\n\
+         set ssl_starttls=yes\n\
+         set ssl_force_tls=yes\n\
+         set imap_user=\"{USER}\"\n\
+         set imap_pass=\"{PASSWORD}\"\n\
+         set imap_authenticators=\"login\"\n\
+         set imap_condstore=yes\n\
+         set imap_qresync=yes\n\
+         set header_cache=\"{hc}\"\n\
+         set folder=\"imap://localhost:{port}/\"\n\
+         set mbox_type=mbox\n\
+         set confirmcreate=no\n\
+         set confirmappend=no\n\
+         set quit=yes\n\
+         set move=no\n\
+         set mark_old=no\n\
+         set wait_key=no\n\
+         set auto_tag=yes\n",
+        ca = env.cert.ca_file.display(),
+        hc = dir.join("hcache").display(),
+    );
+    let copy_all = |out: &Path| {
+        format!(
+            "<tag-pattern>~A<enter><copy-message>{}<enter><quit>",
+            out.display()
+        )
+    };
+    let url = format!("imap://localhost:{port}/INBOX");
+    let first = dir.join("first.mbox");
+    let r = mutt_with_flags(&dir, &rc, &url, &copy_all(&first), "-d 2");
+    assert_eq!(r.code, Some(0), "{r:?}\n--- imapd ---\n{}", imapd.output());
+    let text = String::from_utf8_lossy(&std::fs::read(&first).unwrap_or_default()).into_owned();
+    assert_eq!(text.matches("Subject: q ").count(), 3, "{text}");
+
+    // Another client: "q two" expunged, "q three" flagged.
+    let mut mb = mailstore::Mailbox::open(&maildir).unwrap();
+    let find = |mb: &mailstore::Mailbox, s: &str| {
+        mb.messages()
+            .iter()
+            .find(|m| String::from_utf8_lossy(&std::fs::read(&m.path).unwrap()).contains(s))
+            .map(|m| m.uid)
+            .unwrap()
+    };
+    let two = find(&mb, "q two");
+    let three = find(&mb, "q three");
+    mb.expunge(&[two]).unwrap();
+    mb.set_flags(three, "F").unwrap();
+    drop(mb);
+
+    let second = dir.join("second.mbox");
+    let r = mutt_with_flags(&dir, &rc, &url, &copy_all(&second), "-d 2");
+    assert_eq!(r.code, Some(0), "{r:?}\n--- imapd ---\n{}", imapd.output());
+    let text = String::from_utf8_lossy(&std::fs::read(&second).unwrap_or_default()).into_owned();
+    assert_eq!(text.matches("Subject: q ").count(), 2, "{text}");
+    assert!(!text.contains("q two"), "{text}");
+    // mutt writes \Flagged as `X-Status: F` in the mbox copy.
+    let three_part = text
+        .split("\nFrom ")
+        .find(|p| p.contains("q three"))
+        .unwrap_or("");
+    assert!(
+        three_part
+            .lines()
+            .any(|l| l.starts_with("X-Status:") && l.contains('F')),
+        "flag change seen through the resync:\n{text}"
+    );
+    // It really used QRESYNC: mutt's debug log holds the resync SELECT.
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".muttdebug"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("ENABLE QRESYNC"), "no QRESYNC in mutt's log");
+    let selects: Vec<&str> = log.lines().filter(|l| l.contains("SELECT")).collect();
+    assert!(
+        selects.iter().any(|l| l.contains("QRESYNC")),
+        "no SELECT (QRESYNC ...) in mutt's log: {selects:?}"
+    );
 }
