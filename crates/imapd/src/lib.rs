@@ -82,7 +82,8 @@
 //! `tests/tests/imap_features.rs`) and Debian's real clients
 //! (`tests/tests/imap_clients.rs`): mbsync syncing INBOX and two folders
 //! both ways over STARTTLS with certificate verification, fetchmail over
-//! IMAP, mutt reading and moving a message.
+//! IMAP, mutt reading and moving a message, and mutt resynchronising with
+//! its header cache through CONDSTORE/QRESYNC.
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
