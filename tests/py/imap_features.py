@@ -306,11 +306,20 @@ typ, data = m.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")
 check("UID SORT", typ == "OK" and len(data[0].split()) == 4, data)
 typ, data = m.thread("ORDEREDSUBJECT", "UTF-8", "ALL")
 check("THREAD ORDEREDSUBJECT", typ == "OK" and data[0] == b"(3 2)(1 4)", data)
-try:
-    m.thread("REFERENCES", "UTF-8", "ALL")
-    check("THREAD REFERENCES not offered", False)
-except imaplib.IMAP4.error:
-    print("ok THREAD REFERENCES not offered")
+typ, data = m.thread("REFERENCES", "UTF-8", "ALL")
+check("THREAD REFERENCES groups by base subject", typ == "OK" and data[0] == b"(3 2)(1 4)", data)
+ok(m.create("Th"), "create Th")
+for n, refs, day in [(1, "", 1), (2, "<t1@x>", 2), (3, "<t1@x> <t2@x>", 3), (4, "<t1@x>", 4)]:
+    hdr = "Subject: %stopic\r\nMessage-ID: <t%d@x>\r\nDate: %d Jan 2024 10:00:00 +0000\r\n" % ("Re: " if refs else "", n, day)
+    if refs:
+        hdr += "References: %s\r\n" % refs
+    ok(m.append("Th", None, None, (hdr + "\r\nbody\r\n").encode()), "append t%d" % n)
+ok(m.select("Th"), "select Th")
+typ, data = m.thread("REFERENCES", "UTF-8", "ALL")
+check("THREAD REFERENCES", typ == "OK" and data[0] == b"(1 (2 3)(4))", data)
+typ, data = m.uid("THREAD", "REFERENCES", "UTF-8", "NOT", "HEADER", "Message-ID", "t2")
+check("UID THREAD REFERENCES with a missing parent", typ == "OK" and data[0].count(b"(") == 3, data)
+ok(m.select("St"), "back to St")
 # SEARCHRES (RFC 5182): RETURN (SAVE) and $.
 check("capability SEARCHRES", "SEARCHRES" in m.capabilities, m.capabilities)
 m.untagged_responses.pop("ESEARCH", None)

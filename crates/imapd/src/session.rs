@@ -510,7 +510,7 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
-             THREAD=ORDEREDSUBJECT QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES",
+             THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -2038,7 +2038,10 @@ impl Session {
             };
             (Some(c), &args[close + 1..])
         } else {
-            if !args.first().is_some_and(|t| t.is_atom("ORDEREDSUBJECT")) {
+            if !args
+                .first()
+                .is_some_and(|t| t.is_atom("ORDEREDSUBJECT") || t.is_atom("REFERENCES"))
+            {
                 return self.bad(tag, "BAD Unsupported THREAD algorithm");
             }
             (None, &args[1..])
@@ -2095,6 +2098,9 @@ impl Session {
                     l.push_str(&format!(" {}", id(&k)));
                 }
                 l
+            }
+            None if args[0].is_atom("REFERENCES") => {
+                format!("* THREAD {}", crate::sort::references(keys, id))
             }
             None => format!("* THREAD {}", crate::sort::ordered_subject(keys, id)),
         };

@@ -1,5 +1,8 @@
-//! RFC 5256 SORT and THREAD=ORDEREDSUBJECT: sort keys from the message
-//! headers (parsed with mail-parser), base subjects, thread lists.
+//! RFC 5256 SORT, THREAD=ORDEREDSUBJECT and THREAD=REFERENCES: sort keys
+//! from the message headers (parsed with mail-parser), base subjects,
+//! thread lists.
+
+use std::collections::HashMap;
 
 /// One SORT criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,10 @@ pub struct SortKeys {
     pub from: String,
     pub to: String,
     pub cc: String,
+    /// Message-ID (for THREAD=REFERENCES).
+    pub message_id: Option<String>,
+    /// References, else the first In-Reply-To id.
+    pub references: Vec<String>,
 }
 
 impl SortKeys {
@@ -67,6 +74,21 @@ impl SortKeys {
                         .to_ascii_lowercase()
                 })
                 .unwrap_or_default()
+        };
+        let (message_id, references) = match &parsed {
+            Some(p) => {
+                let list = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+                    v.as_text_list()
+                        .map(|l| l.iter().map(|x| x.to_string()).collect())
+                        .unwrap_or_default()
+                };
+                let mut refs = list(p.references());
+                if refs.is_empty() {
+                    refs = list(p.in_reply_to()).into_iter().take(1).collect();
+                }
+                (p.message_id().map(str::to_string), refs)
+            }
+            None => (None, Vec::new()),
         };
         let (date, subject, from, to, cc) = match &parsed {
             Some(p) => (
@@ -95,6 +117,8 @@ impl SortKeys {
             from,
             to,
             cc,
+            message_id,
+            references,
         }
     }
 }
@@ -199,6 +223,198 @@ pub fn ordered_subject(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> St
     out
 }
 
+/// THREAD=REFERENCES (RFC 5256 section 3, after J. Zawinski): threads from
+/// Message-ID / References / In-Reply-To, empty containers pruned, siblings
+/// by date, roots with the same base subject gathered under the earliest
+/// one (a simplification of the RFC's step 5), threads by date.
+pub fn references(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> String {
+    #[derive(Default, Clone)]
+    struct Node {
+        msg: Option<usize>,
+        parent: Option<usize>,
+        children: Vec<usize>,
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut table: HashMap<String, usize> = HashMap::new();
+    let get = |nodes: &mut Vec<Node>, table: &mut HashMap<String, usize>, key: &str| -> usize {
+        if let Some(&n) = table.get(key) {
+            return n;
+        }
+        nodes.push(Node::default());
+        table.insert(key.to_string(), nodes.len() - 1);
+        nodes.len() - 1
+    };
+    // Is `a` an ancestor of `b` (or `b` itself)?
+    let ancestor = |nodes: &[Node], a: usize, mut b: usize| -> bool {
+        for _ in 0..=nodes.len() {
+            if a == b {
+                return true;
+            }
+            match nodes[b].parent {
+                Some(p) => b = p,
+                None => return false,
+            }
+        }
+        true
+    };
+    let unlink = |nodes: &mut Vec<Node>, c: usize| {
+        if let Some(p) = nodes[c].parent.take() {
+            nodes[p].children.retain(|&x| x != c);
+        }
+    };
+    for (i, m) in msgs.iter().enumerate() {
+        let mut key = m
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("\0postern-{i}"));
+        if table.get(&key).is_some_and(|&n| nodes[n].msg.is_some()) {
+            key = format!("\0postern-dup-{i}");
+        }
+        let c = get(&mut nodes, &mut table, &key);
+        nodes[c].msg = Some(i);
+        let mut prev: Option<usize> = None;
+        for r in &m.references {
+            let rc = get(&mut nodes, &mut table, r);
+            if let Some(p) = prev
+                && nodes[rc].parent.is_none()
+                && !ancestor(&nodes, rc, p)
+            {
+                nodes[rc].parent = Some(p);
+                nodes[p].children.push(rc);
+            }
+            prev = Some(rc);
+        }
+        unlink(&mut nodes, c);
+        if let Some(p) = prev
+            && !ancestor(&nodes, c, p)
+        {
+            nodes[c].parent = Some(p);
+            nodes[p].children.push(c);
+        }
+    }
+    // The date of a container: its message's, else its first child's.
+    fn date(nodes: &[Node], msgs: &[SortKeys], n: usize) -> (i64, u32) {
+        match nodes[n].msg {
+            Some(i) => (msgs[i].date, msgs[i].msn),
+            None => nodes[n]
+                .children
+                .iter()
+                .map(|&c| date(nodes, msgs, c))
+                .min()
+                .unwrap_or((i64::MAX, u32::MAX)),
+        }
+    }
+    // Prune empty containers: drop childless ones, replace the others by
+    // their children (at the root only when there is a single child).
+    fn prune(nodes: &mut Vec<Node>, n: usize, at_root: bool) -> Vec<usize> {
+        let kids = std::mem::take(&mut nodes[n].children);
+        let mut new_kids = Vec::new();
+        for k in kids {
+            new_kids.extend(prune(nodes, k, false));
+        }
+        for &k in &new_kids {
+            nodes[k].parent = Some(n);
+        }
+        nodes[n].children = new_kids;
+        if nodes[n].msg.is_some() {
+            return vec![n];
+        }
+        match nodes[n].children.len() {
+            0 => Vec::new(),
+            1 => nodes[n].children.clone(),
+            _ if !at_root => nodes[n].children.clone(),
+            _ => vec![n],
+        }
+    }
+    let roots: Vec<usize> = (0..nodes.len())
+        .filter(|&n| nodes[n].parent.is_none())
+        .collect();
+    let mut top = Vec::new();
+    for r in roots {
+        for t in prune(&mut nodes, r, true) {
+            nodes[t].parent = None;
+            top.push(t);
+        }
+    }
+    // Sort siblings and roots by date.
+    for n in 0..nodes.len() {
+        let mut kids = std::mem::take(&mut nodes[n].children);
+        kids.sort_by_key(|&k| date(&nodes, &msgs, k));
+        nodes[n].children = kids;
+    }
+    top.sort_by_key(|&t| date(&nodes, &msgs, t));
+    // Gather roots with the same base subject under the earliest one.
+    let subject = |nodes: &[Node], n: usize| -> String {
+        let first = match nodes[n].msg {
+            Some(i) => Some(i),
+            None => nodes[n].children.first().and_then(|&c| nodes[c].msg),
+        };
+        first.map(|i| msgs[i].subject.clone()).unwrap_or_default()
+    };
+    let mut kept: Vec<usize> = Vec::new();
+    let mut by_subject: HashMap<String, usize> = HashMap::new();
+    for t in top {
+        let subj = subject(&nodes, t);
+        match by_subject.get(&subj) {
+            Some(&owner) if !subj.is_empty() => {
+                if nodes[t].msg.is_none() {
+                    let kids = std::mem::take(&mut nodes[t].children);
+                    nodes[owner].children.extend(kids);
+                } else {
+                    nodes[owner].children.push(t);
+                }
+                let mut kids = std::mem::take(&mut nodes[owner].children);
+                kids.sort_by_key(|&k| date(&nodes, &msgs, k));
+                nodes[owner].children = kids;
+            }
+            _ => {
+                by_subject.insert(subj, t);
+                kept.push(t);
+            }
+        }
+    }
+    fn write(
+        nodes: &[Node],
+        msgs: &[SortKeys],
+        id: &dyn Fn(&SortKeys) -> u32,
+        n: usize,
+        out: &mut String,
+    ) {
+        let kids = &nodes[n].children;
+        if let Some(i) = nodes[n].msg {
+            out.push_str(&id(&msgs[i]).to_string());
+            match kids.len() {
+                0 => {}
+                1 => {
+                    out.push(' ');
+                    write(nodes, msgs, id, kids[0], out);
+                }
+                _ => {
+                    out.push(' ');
+                    for &k in kids {
+                        out.push('(');
+                        write(nodes, msgs, id, k, out);
+                        out.push(')');
+                    }
+                }
+            }
+        } else {
+            for &k in kids {
+                out.push('(');
+                write(nodes, msgs, id, k, out);
+                out.push(')');
+            }
+        }
+    }
+    let mut out = String::new();
+    for t in kept {
+        out.push('(');
+        write(&nodes, &msgs, &id, t, &mut out);
+        out.push(')');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +480,45 @@ mod tests {
             subject: base_subject(subject),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn reference_threads() {
+        let m = |msn: u32, id: &str, refs: &[&str], subject: &str, date: i64| SortKeys {
+            msn,
+            uid: msn + 100,
+            date,
+            subject: base_subject(subject),
+            message_id: Some(id.to_string()),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
+        };
+        let msgs = vec![
+            m(1, "a", &[], "hello", 10),
+            m(2, "b", &["a"], "Re: hello", 20),
+            m(3, "c", &["a"], "Re: hello", 30),
+            m(4, "d", &["x", "c"], "Re: hello", 40),
+            m(5, "e", &[], "other", 5),
+            m(6, "f", &["zz"], "Re: other", 50),
+        ];
+        assert_eq!(references(msgs.clone(), |k| k.msn), "(5 6)(1 (2)(3 4))");
+        assert_eq!(references(msgs, |k| k.uid), "(105 106)(101 (102)(103 104))");
+        // Loops and duplicates do not hang or lose messages.
+        let odd = vec![
+            m(1, "a", &["b"], "x", 1),
+            m(2, "b", &["a"], "y", 2),
+            m(3, "a", &[], "z", 3),
+        ];
+        let t = references(odd, |k| k.msn);
+        for n in ["1", "2", "3"] {
+            assert!(t.contains(n), "{t}");
+        }
+        // A parent that is missing with two replies: a dummy root.
+        let orphans = vec![
+            m(1, "r1", &["gone"], "Re: q", 1),
+            m(2, "r2", &["gone"], "Re: q2", 2),
+        ];
+        assert_eq!(references(orphans, |k| k.msn), "((1)(2))");
     }
 
     #[test]
