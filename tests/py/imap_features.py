@@ -375,4 +375,63 @@ check("UID FETCH VANISHED", typ == "OK" and vanished == [b"(EARLIER) 1"] and len
 typ, data = m._simple_command("SELECT", "Cs", "(QRESYNC (%d %d))" % (uidv + 1, hm))
 check("QRESYNC with a stale UIDVALIDITY: plain SELECT", typ == "OK" and "VANISHED" not in m.untagged_responses, m.untagged_responses)
 m.logout()
+
+# COMPRESS=DEFLATE (RFC 4978), by hand over TLS: imaplib has no COMPRESS.
+import socket, zlib
+raw = ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=20), server_hostname="localhost")
+buf = b""
+
+
+def line_plain():
+    global buf
+    while b"\r\n" not in buf:
+        buf += raw.recv(4096)
+    l, _, buf = buf.partition(b"\r\n")
+    return l
+
+
+line_plain()
+raw.sendall(b'a LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()))
+while not line_plain().startswith(b"a "):
+    pass
+raw.sendall(b"b COMPRESS DEFLATE\r\n")
+resp = line_plain()
+check("COMPRESS DEFLATE", resp.startswith(b"b OK"), resp)
+zo = zlib.compressobj(6, zlib.DEFLATED, -15)
+zi = zlib.decompressobj(-15)
+plain = zi.decompress(buf)
+buf = b""
+
+
+def send_z(data):
+    raw.sendall(zo.compress(data) + zo.flush(zlib.Z_SYNC_FLUSH))
+
+
+def until_tag(tag):
+    global plain
+    while (b"\r\n" + tag + b" ") not in (b"\r\n" + plain):
+        chunk = raw.recv(65536)
+        check("connection open while compressed", chunk != b"", plain)
+        plain += zi.decompress(chunk)
+    out, plain = plain, b""
+    return out
+
+
+big = b"Subject: deflated\r\n\r\n" + b"".join(b"line %d of a compressible message\r\n" % i for i in range(3000))
+send_z(b"c APPEND Cs {%d+}\r\n" % len(big) + big + b"\r\n")
+r = until_tag(b"c")
+check("APPEND through COMPRESS", b"c OK" in r, r[-200:])
+send_z(b"d SELECT Cs\r\n")
+r = until_tag(b"d")
+n = int(re.search(rb"\* (\d+) EXISTS", r).group(1))
+send_z(b"e FETCH %d BODY.PEEK[]\r\n" % n)
+r = until_tag(b"e")
+check("FETCH through COMPRESS byte-exact", big in r and b"{%d}" % len(big) in r, r[:200])
+send_z(b"f COMPRESS DEFLATE\r\n")
+r = until_tag(b"f")
+check("second COMPRESS refused", b"f NO [COMPRESSIONACTIVE]" in r, r)
+send_z(b"g LOGOUT\r\n")
+r = until_tag(b"g")
+check("LOGOUT through COMPRESS", b"* BYE" in r and b"g OK" in r, r)
+raw.close()
 print("all ok")

@@ -78,7 +78,9 @@
 //! with the same base subject go under the earliest one") (`sort` module); QUOTA (RFC 9208, `QUOTA=RES-STORAGE`): GETQUOTAROOT
 //! and GETQUOTA report one root `""` with the directory's quota and the
 //! on-disk size of all folders (from the `S=` in the file names), SETQUOTA
-//! is refused (quotas are set with `mailctl user quota`).
+//! is refused (quotas are set with `mailctl user quota`); COMPRESS=DEFLATE
+//! (RFC 4978, raw deflate both ways with a sync flush per write, after
+//! login; inflated input is bounded like any command with its literals).
 //!
 //! Tested with Python's imaplib (`tests/tests/imap.rs`,
 //! `tests/tests/imap_features.rs`) and Debian's real clients
@@ -89,7 +91,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, COMPRESS, BINARY, IMAP4rev2, SCRAM-SHA-256
+//! charset-aware text search, BINARY, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
@@ -113,7 +115,7 @@
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
-//! RFC 9208 (QUOTA), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
+//! RFC 9208 (QUOTA), RFC 4978 (COMPRESS), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

@@ -46,6 +46,62 @@ pub struct Shared {
     pub userip: UserIpCounts,
 }
 
+/// RFC 4978 COMPRESS=DEFLATE: raw deflate (no zlib header) in both
+/// directions, each flush of ours ending with a sync flush.
+struct Deflate {
+    inflate: flate2::Decompress,
+    deflate: flate2::Compress,
+}
+
+impl Default for Deflate {
+    fn default() -> Self {
+        Deflate {
+            inflate: flate2::Decompress::new(false),
+            deflate: flate2::Compress::new(flate2::Compression::default(), false),
+        }
+    }
+}
+
+impl Deflate {
+    /// Inflate `data` onto `out`; an error past `limit` bytes in `out`.
+    fn unpack(&mut self, mut data: &[u8], out: &mut Vec<u8>, limit: usize) -> std::io::Result<()> {
+        loop {
+            out.reserve(READ_CHUNK);
+            let (in0, out0) = (self.inflate.total_in(), out.len());
+            self.inflate
+                .decompress_vec(data, out, flate2::FlushDecompress::None)
+                .map_err(std::io::Error::other)?;
+            let used = (self.inflate.total_in() - in0) as usize;
+            data = &data[used..];
+            if out.len() > limit {
+                return Err(std::io::Error::other(
+                    "inflated input over the command bound",
+                ));
+            }
+            if used == 0 && out.len() == out0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deflate `data`, ending with a sync flush so the client can decode
+    /// everything sent so far.
+    fn pack(&mut self, mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        loop {
+            out.reserve(READ_CHUNK);
+            let in0 = self.deflate.total_in();
+            self.deflate
+                .compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+                .map_err(std::io::Error::other)?;
+            data = &data[(self.deflate.total_in() - in0) as usize..];
+            if data.is_empty() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 /// Logged-in sessions per (user, client IP), shared by all sessions.
 pub type UserIpCounts = Arc<std::sync::Mutex<HashMap<(String, IpAddr), usize>>>;
 
@@ -116,6 +172,8 @@ struct Session {
     /// RFC 5182 SEARCHRES: the UIDs of the last `RETURN (SAVE)` search
     /// (`$`); cleared when a mailbox is selected or closed.
     saved: Vec<u32>,
+    /// RFC 4978 COMPRESS=DEFLATE, once started.
+    deflate: Option<Box<Deflate>>,
     /// This session's place in `mail_max_userip_connections`.
     _userip: Option<UserIpSlot>,
 }
@@ -167,6 +225,7 @@ pub async fn run(
         condstore: false,
         qresync: false,
         saved: Vec::new(),
+        deflate: None,
         _userip: None,
     };
     tracing::info!(tls = s.conn.is_tls(), "connected");
@@ -510,7 +569,8 @@ impl Session {
         let mut c = String::from(
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
-             THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES",
+             THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES \
+             COMPRESS=DEFLATE",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -528,10 +588,30 @@ impl Session {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            self.conn.write_all(&self.out).await?;
+            match self.deflate.as_mut() {
+                Some(z) => {
+                    let packed = z.pack(&self.out)?;
+                    self.conn.write_all(&packed).await?;
+                }
+                None => self.conn.write_all(&self.out).await?,
+            }
             self.out.clear();
         }
         self.conn.flush().await
+    }
+
+    /// Bytes read from the socket, inflated when COMPRESS is active. More
+    /// than a whole command with its literals (`parse::APPEND_LIMIT` +
+    /// `parse::MAX_COMMAND`) pending is an error (a compression bomb).
+    fn absorb(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let limit = parse::APPEND_LIMIT + 2 * parse::MAX_COMMAND;
+        match self.deflate.as_mut() {
+            Some(z) => z.unpack(data, &mut self.input, limit),
+            None => {
+                self.input.extend_from_slice(data);
+                Ok(())
+            }
+        }
     }
 
     async fn fill(&mut self) -> std::io::Result<bool> {
@@ -544,7 +624,7 @@ impl Session {
         match tokio::time::timeout(timeout, self.conn.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Ok(false),
             Ok(Ok(n)) => {
-                self.input.extend_from_slice(&buf[..n]);
+                self.absorb(&buf[..n])?;
                 Ok(true)
             }
             Err(_) => {
@@ -689,6 +769,22 @@ impl Session {
                 enabled.push_str("\r\n");
                 self.out.extend_from_slice(enabled.as_bytes());
                 self.reply(&tag, "OK ENABLE completed");
+            }
+            ("COMPRESS", true) => {
+                if !args.first().is_some_and(|t| t.is_atom("DEFLATE")) || args.len() != 1 {
+                    return Ok(self.bad(&tag, "BAD Only COMPRESS DEFLATE is supported"));
+                }
+                if self.deflate.is_some() {
+                    return Ok(self.bad(&tag, "NO [COMPRESSIONACTIVE] Already compressing"));
+                }
+                // The OK goes out uncompressed; everything after it is
+                // compressed both ways (RFC 4978 section 3).
+                self.reply(&tag, "OK DEFLATE active");
+                self.flush().await?;
+                self.deflate = Some(Box::default());
+                // Bytes already read after the command are compressed too.
+                let pending = std::mem::take(&mut self.input);
+                self.absorb(&pending)?;
             }
             ("GETQUOTAROOT", true) | ("GETQUOTA", true) => {
                 return Ok(self.quota(&tag, &verb, args));
@@ -2481,7 +2577,7 @@ impl Session {
                 }
                 r = self.conn.read(&mut buf) => match r {
                     Ok(0) | Err(_) => return Ok(Flow::Close),
-                    Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                    Ok(n) => self.absorb(&buf[..n])?,
                 },
                 _ = tokio::time::sleep(IDLE_POLL) => {
                     self.updates();
