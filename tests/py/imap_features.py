@@ -376,6 +376,24 @@ typ, data = m._simple_command("SELECT", "Cs", "(QRESYNC (%d %d))" % (uidv + 1, h
 check("QRESYNC with a stale UIDVALIDITY: plain SELECT", typ == "OK" and "VANISHED" not in m.untagged_responses, m.untagged_responses)
 m.logout()
 
+# BINARY (RFC 3516): decoded parts, literal8 for NULs, BINARY.SIZE.
+m = connect()
+check("capability BINARY", "BINARY" in m.capabilities, m.capabilities)
+mime = (b"Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"AAECA/79\r\n--B\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"caf=C3=A9 =\r\nau lait\r\n--B--\r\n")
+ok(m.append("Cs", None, None, mime), "append a MIME message")
+ok(m.select("Cs"), "select Cs for BINARY")
+typ, data = m.fetch("*", "(BINARY.PEEK[1] BINARY.SIZE[2] BINARY.PEEK[2])")
+check("BINARY[1] base64 decoded (literal8)", typ == "OK" and data[0][1] == b"\x00\x01\x02\x03\xfe\xfd" and b"~{6}" in data[0][0], data)
+check("BINARY[2] quoted-printable decoded", data[1][1] == "café au lait".encode(), data)
+flat = b" ".join(x if isinstance(x, bytes) else x[0] for x in data)
+check("BINARY.SIZE", b"BINARY.SIZE[2] 13" in flat, flat)
+typ, data = m.fetch("*", "(FLAGS)")
+check("BINARY.PEEK leaves \\Seen alone", b"\\Seen" not in data[0], data)
+m.logout()
+
 # COMPRESS=DEFLATE (RFC 4978), by hand over TLS: imaplib has no COMPRESS.
 import socket, zlib
 raw = ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=20), server_hostname="localhost")

@@ -80,7 +80,11 @@
 //! on-disk size of all folders (from the `S=` in the file names), SETQUOTA
 //! is refused (quotas are set with `mailctl user quota`); COMPRESS=DEFLATE
 //! (RFC 4978, raw deflate both ways with a sync flush per write, after
-//! login; inflated input is bounded like any command with its literals).
+//! login; inflated input is bounded like any command with its literals);
+//! BINARY (RFC 3516): FETCH `BINARY[part]`, `BINARY.PEEK[part]` with
+//! partials and `BINARY.SIZE[part]` undo base64 and quoted-printable
+//! (`NO [UNKNOWN-CTE]` for other encodings), data with a NUL is sent as a
+//! literal8 `~{n}`, and `~{n}` literals are accepted in commands.
 //!
 //! Tested with Python's imaplib (`tests/tests/imap.rs`,
 //! `tests/tests/imap_features.rs`) and Debian's real clients
@@ -91,7 +95,7 @@
 //!
 //! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
 //! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, BINARY, IMAP4rev2, SCRAM-SHA-256
+//! charset-aware text search, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
@@ -115,7 +119,7 @@
 //! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
-//! RFC 9208 (QUOTA), RFC 4978 (COMPRESS), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
+//! RFC 9208 (QUOTA), RFC 4978 (COMPRESS), RFC 3516 (BINARY), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
 //! RFC 5161 (ENABLE), RFC 7888 (LITERAL+), RFC 4959 (SASL-IR), RFC 4315
 //! (UIDPLUS), RFC 6851 (MOVE), RFC 7889 (APPENDLIMIT), RFC 6154
 //! (special-use attributes in LIST), RFC 8314 (implicit TLS).

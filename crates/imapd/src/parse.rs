@@ -143,6 +143,8 @@ pub fn tokenize(cmd: &[u8]) -> Result<Vec<Token>, &'static str> {
                 }
                 out.push(Token::Str(s));
             }
+            // RFC 3516 literal8 `~{n}`: read like a literal.
+            b'~' if cmd.get(i + 1) == Some(&b'{') => i += 1,
             b'{' => {
                 let close = cmd[i..]
                     .iter()
@@ -236,6 +238,22 @@ pub fn compress_set(sorted: &[u32]) -> String {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+#[test]
+fn literal8_is_a_literal() {
+    let cmd = b"a APPEND x ~{3}\r\na\0c\r\n";
+    assert_eq!(frame(cmd, 1000), Framed::Command(cmd.len()));
+    assert_eq!(
+        tokenize(cmd).unwrap(),
+        [
+            Token::Atom("a".into()),
+            Token::Atom("APPEND".into()),
+            Token::Atom("x".into()),
+            Token::Str(b"a\0c".to_vec())
+        ]
+    );
 }
 
 #[cfg(test)]

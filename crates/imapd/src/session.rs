@@ -463,6 +463,66 @@ fn storage_used(root: &Path) -> u64 {
     total
 }
 
+/// RFC 3516 BINARY section: the whole message for `""`, else the part's
+/// body with its Content-Transfer-Encoding (base64, quoted-printable)
+/// undone; `NO [UNKNOWN-CTE]` for encodings we cannot undo.
+fn binary_section(msg: &[u8], spec: &str) -> Result<Vec<u8>, String> {
+    if spec.is_empty() {
+        return Ok(msg.to_vec());
+    }
+    let body = parse::part_section(msg, spec).ok_or("BAD Invalid BINARY section")?;
+    let mime = parse::part_section(msg, &format!("{spec}.MIME")).unwrap_or_default();
+    let cte = parse::raw_header(&mime, "Content-Transfer-Encoding")
+        .map(|v| String::from_utf8_lossy(&v).trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match cte.as_str() {
+        "" | "7bit" | "8bit" | "binary" => Ok(body),
+        "base64" => {
+            let clean: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+                .collect();
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(&clean)
+                .map_err(|_| "NO [UNKNOWN-CTE] Invalid base64 content".to_string())
+        }
+        "quoted-printable" => Ok(decode_qp(&body)),
+        _ => Err("NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding".into()),
+    }
+}
+
+/// Quoted-printable (RFC 2045 section 6.7) to bytes: `=XX` escapes, soft
+/// line breaks removed; malformed escapes are kept as they are.
+fn decode_qp(body: &[u8]) -> Vec<u8> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'=' {
+            match (body.get(i + 1), body.get(i + 2)) {
+                (Some(b'\r'), Some(b'\n')) => {
+                    i += 3;
+                    continue;
+                }
+                (Some(b'\n'), _) => {
+                    i += 2;
+                    continue;
+                }
+                (Some(&a), Some(&b)) if hex(a).is_some() && hex(b).is_some() => {
+                    out.push(hex(a).unwrap_or(0) << 4 | hex(b).unwrap_or(0));
+                    i += 3;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(body[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Longest folder name (a path component on disk: 255 bytes with the `.`).
 pub const MAX_FOLDER_NAME: usize = 250;
 
@@ -570,7 +630,7 @@ impl Session {
             "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
              THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES \
-             COMPRESS=DEFLATE",
+             COMPRESS=DEFLATE BINARY",
         );
         if self.user.is_none() {
             if !self.conn.is_tls() {
@@ -1694,7 +1754,16 @@ impl Session {
                     | "BODY"
             ) || ((u.starts_with("BODY[") || u.starts_with("BODY.PEEK["))
                 && u.contains(']')
-                && section(b"", &u[u.find('[').unwrap() + 1..u.find(']').unwrap()]).is_some());
+                && section(b"", &u[u.find('[').unwrap() + 1..u.find(']').unwrap()]).is_some())
+                || ((u.starts_with("BINARY[")
+                    || u.starts_with("BINARY.PEEK[")
+                    || u.starts_with("BINARY.SIZE["))
+                    && u.find(']').is_some_and(|c| {
+                        u[u.find('[').unwrap_or(0) + 1..c]
+                            .split('.')
+                            .all(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+                            || c == u.find('[').unwrap_or(0) + 1
+                    }));
             if !ok {
                 return Err(format!("BAD Unsupported FETCH item {i}"));
             }
@@ -1754,6 +1823,44 @@ impl Session {
                         let b = parse::bodystructure(&load(sel)?);
                         p.extend_from_slice(b"BODY");
                         p.extend_from_slice(&b[b"BODYSTRUCTURE".len()..]);
+                    }
+                    _ if u.starts_with("BINARY") => {
+                        let open = item.find('[').unwrap_or(0);
+                        let close = item.find(']').unwrap_or(item.len());
+                        let spec = &item[open + 1..close];
+                        let partial = &item[close + 1..];
+                        let msg = load(sel)?;
+                        let mut data = binary_section(&msg, spec)?;
+                        if u.starts_with("BINARY.SIZE") {
+                            p.extend_from_slice(
+                                format!("BINARY.SIZE[{spec}] {}", data.len()).as_bytes(),
+                            );
+                        } else {
+                            let mut origin = String::new();
+                            if !partial.is_empty() {
+                                let (a, b) = partial
+                                    .strip_prefix('<')
+                                    .and_then(|p| p.strip_suffix('>'))
+                                    .and_then(|p| p.split_once('.'))
+                                    .ok_or("BAD Invalid partial")?;
+                                let a: usize = a.parse().map_err(|_| "BAD Invalid partial")?;
+                                let b: usize = b.parse().map_err(|_| "BAD Invalid partial")?;
+                                let start = a.min(data.len());
+                                let end = start.saturating_add(b).min(data.len());
+                                data = data[start..end].to_vec();
+                                origin = format!("<{a}>");
+                            }
+                            if !u.starts_with("BINARY.PEEK") {
+                                set_seen = true;
+                            }
+                            // literal8 when the data holds a NUL (RFC 3516).
+                            let tilde = if data.contains(&0) { "~" } else { "" };
+                            p.extend_from_slice(
+                                format!("BINARY[{spec}]{origin} {tilde}{{{}}}\r\n", data.len())
+                                    .as_bytes(),
+                            );
+                            p.extend_from_slice(&data);
+                        }
                     }
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
                         let msg = load(sel)?;
@@ -2608,6 +2715,20 @@ mod tests {
         );
         assert!(section(msg, "X.MIME").is_none());
         assert_eq!(section(msg, "1").unwrap(), b"body\r\n");
+    }
+
+    #[test]
+    fn binary_sections() {
+        let msg = b"Subject: b\r\nContent-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n/w==\r\n--X\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =\r\nsoft=3D\r\n--X\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--X--\r\n";
+        assert_eq!(binary_section(msg, "1").unwrap(), [0, 1, 2, 255]);
+        assert_eq!(binary_section(msg, "2").unwrap(), "café soft=".as_bytes());
+        assert!(
+            binary_section(msg, "3")
+                .unwrap_err()
+                .contains("UNKNOWN-CTE")
+        );
+        assert_eq!(binary_section(msg, "").unwrap(), msg);
+        assert_eq!(decode_qp(b"a=3"), b"a=3");
     }
 
     #[test]
