@@ -394,6 +394,38 @@ typ, data = m.fetch("*", "(FLAGS)")
 check("BINARY.PEEK leaves \\Seen alone", b"\\Seen" not in data[0], data)
 m.logout()
 
+# Another session's flag change reaches this one (NOOP and IDLE), also
+# after a quiet spell in which IDLE polling skips the directory scan.
+import time
+a = connect()
+b = connect()
+ok(a.select("Cs"), "A selects Cs")
+ok(b.select("Cs"), "B selects Cs")
+ok(b.store("1", "+FLAGS", r"(\Draft)"), "B sets \\Draft")
+typ, data = a.noop()
+fl = [x for x in a.untagged_responses.pop("FETCH", [])]
+check("NOOP reports B's flag change", any(b"\\Draft" in x for x in fl), fl)
+tag = a._new_tag()
+a.send(tag + b" IDLE\r\n")
+check("idle continuation", a.readline().startswith(b"+"))
+time.sleep(3)  # settle: the polls now skip the scan while nothing changes
+ok(b.store("1", "-FLAGS", r"(\Draft)"), "B clears \\Draft")
+ok(b.append("Cs", None, None, b"Subject: late arrival\r\n\r\nx\r\n"), "B appends")
+start = time.time()
+seen = b""
+a.sock.settimeout(5)
+while not (b"EXISTS" in seen and b"FETCH" in seen) and time.time() - start < 5:
+    seen += a.readline()
+check("IDLE sees flags and a new message within 1.5 s", b"EXISTS" in seen and b"FETCH" in seen and time.time() - start < 1.5, (seen, time.time() - start))
+a.send(b"DONE\r\n")
+while True:
+    l = a.readline()
+    if l.startswith(tag):
+        break
+check("IDLE done", l.startswith(tag + b" OK"), l)
+a.logout()
+b.logout()
+
 # COMPRESS=DEFLATE (RFC 4978), by hand over TLS: imaplib has no COMPRESS.
 import socket, zlib
 raw = ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=20), server_hostname="localhost")

@@ -36,8 +36,12 @@
 //! keys need it), UID and sequence sets, NOT, OR, parenthesised lists,
 //! `CHARSET` UTF-8/US-ASCII (others: `[BADCHARSET]`), nesting bounded by
 //! `search::MAX_SEARCH_DEPTH`; IDLE
-//! (the mailbox is polled every 500 ms); untagged EXPUNGE/EXISTS/FETCH FLAGS
-//! (and FLAGS when the keyword list grows)
+//! (the mailbox is polled every 500 ms; while the modification times of
+//! `new/`, `cur/` and the keyword list are unchanged and older than two
+//! seconds the poll skips the directory scan); untagged EXPUNGE/EXISTS/FETCH FLAGS
+//! (and FLAGS when the keyword list grows; flag changes are found against
+//! this session's own last view, not the shared index, so another
+//! session's change is reported even when that session synced first)
 //! for other sessions' changes at NOOP, CHECK, EXPUNGE and IDLE, with MSNs
 //! adjusted as each expunge is reported; CREATE,
 //! DELETE (not INBOX), RENAME (subfolders move along, subscriptions follow;

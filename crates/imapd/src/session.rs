@@ -149,6 +149,26 @@ struct Selected {
     /// UIDs in MSN order as this session knows them.
     uids: Vec<u32>,
     readonly: bool,
+    /// Modification times of `new/`, `cur/` and the keyword list when the
+    /// mailbox was last synced (see [`MailboxStamp`]).
+    stamp: Option<MailboxStamp>,
+}
+
+/// Modification times that change whenever a message arrives, is renamed
+/// (flags) or removed, or a keyword is added: `new/`, `cur/`,
+/// `dovecot-keywords`. An IDLE session polling every [`IDLE_POLL`] skips
+/// the directory scan while they are unchanged, which keeps thousands of
+/// idle sessions cheap.
+type MailboxStamp = [std::time::SystemTime; 3];
+
+/// Changes within this long of a stamp's times may share their timestamp
+/// tick with it (file system time granularity): no skipping then.
+const STAMP_SETTLE: Duration = Duration::from_secs(2);
+
+fn mailbox_stamp(dir: &Path) -> Option<MailboxStamp> {
+    let m = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified());
+    let keywords = m(dir.join(mailstore::KEYWORDS_FILE)).unwrap_or(std::time::UNIX_EPOCH);
+    Some([m(dir.join("new")).ok()?, m(dir.join("cur")).ok()?, keywords])
 }
 
 struct Session {
@@ -1393,6 +1413,7 @@ impl Session {
             keywords,
             uids,
             readonly,
+            stamp: None,
         });
         Flow::Continue
     }
@@ -1454,13 +1475,35 @@ impl Session {
     /// removed), EXISTS, flag changes.
     fn updates(&mut self) {
         let Some(sel) = self.sel.as_mut() else { return };
-        let changes = match tokio::task::block_in_place(|| sel.mb.sync()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "sync failed");
-                return;
-            }
-        };
+        let stamp = mailbox_stamp(sel.mb.dir());
+        let settled = stamp.is_some_and(|s| {
+            s.iter()
+                .all(|t| t.elapsed().is_ok_and(|age| age > STAMP_SETTLE))
+        });
+        if settled && stamp == sel.stamp {
+            return;
+        }
+        // Flags as this session last saw them: the index on disk is shared,
+        // so another session's sync may already have recorded a change
+        // that this session has not reported yet.
+        let before: HashMap<u32, String> = sel
+            .mb
+            .messages()
+            .iter()
+            .map(|m| (m.uid, m.flags.clone()))
+            .collect();
+        if let Err(e) = tokio::task::block_in_place(|| sel.mb.sync()) {
+            tracing::warn!(error = %e, "sync failed");
+            return;
+        }
+        sel.stamp = stamp;
+        let flags_changed: Vec<u32> = sel
+            .mb
+            .messages()
+            .iter()
+            .filter(|m| before.get(&m.uid).is_some_and(|f| *f != m.flags))
+            .map(|m| m.uid)
+            .collect();
         let kw = mailstore::read_keywords(sel.mb.dir());
         if kw != sel.keywords {
             sel.keywords = kw;
@@ -1502,7 +1545,7 @@ impl Session {
             self.out
                 .extend_from_slice(format!("* {} EXISTS\r\n", sel.uids.len()).as_bytes());
         }
-        for uid in changes.flags_changed {
+        for uid in flags_changed {
             if let (Some(pos), Some(m)) = (
                 sel.uids.iter().position(|&u| u == uid),
                 sel.mb.messages().iter().find(|m| m.uid == uid),
