@@ -4,6 +4,7 @@
 #                  (dev/postern.toml: loopback high ports, state under ./var)
 #   make test      install what the tests need, then fmt + clippy + all tests
 #   make bench     postern vs Postfix + Dovecot on this machine (release build)
+#   make fuzz      every cargo-fuzz target for FUZZ_SECONDS (60) each, on stable
 #   make install   install binaries, systemd units, config, users, directories
 #   make build     debug build of the workspace
 
@@ -18,7 +19,7 @@ SBINDIR    ?= $(PREFIX)/sbin
 DOCDIR     ?= $(PREFIX)/share/doc/postern
 DAEMONS    := authd lmtp-delivery queue-manager smtpd pop3d imapd
 
-.PHONY: all build run test test-deps lint fmt install clean bench
+.PHONY: all build run test test-deps lint fmt install clean bench fuzz
 
 all: build
 
@@ -54,6 +55,11 @@ fmt:
 BENCH_ARGS ?=
 bench:
 	./scripts/bench.sh $(BENCH_ARGS)
+
+# Fuzzing: scripts/fuzz.sh runs every crates/*/fuzz target for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 # Installs into $(DESTDIR); creates the system users only when DESTDIR is
 # empty (a real install). Does not enable or start anything: see README.

@@ -581,6 +581,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, "-", format!("cannot read file: {e}")))?;
+        Self::parse_str(&text, path, env)
+    }
+
+    /// Parse and validate configuration `text`; `path` only names it in
+    /// errors. What [`Config::load_with_env`] does after reading the file
+    /// (also the entry point of the `config` fuzz target).
+    pub fn parse_str(
+        text: &str,
+        path: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         // Parse once with `toml` for precise syntax errors (line and column).
         let raw = match text.parse::<toml::Table>() {
             Ok(raw) => raw,
@@ -609,7 +620,7 @@ impl Config {
             .chain(overrides.keys().map(|k| k.replace("__", ".")))
             .collect();
         let built = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::default()
                     .separator("__")
