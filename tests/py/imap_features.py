@@ -380,7 +380,8 @@ m.logout()
 m = connect()
 check("capability BINARY", "BINARY" in m.capabilities, m.capabilities)
 mime = (b"Subject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
-        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=\"x.bin\"\r\n\r\n"
         b"AAECA/79\r\n--B\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
         b"caf=C3=A9 =\r\nau lait\r\n--B--\r\n")
 ok(m.append("Cs", None, None, mime), "append a MIME message")
@@ -392,6 +393,12 @@ flat = b" ".join(x if isinstance(x, bytes) else x[0] for x in data)
 check("BINARY.SIZE", b"BINARY.SIZE[2] 13" in flat, flat)
 typ, data = m.fetch("*", "(FLAGS)")
 check("BINARY.PEEK leaves \\Seen alone", b"\\Seen" not in data[0], data)
+typ, data = m.fetch("*", "(BODYSTRUCTURE BODY)")
+flat = data[0] if isinstance(data[0], bytes) else data[0][0]
+bs, _, body = flat.partition(b" BODY (")
+check("BODYSTRUCTURE extension data: disposition, boundary",
+      b'("ATTACHMENT" ("FILENAME" "x.bin"))' in bs and b'"MIXED" ("BOUNDARY" "B") NIL NIL NIL)' in bs, flat)
+check("BODY without extension data", b"ATTACHMENT" not in body and b"BOUNDARY" not in body, flat)
 m.logout()
 
 # Another session's flag change reaches this one (NOOP and IDLE), also

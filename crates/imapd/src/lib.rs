@@ -18,9 +18,10 @@
 //! CLOSE, UNSELECT,
 //! CHECK; FETCH/UID FETCH with FLAGS, UID, RFC822.SIZE (the CRLF size),
 //! INTERNALDATE, ENVELOPE (raw Date/Subject/Message-ID/In-Reply-To, addresses
-//! parsed with mail-parser), BODYSTRUCTURE and BODY (from mail-parser's MIME
-//! tree, multipart and message/rfc822 nesting, without extension data; sizes
-//! of the still-encoded bodies), ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
+//! parsed with mail-parser), BODYSTRUCTURE (with extension data: multipart
+//! parameters, disposition, language, location; MD5 is NIL) and BODY
+//! (without) from mail-parser's MIME tree, multipart and message/rfc822
+//! nesting, sizes of the still-encoded bodies, ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
 //! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`,
 //! MIME parts `1`, `2.1`, `2.MIME`, `2.HEADER`, `2.TEXT` (raw, still encoded),
 //! and partials `<n.m>` (messages are sent with CRLF line ends; non-PEEK
@@ -97,8 +98,7 @@
 //! IMAP, mutt reading and moving a message, and mutt resynchronising with
 //! its header cache through CONDSTORE/QRESYNC.
 //!
-//! **Not implemented yet:** BODYSTRUCTURE extension data (disposition,
-//! language, MD5), `HEADER.FIELDS` inside MIME parts, MIME-decoding or
+//! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, MIME-decoding or
 //! charset-aware text search, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a

@@ -596,13 +596,80 @@ mod text_tests {
 /// are of the raw (still transfer-encoded) part bodies. Nesting is bounded.
 pub fn bodystructure(msg: &[u8]) -> Vec<u8> {
     let mut out = b"BODYSTRUCTURE ".to_vec();
-    structure_of(msg, 0, &mut out);
+    structure_of(msg, 0, true, &mut out);
     out
 }
 
-fn structure_of(msg: &[u8], depth: usize, out: &mut Vec<u8>) {
+/// FETCH BODY: the non-extensible BODYSTRUCTURE (no extension data).
+pub fn body(msg: &[u8]) -> Vec<u8> {
+    let mut out = b"BODY ".to_vec();
+    structure_of(msg, 0, false, &mut out);
+    out
+}
+
+/// BODYSTRUCTURE extension data after a part's fields: for a multipart the
+/// Content-Type parameters, then (both kinds) disposition, language and
+/// location (RFC 3501 `body-ext-1part`/`body-ext-mpart`; MD5 is NIL).
+fn extension_data(part: &mail_parser::MessagePart<'_>, multipart: bool, out: &mut Vec<u8>) {
+    use mail_parser::MimeHeaders;
+    let params = |c: Option<&mail_parser::ContentType<'_>>, out: &mut Vec<u8>| {
+        let attrs: Vec<_> = c
+            .and_then(|c| c.attributes())
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        if attrs.is_empty() {
+            out.extend_from_slice(b"NIL");
+            return;
+        }
+        out.push(b'(');
+        for (i, a) in attrs.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring_out(a.name.to_ascii_uppercase().as_bytes(), out);
+            out.push(b' ');
+            astring_out(a.value.as_bytes(), out);
+        }
+        out.push(b')');
+    };
+    out.push(b' ');
+    if multipart {
+        params(part.content_type(), out);
+    } else {
+        out.extend_from_slice(b"NIL");
+    }
+    out.push(b' ');
+    match part.content_disposition() {
+        Some(d) => {
+            out.push(b'(');
+            astring_out(d.ctype().to_ascii_uppercase().as_bytes(), out);
+            out.push(b' ');
+            params(Some(d), out);
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    match part.content_language().as_text_list() {
+        Some(l) if !l.is_empty() => {
+            out.push(b'(');
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                astring_out(x.as_bytes(), out);
+            }
+            out.push(b')');
+        }
+        _ => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    nstring(part.content_location().map(str::as_bytes), out);
+}
+
+fn structure_of(msg: &[u8], depth: usize, ext: bool, out: &mut Vec<u8>) {
     match mail_parser::MessageParser::default().parse(msg) {
-        Some(m) if depth < 8 => part_structure(&m, 0, msg, depth, out),
+        Some(m) if depth < 8 => part_structure(&m, 0, msg, depth, ext, out),
         _ => out.extend_from_slice(
             b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0)",
         ),
@@ -614,6 +681,7 @@ fn part_structure(
     id: u32,
     raw: &[u8],
     depth: usize,
+    ext: bool,
     out: &mut Vec<u8>,
 ) {
     use mail_parser::{MimeHeaders, PartType};
@@ -626,13 +694,16 @@ fn part_structure(
     if let PartType::Multipart(children) = &part.body {
         out.push(b'(');
         for &c in children.iter().take(500) {
-            part_structure(m, c, raw, depth + 1, out);
+            part_structure(m, c, raw, depth + 1, ext, out);
         }
         if children.is_empty() {
-            structure_of(b"", 99, out);
+            structure_of(b"", 99, ext, out);
         }
         out.push(b' ');
         astring_out(subtype.as_deref().unwrap_or("MIXED").as_bytes(), out);
+        if ext {
+            extension_data(part, true, out);
+        }
         out.push(b')');
         return;
     }
@@ -688,10 +759,13 @@ fn part_structure(
         let env = envelope(body);
         out.extend_from_slice(&env[b"ENVELOPE ".len()..]);
         out.push(b' ');
-        structure_of(body, depth + 1, out);
+        structure_of(body, depth + 1, ext, out);
         out.extend_from_slice(format!(" {lines}").as_bytes());
     } else if t == "TEXT" {
         out.extend_from_slice(format!(" {lines}").as_bytes());
+    }
+    if ext {
+        extension_data(part, false, out);
     }
     out.push(b')');
 }
@@ -705,9 +779,14 @@ mod structure_tests {
         let s = String::from_utf8(bodystructure(b"Subject: x\r\n\r\nhello\r\nworld\r\n")).unwrap();
         assert_eq!(
             s,
-            "BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 14 2)"
+            "BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 14 2 NIL NIL NIL NIL)"
         );
-        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n";
+        let b = String::from_utf8(body(b"Subject: x\r\n\r\nhello\r\nworld\r\n")).unwrap();
+        assert_eq!(
+            b,
+            "BODY (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 14 2)"
+        );
+        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"r.pdf\"\r\nContent-Language: en\r\n\r\nAAAA\r\n--b--\r\n";
         let s = String::from_utf8(bodystructure(m)).unwrap();
         assert!(
             s.starts_with(
@@ -719,7 +798,14 @@ mod structure_tests {
             s.contains("(\"APPLICATION\" \"PDF\" NIL NIL NIL \"BASE64\" "),
             "{s}"
         );
-        assert!(s.ends_with(" \"MIXED\")"), "{s}");
+        assert!(
+            s.ends_with(" \"MIXED\" (\"BOUNDARY\" \"b\") NIL NIL NIL)"),
+            "{s}"
+        );
+        assert!(
+            s.contains(" NIL (\"ATTACHMENT\" (\"FILENAME\" \"r.pdf\")) (\"en\") NIL)"),
+            "{s}"
+        );
     }
 }
 

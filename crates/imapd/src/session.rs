@@ -1862,11 +1862,7 @@ impl Session {
                     ),
                     "ENVELOPE" => p.extend_from_slice(&parse::envelope(&load(sel)?)),
                     "BODYSTRUCTURE" => p.extend_from_slice(&parse::bodystructure(&load(sel)?)),
-                    "BODY" => {
-                        let b = parse::bodystructure(&load(sel)?);
-                        p.extend_from_slice(b"BODY");
-                        p.extend_from_slice(&b[b"BODYSTRUCTURE".len()..]);
-                    }
+                    "BODY" => p.extend_from_slice(&parse::body(&load(sel)?)),
                     _ if u.starts_with("BINARY") => {
                         let open = item.find('[').unwrap_or(0);
                         let close = item.find(']').unwrap_or(item.len());
