@@ -551,6 +551,10 @@ pub struct ImapdConfig {
     /// (Dovecot `mail_max_userip_connections`); one more gets
     /// `NO [LIMIT]` at login. 0 = no limit. Default 10.
     pub mail_max_userip_connections: usize,
+    /// Connections one client IP address may hold at a time, logged in or
+    /// not (like Postfix `smtpd_client_connection_count_limit`); one more
+    /// is greeted with `* BYE` and closed. 0 = no limit. Default 50.
+    pub client_connection_count_limit: usize,
 }
 
 impl Default for ImapdConfig {
@@ -562,6 +566,7 @@ impl Default for ImapdConfig {
             ],
             allow_plaintext_auth: false,
             mail_max_userip_connections: 10,
+            client_connection_count_limit: 50,
         }
     }
 }
