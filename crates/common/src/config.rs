@@ -548,12 +548,14 @@ pub struct ImapdConfig {
     /// Allow LOGIN and AUTHENTICATE PLAIN without TLS. A warning is logged.
     pub allow_plaintext_auth: bool,
     /// Logged-in sessions one user may have from one IP address at a time
-    /// (Dovecot `mail_max_userip_connections`); one more gets
-    /// `NO [LIMIT]` at login. 0 = no limit. Default 10.
+    /// (Dovecot `mail_max_userip_connections`, whose default is 10); one
+    /// more gets `NO [LIMIT]` at login. 0 = no limit. Default 0 (the
+    /// benchmark holds 10,000 sessions of one user from one address).
     pub mail_max_userip_connections: usize,
     /// Connections one client IP address may hold at a time, logged in or
-    /// not (like Postfix `smtpd_client_connection_count_limit`); one more
-    /// is greeted with `* BYE` and closed. 0 = no limit. Default 50.
+    /// not (like Postfix `smtpd_client_connection_count_limit`, default 50
+    /// there); one more is greeted with `* BYE` and closed. 0 = no limit.
+    /// Default 0.
     pub client_connection_count_limit: usize,
 }
 
@@ -565,8 +567,8 @@ impl Default for ImapdConfig {
                 Listener::new("imaps", "0.0.0.0:993", ImapRole::Imaps),
             ],
             allow_plaintext_auth: false,
-            mail_max_userip_connections: 10,
-            client_connection_count_limit: 50,
+            mail_max_userip_connections: 0,
+            client_connection_count_limit: 0,
         }
     }
 }
