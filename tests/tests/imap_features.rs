@@ -95,3 +95,45 @@ fn mail_max_userip_connections_limits_logins() {
     assert!(ok, "slot not released\n{}", imapd.output());
     assert!(imapd.output().contains("mail_max_userip_connections"));
 }
+
+/// `imapd.client_connection_count_limit`: the (limit+1)th connection from
+/// one address gets `* BYE` before anything else; closing one frees a slot.
+#[test]
+fn client_connection_count_limit_per_address() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::new();
+    postern_tests::stack::setup_user(&env, "bob@example.test", "pw-bob");
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace("[imapd]\n", "[imapd]\nclient_connection_count_limit = 2\n"),
+    )
+    .unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let imapd = Daemon::start(&env, "imapd");
+    let greet = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", env.ports["imap"])).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        (r, line)
+    };
+    let (c1, g1) = greet();
+    let (_c2, g2) = greet();
+    assert!(g1.starts_with("* OK") && g2.starts_with("* OK"), "{g1}{g2}");
+    let (_c3, g3) = greet();
+    assert!(g3.starts_with("* BYE"), "{g3}");
+    drop(c1);
+    let mut ok = false;
+    for _ in 0..50 {
+        if greet().1.starts_with("* OK") {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok, "slot not released\n{}", imapd.output());
+    assert!(imapd.output().contains("client_connection_count_limit"));
+}

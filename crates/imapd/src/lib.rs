@@ -100,7 +100,7 @@
 //!
 //! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, MIME-decoding or
 //! charset-aware text search, IMAP4rev2, SCRAM-SHA-256
-//! over IMAP, a connection limit per IP address before login. MOVE is not atomic (copy, then expunge).
+//! over IMAP. MOVE is not atomic (copy, then expunge).
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
 //!
@@ -130,12 +130,17 @@
 //!
 //! # CONFIGURATION
 //! `[imapd] listener = [{ name, address, role = "imap" | "imaps" }]`,
-//! `allow_plaintext_auth` (false), `mail_max_userip_connections` (10
-//! logged-in sessions per user and client address; 0 = no limit); `[tls] cert_file, key_file`; `[authd] socket`.
+//! `allow_plaintext_auth` (false), `mail_max_userip_connections`
+//! (logged-in sessions per user and client address; default 0 = no limit,
+//! Dovecot's 10 is a good production value),
+//! `client_connection_count_limit` (connections per client address, logged
+//! in or not; one more gets `* BYE` before any TLS; default 0 = no limit); `[tls] cert_file, key_file`; `[authd] socket`.
 //! See `deploy/postern.toml`.
 //!
 //! # DIAGNOSTICS
-//! `login refused: mail_max_userip_connections` when a login is over the
+//! `refused: client_connection_count_limit` for a connection over the
+//! per-address limit; `login refused: mail_max_userip_connections` when a
+//! login is over the
 //! per-user-and-address limit (the client gets `NO [LIMIT]`).
 //! One `connected` / `logged in user=…` / `disconnected` line per session,
 //! with `session` and `remote` fields. Exit status 0 after a clean stop, 78
@@ -188,6 +193,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         auth: pb::auth_client::AuthClient::new(channel),
         allow_plaintext: cfg.imapd.allow_plaintext_auth,
         max_userip: cfg.imapd.mail_max_userip_connections,
+        max_per_ip: cfg.imapd.client_connection_count_limit,
         userip: Default::default(),
     });
     let mut loops = tokio::task::JoinSet::new();

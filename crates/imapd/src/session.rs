@@ -42,6 +42,8 @@ pub struct Shared {
     pub allow_plaintext: bool,
     /// `imapd.mail_max_userip_connections` (0: no limit).
     pub max_userip: usize,
+    /// `imapd.client_connection_count_limit` (0: no limit).
+    pub max_per_ip: usize,
     /// Logged-in sessions per (user, client IP).
     pub userip: UserIpCounts,
 }
@@ -214,6 +216,21 @@ pub async fn run(
     let session_id = postern_common::session_id();
     let span = tracing::info_span!("session", id = %session_id, remote = %peer);
     let _enter = span.enter();
+    // Every connection of an address counts (key: the empty user name).
+    let Some(_ip_slot) = UserIpSlot::acquire(&shared.userip, "", peer.ip(), shared.max_per_ip)
+    else {
+        tracing::info!(
+            limit = shared.max_per_ip,
+            "refused: client_connection_count_limit"
+        );
+        let mut stream = stream;
+        let _ = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            stream.write_all(b"* BYE Too many connections from your address\r\n"),
+        )
+        .await;
+        return;
+    };
     let conn = if implicit_tls {
         match tokio::time::timeout(
             TLS_HANDSHAKE_TIMEOUT,
