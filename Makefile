@@ -17,7 +17,7 @@ UNITDIR    ?= $(SYSCONFDIR)/systemd/system
 LIBEXECDIR ?= $(PREFIX)/lib/postern
 SBINDIR    ?= $(PREFIX)/sbin
 DOCDIR     ?= $(PREFIX)/share/doc/postern
-DAEMONS    := authd lmtp-delivery queue-manager smtpd pop3d imapd
+DAEMONS    := authd lmtp-delivery queue-manager smtpd pop3d imapd autoconfigd
 
 .PHONY: all build run test test-deps lint fmt install clean bench fuzz
 

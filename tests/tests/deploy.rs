@@ -72,6 +72,7 @@ fn uncommented_defaults_equal_the_built_in_defaults() {
         "global.myorigin",
         "global.mydestination",
         "lmtp.listener",
+        "autoconfig.listener",
     ];
     let dflt: std::collections::BTreeMap<_, _> = defaults.flatten().into_iter().collect();
     for (k, v) in cfg.flatten() {

@@ -70,6 +70,7 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     pub pop3d: Pop3dConfig,
     pub imapd: ImapdConfig,
+    pub autoconfig: AutoconfigConfig,
     /// Keys set explicitly in the file or the environment (what
     /// `postconf -n` would show). Not a configuration key itself.
     #[serde(skip)]
@@ -573,6 +574,39 @@ impl Default for ImapdConfig {
     }
 }
 
+/// Role of an autoconfigd listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpRole {
+    /// Plain HTTP, for a reverse proxy that terminates TLS in front of it.
+    Http,
+    /// HTTPS with the `[tls]` certificate.
+    Https,
+}
+
+/// `[autoconfig]` (autoconfigd: client autoconfiguration and the MTA-STS
+/// policy over HTTP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoconfigConfig {
+    /// HTTP(S) listeners. Default empty: autoconfigd is off (it refuses to
+    /// start without a listener).
+    pub listener: Vec<Listener<HttpRole>>,
+    /// Mode of the MTA-STS policy served at `/.well-known/mta-sts.txt` and
+    /// announced by `mailctl dns` (RFC 8461): `"testing"`, `"enforce"` or
+    /// `"none"`. Default `"testing"`: senders report but do not refuse.
+    pub mta_sts_mode: String,
+}
+
+impl Default for AutoconfigConfig {
+    fn default() -> Self {
+        Self {
+            listener: Vec::new(),
+            mta_sts_mode: "testing".into(),
+        }
+    }
+}
+
 impl Config {
     /// Load `path`, apply `POSTERN_<SECTION>__<KEY>` overrides from the
     /// process environment, fill in derived defaults and validate.
@@ -781,6 +815,16 @@ impl Config {
         check_listeners(file, "lmtp", &self.lmtp.listener)?;
         check_listeners(file, "pop3d", &self.pop3d.listener)?;
         check_listeners(file, "imapd", &self.imapd.listener)?;
+        check_listeners(file, "autoconfig", &self.autoconfig.listener)?;
+        if !["testing", "enforce", "none"].contains(&self.autoconfig.mta_sts_mode.as_str()) {
+            return Err(err(
+                "autoconfig.mta_sts_mode",
+                format!(
+                    "{:?}: use \"testing\", \"enforce\" or \"none\"",
+                    self.autoconfig.mta_sts_mode
+                ),
+            ));
+        }
         Ok(())
     }
 
