@@ -401,6 +401,31 @@ check("BODYSTRUCTURE extension data: disposition, boundary",
 check("BODY without extension data", b"ATTACHMENT" not in body and b"BOUNDARY" not in body, flat)
 m.logout()
 
+# MOVE renames the file into the destination (atomic per message): same
+# base name, flags and keywords carried over, COPYUID given.
+m = connect()
+ok(m.create("Mv"), "create Mv")
+ok(m.select("St"), "select St for MOVE")
+ok(m.store("1", "+FLAGS", r"(\Flagged $Moved)"), "flag before move")
+
+
+def bases(folder):
+    d = os.path.join(maildir, "." + folder, "cur")
+    return {f.split(":2,")[0]: f.split(":2,")[1] if ":2," in f else "" for f in os.listdir(d)}
+
+
+before = bases("St")
+typ, data = m.uid("MOVE", "1", "Mv")
+copyuid = [x for x in m.untagged_responses.pop("OK", []) if b"COPYUID" in x] + \
+    m.untagged_responses.pop("COPYUID", [])
+check("UID MOVE", typ == "OK" and copyuid, (data, copyuid))
+after_src, dest = bases("St"), bases("Mv")
+gone = set(before) - set(after_src)
+check("moved by rename: the same base name in Mv", len(gone) == 1 and gone <= set(dest), (before, after_src, dest))
+ok(m.select("Mv"), "select Mv")
+check("flags and keyword moved along", flags(m, 1) >= {"\\Flagged", "$Moved"}, flags(m, 1))
+m.logout()
+
 # Another session's flag change reaches this one (NOOP and IDLE), also
 # after a quiet spell in which IDLE polling skips the directory scan.
 import time

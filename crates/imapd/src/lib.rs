@@ -58,7 +58,9 @@
 //! date-time becomes the internal date);
 //! COPY, MOVE and their UID forms with UIDPLUS `[COPYUID]` (flags, keywords
 //! and the internal date are kept; copies are written with
-//! `mailstore::deliver_dated`); CONDSTORE (RFC 7162) from the mail store's
+//! `mailstore::deliver_dated`; MOVE between folders renames each file into
+//! the destination's `cur/`, atomic per message, and falls back to copy and
+//! expunge only when a rename is impossible); CONDSTORE (RFC 7162) from the mail store's
 //! per-message MODSEQ: `HIGHESTMODSEQ` on SELECT/EXAMINE and in STATUS,
 //! `SELECT (CONDSTORE)`, FETCH `MODSEQ` and `(CHANGEDSINCE n)`, STORE
 //! `(UNCHANGEDSINCE n)` with `[MODIFIED set]`, SEARCH `MODSEQ` (the answer
@@ -100,7 +102,7 @@
 //!
 //! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, MIME-decoding or
 //! charset-aware text search, IMAP4rev2, SCRAM-SHA-256
-//! over IMAP. MOVE is not atomic (copy, then expunge).
+//! over IMAP.
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).
 //!

@@ -2650,6 +2650,79 @@ impl Session {
         let mut src = Vec::new();
         let mut dst = Vec::new();
         let mut validity = 0;
+        let root = self.root.clone().expect("authenticated");
+        let dest_dir = mailstore::folder_path(&root, &dest);
+        // MOVE between folders renames each file into the destination's
+        // cur/ (atomic per message; name, so internal date, kept); what
+        // cannot be renamed is copied and expunged below.
+        let mut targets = targets;
+        if verb == "MOVE"
+            && let Some(sel) = self.sel.as_ref()
+            && sel.mb.dir() != dest_dir.as_path()
+        {
+            let mut moved: Vec<(u32, String)> = Vec::new();
+            let mut rest = Vec::new();
+            // Base names already in the destination (a rename must not
+            // create a second file with the same base).
+            let dest_bases: std::collections::HashSet<String> = tokio::task::block_in_place(|| {
+                ["cur", "new"]
+                    .iter()
+                    .flat_map(|d| std::fs::read_dir(dest_dir.join(d)).into_iter().flatten())
+                    .flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().into_string().ok()?;
+                        Some(mailstore::name::parse(&n).base.to_string())
+                    })
+                    .collect()
+            });
+            for &(msn, uid) in &targets {
+                let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid) else {
+                    continue;
+                };
+                let names = keyword_names(&m.flags, &sel.keywords);
+                let mut flags: String = m.flags.chars().filter(char::is_ascii_uppercase).collect();
+                match keyword_letters_for(&dest_dir, &names) {
+                    Ok(l) => flags.push_str(&l),
+                    Err(e) => return self.bad(tag, &e),
+                }
+                let to = dest_dir
+                    .join("cur")
+                    .join(mailstore::name::with_flags(&m.base, &flags));
+                if dest_bases.contains(&m.base) {
+                    rest.push((msn, uid));
+                    continue;
+                }
+                match tokio::task::block_in_place(|| std::fs::rename(&m.path, &to)) {
+                    Ok(()) => moved.push((uid, m.base.clone())),
+                    // Expunged meanwhile by another session: nothing to move.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => rest.push((msn, uid)),
+                }
+            }
+            if !moved.is_empty() {
+                let synced = tokio::task::block_in_place(|| {
+                    mailstore::fsync_dir(&dest_dir.join("cur"))?;
+                    mailstore::fsync_dir(&sel.mb.dir().join("cur"))?;
+                    Mailbox::open(&dest_dir)
+                });
+                match synced {
+                    Ok(dmb) => {
+                        validity = dmb.uidvalidity();
+                        for (uid, base) in moved {
+                            if let Some(d) = dmb.messages().iter().find(|x| x.base == base) {
+                                src.push(uid.to_string());
+                                dst.push(d.uid.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "move sync failed");
+                        return self.bad(tag, "NO [SERVERBUG] MOVE failed");
+                    }
+                }
+            }
+            targets = rest;
+        }
         for &(_, uid) in &targets {
             let sel = self.sel.as_ref().expect("selected");
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
@@ -2664,8 +2737,6 @@ impl Session {
             };
             // Keyword letters are per mailbox: translate through the names.
             let names = keyword_names(&m.flags, &sel.keywords);
-            let dest_dir =
-                mailstore::folder_path(self.root.as_ref().expect("authenticated"), &dest);
             let mut flags: String = m.flags.chars().filter(char::is_ascii_uppercase).collect();
             match keyword_letters_for(&dest_dir, &names) {
                 Ok(l) => flags.push_str(&l),
