@@ -22,7 +22,9 @@
 //! 4. starts the daemons as child processes in dependency order (authd,
 //!    lmtp-delivery, queue-manager, smtpd, pop3d, imapd), each with its own
 //!    `NOTIFY_SOCKET`, and waits for each one's `READY=1` before the next —
-//!    the same readiness protocol systemd uses with `Type=notify`;
+//!    the same readiness protocol systemd uses with `Type=notify`; then
+//!    autoconfigd, only when `[autoconfig] listener` is set (as in
+//!    `dev/postern.toml`: plain HTTP on 127.0.0.1:2080);
 //! 5. prefixes each child's output lines with its name;
 //! 6. prints how to connect, with the users and their passwords;
 //! 7. on Ctrl-C (SIGINT) or SIGTERM stops the daemons in reverse order with
@@ -146,7 +148,8 @@ async fn supervise(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut running: Vec<Running> = Vec::new();
-    for name in DAEMONS {
+    let optional = (!cfg.autoconfig.listener.is_empty()).then_some("autoconfigd");
+    for name in DAEMONS.into_iter().chain(optional) {
         let started = tokio::select! {
             r = start(name, &bin_dir, &args.config, &notify_dir) => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted during start-up")),
@@ -497,6 +500,18 @@ until their issues land, so mail cannot arrive yet.
         pw_file = pw_file.display(),
         config = config_path.display(),
     );
+    if let Some(l) = cfg.autoconfig.listener.first() {
+        let scheme = match l.role {
+            postern_common::config::HttpRole::Http => "http",
+            postern_common::config::HttpRole::Https => "https",
+        };
+        eprintln!(
+            "Client autoconfiguration (autoconfigd): {scheme}://{addr}/mail/config-v1.1.xml?emailaddress=alice@{domain}\n  \
+             also /autodiscover/autodiscover.xml, /apple/postern.mobileconfig?email=..., /.well-known/mta-sts.txt\n",
+            addr = l.address,
+            domain = g.mydomain,
+        );
+    }
 }
 
 #[cfg(test)]
