@@ -475,16 +475,21 @@ postern is running (development stack, Ctrl-C stops it).
 
 Try:
   swaks --server 127.0.0.1:{mx} --to alice@{domain} --from bob@{domain}
-  mutt -f 'pops://alice%40{domain}@127.0.0.1:{pops}/'   (after: export SSL_CERT_FILE={ca})
-  openssl s_client -quiet -connect 127.0.0.1:{pops} -CAfile {ca}   (then USER/PASS/LIST)
-  Thunderbird: POP3 127.0.0.1:{pops} SSL/TLS (IMAP 127.0.0.1:{imaps} once it lands),
+  swaks --server 127.0.0.1:{sub} --tls --auth PLAIN --auth-user alice@{domain} \\
+        --auth-password <alice's password> --from alice@{domain} --to bob@{domain}
+  mutt -f 'imaps://alice%40{domain}@127.0.0.1:{imaps}/'   (after: export SSL_CERT_FILE={ca})
+  mutt -f 'pops://alice%40{domain}@127.0.0.1:{pops}/'
+  ln -s $PWD/target/debug/mailctl /tmp/sendmail                 (local submission:)
+  echo hi | POSTERN_CONFIG={config} /tmp/sendmail bob@{domain}
+  mailctl --config {config} queue list                          (the queue, like mailq)
+  Thunderbird: IMAP 127.0.0.1:{imaps} SSL/TLS (or POP3 127.0.0.1:{pops}),
                SMTP 127.0.0.1:{sub} STARTTLS, user alice@{domain};
                import {ca} under Certificates > Authorities.
 
-Real: the stack, config, logging, shutdown, authd logins against the directory
-(SASL PLAIN/LOGIN/SCRAM-SHA-256, Dovecot auth socket) and POP3 over the Maildirs.
-Not built yet (see README \"Status\"): SMTP and LMTP answer 421 and IMAP BYE
-until their issues land, so mail cannot arrive yet.
+Mail for {domain} is delivered into var/lib/mail/{domain}/<user>/Maildir; mail for other
+domains is routed by MX lookup (queue.delivery_transport = \"auto\"), so it stays deferred
+on a machine without outside DNS. Not built yet (see README \"Status\"): the security
+pipeline (SPF/DKIM/DMARC, greylisting, milters) and metrics.
 ",
         domain = g.mydomain,
         host = g.myhostname,
