@@ -25,4 +25,4 @@ if ((${#missing[@]})); then
 fi
 
 cargo build --release --workspace --bins
-exec ./target/release/postern-bench suite "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/postern-bench" suite "$@"
