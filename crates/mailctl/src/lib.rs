@@ -20,6 +20,7 @@
 //! mailctl queue list [QUEUE...] | show QUEUE_ID [--envelope]
 //! mailctl queue hold|release|delete QUEUE_ID... | ALL [QUEUE]
 //! mailctl queue flush [QUEUE_ID...]
+//! mailctl dns DOMAIN [--ip IPV4]... [--ipv6 IPV6]... [--json] [--ttl SECS] [--mx-preference N]
 //! mailq [-C config]
 //! newaliases [-C config]
 //! sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-C config] [recipient ...]
@@ -63,6 +64,9 @@
 //! * `queue list|show|hold|release|delete|flush` and `mailq`: the mail
 //!   queue over queue-manager's private socket, Postfix `mailq` /
 //!   `postsuper` / `postcat -q` style; see [`cmd::queue`].
+//! * `dns DOMAIN`: every DNS record the domain needs (MX, A/AAAA, SPF,
+//!   DMARC, MTA-STS, TLS-RPT, RFC 6186 SRV, autoconfig CNAMEs; DKIM not yet)
+//!   as a BIND zone fragment or JSON; see [`cmd::dns`].
 //!
 //! # EXIT STATUS
 //! 0 success; 1 failure (unknown domain/user/alias, duplicate, domain not
@@ -113,6 +117,8 @@ pub enum Command {
     /// The mail queue: list (= mailq), show, hold, release, delete, flush.
     #[command(subcommand)]
     Queue(cmd::queue::QueueCmd),
+    /// The DNS records a mail domain needs (BIND zone fragment or --json).
+    Dns(cmd::dns::DnsCmd),
 }
 
 /// Parse the command line and run. Called as `sendmail`, `newaliases` or
@@ -148,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Aliases(c) => ExitCode::from(cmd::aliases::run(&args.config, c)),
         Command::Pw(c) => ExitCode::from(cmd::pw::run(c)),
         Command::Queue(c) => ExitCode::from(cmd::queue::run(&args.config, c)),
+        Command::Dns(c) => ExitCode::from(cmd::dns::run(&args.config, c)),
     }
 }
 

@@ -3,6 +3,7 @@ pub mod admin;
 pub mod alias;
 pub mod aliases;
 pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod password;
 pub mod pw;
