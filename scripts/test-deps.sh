@@ -20,9 +20,11 @@ set -euo pipefail
 #                 Maildir (also the reference stack of `make bench`)
 #   dnsmasq-base  a real DNS server on loopback serving MX records for the
 #                 remote-delivery tests
+#   bind9-utils   named-checkzone/named-compilezone load `mailctl dns`'s zone fragment
+#                 with BIND's integrity checks (tests/tests/dns.rs)
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
   postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
-  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base)
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base bind9-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
