@@ -401,6 +401,21 @@ check("BODYSTRUCTURE extension data: disposition, boundary",
 check("BODY without extension data", b"ATTACHMENT" not in body and b"BOUNDARY" not in body, flat)
 m.logout()
 
+# SEARCH decodes encoded words and encoded bodies (CHARSET UTF-8 needles).
+m = connect()
+ok(m.create("Enc"), "create Enc")
+enc = (b"Subject: =?UTF-8?B?Q2Fmw6kgY3LDqG1l?=\r\nFrom: =?ISO-8859-1?Q?J=F6rg?= <j@x.test>\r\n"
+       b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+       b"w6ljbGFpciBhdSBjaG9jb2xhdA==\r\n")
+ok(m.append("Enc", None, None, enc), "append encoded")
+ok(m.append("Enc", None, None, b"Subject: plain\r\n\r\nnothing here\r\n"), "append plain")
+ok(m.select("Enc"), "select Enc")
+for key, needle in [("SUBJECT", "CAFÉ"), ("FROM", "jörg"), ("BODY", "éclair"), ("TEXT", "crème")]:
+    m.literal = needle.encode()
+    typ, data = m.search("UTF-8", key)
+    check("decoded SEARCH %s %s" % (key, needle), typ == "OK" and data[0] == b"1", data)
+m.logout()
+
 # MOVE renames the file into the destination (atomic per message): same
 # base name, flags and keywords carried over, COPYUID given.
 m = connect()

@@ -32,9 +32,11 @@
 //! NEW/RECENT (match nothing: no message is ever `\Recent`), OLD, LARGER,
 //! SMALLER, BEFORE/ON/SINCE (internal date, by UTC day), SENTBEFORE/SENTON/
 //! SENTSINCE (the Date: header's day in its own zone), SUBJECT, FROM, TO,
-//! CC, BCC, HEADER, BODY, TEXT (ASCII case-insensitive substring on the raw,
-//! undecoded message; a message is read once per search however many text
-//! keys need it), UID and sequence sets, NOT, OR, parenthesised lists,
+//! CC, BCC, HEADER, BODY, TEXT (case-insensitive substring, first on the
+//! raw message, then on the decoded form: RFC 2047 encoded words in headers,
+//! text parts with their transfer encoding and charset undone by
+//! mail-parser; a message is read once per search however many text keys
+//! need it), UID and sequence sets, NOT, OR, parenthesised lists,
 //! `CHARSET` UTF-8/US-ASCII (others: `[BADCHARSET]`), nesting bounded by
 //! `search::MAX_SEARCH_DEPTH`; IDLE
 //! (the mailbox is polled every 500 ms; while the modification times of
@@ -100,8 +102,8 @@
 //! IMAP, mutt reading and moving a message, and mutt resynchronising with
 //! its header cache through CONDSTORE/QRESYNC.
 //!
-//! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, MIME-decoding or
-//! charset-aware text search, IMAP4rev2, SCRAM-SHA-256
+//! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, charsets
+//! other than UTF-8/US-ASCII in SEARCH, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP.
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
 //! small bounded, hand-written tokenizer (`parse`).

@@ -334,6 +334,7 @@ impl Candidate<'_> {
                 all_headers(&hdr, field)
                     .iter()
                     .any(|v| parse::contains_ci(v, needle))
+                    || decoded_header_contains(&hdr, field, needle)
             }
             Key::Body(needle) => {
                 let msg = self.message();
@@ -341,9 +342,14 @@ impl Candidate<'_> {
                     .windows(4)
                     .position(|w| w == b"\r\n\r\n")
                     .map_or(msg.len(), |p| p + 4);
-                parse::contains_ci(&msg[start..], needle)
+                parse::contains_ci(&msg[start..], needle) || decoded_body_contains(msg, needle)
             }
-            Key::Text(needle) => parse::contains_ci(self.message(), needle),
+            Key::Text(needle) => {
+                let msg = self.message();
+                parse::contains_ci(msg, needle)
+                    || decoded_body_contains(msg, needle)
+                    || decoded_all_headers_contain(msg, needle)
+            }
             Key::Uid(set) => set.binary_search(&self.uid).is_ok(),
             Key::Seq(set) => set.binary_search(&self.msn).is_ok(),
             Key::Not(k) => !self.matches(k),
@@ -351,6 +357,65 @@ impl Candidate<'_> {
             Key::And(keys) => keys.iter().all(|k| self.matches(k)),
         }
     }
+}
+
+/// Case-insensitive (Unicode lowercase) containment of a UTF-8 needle.
+fn text_contains(hay: &str, needle: &[u8]) -> bool {
+    let needle = String::from_utf8_lossy(needle).to_lowercase();
+    hay.to_lowercase().contains(&needle)
+}
+
+/// A header value as text: encoded words decoded, addresses as
+/// "name address".
+fn header_text(v: &mail_parser::HeaderValue<'_>) -> String {
+    use mail_parser::HeaderValue;
+    match v {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        HeaderValue::Address(a) => a
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {}",
+                    x.name.as_deref().unwrap_or(""),
+                    x.address.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// RFC 2047 encoded words (`=?UTF-8?B?...?=`) decoded before matching, so
+/// a UTF-8 search finds a MIME-encoded Subject or name.
+fn decoded_header_contains(header: &[u8], field: &str, needle: &[u8]) -> bool {
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(header) else {
+        return false;
+    };
+    m.header_values(field)
+        .any(|v| text_contains(&header_text(v), needle))
+}
+
+fn decoded_all_headers_contain(msg: &[u8], needle: &[u8]) -> bool {
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(msg) else {
+        return false;
+    };
+    m.headers()
+        .iter()
+        .any(|h| text_contains(&header_text(&h.value), needle))
+}
+
+/// The text parts decoded (transfer encoding and charset) before matching.
+fn decoded_body_contains(msg: &[u8], needle: &[u8]) -> bool {
+    use mail_parser::PartType;
+    let Some(m) = mail_parser::MessageParser::default().parse(msg) else {
+        return false;
+    };
+    m.parts.iter().any(|p| match &p.body {
+        PartType::Text(t) | PartType::Html(t) => text_contains(t, needle),
+        _ => false,
+    })
 }
 
 /// Every (unfolded) value of header `name` in a wire-form header.
@@ -478,6 +543,27 @@ mod tests {
         assert!(t(&mut c, "HEADER X-A \"\""));
         assert!(!t(&mut c, "HEADER X-B \"\""));
         assert!(!t(&mut c, "NEW") && t(&mut c, "OLD"));
+        // Encoded words and encoded bodies are decoded for text keys.
+        let path2 = dir.join("e");
+        std::fs::write(
+            &path2,
+            "Subject: =?UTF-8?B?Q2Fmw6kgY3LDqG1l?=\nFrom: =?ISO-8859-1?Q?J=F6rg?= <j@x.test>\n\
+             Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n\
+             w6ljbGFpciBhdSBjaG9jb2xhdA==\n",
+        )
+        .unwrap();
+        let mut e = Candidate {
+            path: path2,
+            cached: None,
+            keywords: Vec::new(),
+            ..c
+        };
+        let te = |c: &mut Candidate, s: &str| c.matches(&parse(&toks(s), 5, 9).unwrap());
+        assert!(te(&mut e, "SUBJECT \"caf\u{e9} CR\u{c8}ME\""));
+        assert!(te(&mut e, "FROM \"j\u{f6}rg\""));
+        assert!(te(&mut e, "BODY \"\u{c9}CLAIR\""));
+        assert!(te(&mut e, "TEXT chocolat") && te(&mut e, "TEXT \"cr\u{e8}me\""));
+        assert!(!te(&mut e, "BODY vanille"));
         assert!(t(&mut c, "MODSEQ 12") && !t(&mut c, "MODSEQ 13"));
         assert!(t(&mut c, "MODSEQ \"/flags/\\\\draft\" all 5"));
         assert!(parse(&toks("NOT MODSEQ 3"), 1, 1).unwrap().uses_modseq());

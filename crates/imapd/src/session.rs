@@ -33,6 +33,10 @@ pub const MAX_KEYWORD_LEN: usize = 128;
 /// How often an IDLE session looks for changes.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 16 * 1024;
+/// Read size while no command is in progress (see `Session::fill`).
+const IDLE_READ_CHUNK: usize = 1024;
+/// Input/output buffer capacity kept between commands; larger ones are freed.
+const KEEP_BUFFER: usize = 16 * 1024;
 
 /// What every session shares.
 pub struct Shared {
@@ -717,7 +721,23 @@ impl Session {
         } else {
             PREAUTH_TIMEOUT
         };
-        let mut buf = vec![0u8; READ_CHUNK];
+        // The pending read holds its buffer for as long as the client is
+        // silent, which for an idle (IDLE-ing) client is hours: wait with a
+        // small one when no command is in progress, a large one for the rest
+        // of a command and its literals. Buffers grown by a large command or
+        // response are released here too.
+        if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
+            self.input = Vec::new();
+        }
+        if self.out.is_empty() && self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        }
+        let size = if self.input.is_empty() {
+            IDLE_READ_CHUNK
+        } else {
+            READ_CHUNK
+        };
+        let mut buf = vec![0u8; size];
         match tokio::time::timeout(timeout, self.conn.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Ok(false),
             Ok(Ok(n)) => {
