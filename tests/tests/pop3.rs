@@ -268,3 +268,60 @@ fn failed_command_limit_apop_disabled_and_no_apop_banner() {
     assert!(bye.contains("Too many errors"), "{bye}");
     assert_eq!(c.line(), None, "closed after the limit");
 }
+
+/// Issue 7: IMAP sessions run alongside a POP3 session on the same INBOX
+/// and see its deletions once it QUITs; the UIDL is the IMAP UID.
+#[test]
+fn imap_session_alongside_sees_pop3_deletions() {
+    let env = TestEnv::new();
+    let maildir = setup(&env, "dave@example.test", "pw-dave");
+    for i in 0..3 {
+        mailstore::deliver(
+            &maildir,
+            "INBOX",
+            format!("Subject: m{i}\r\n\r\nbody {i}\r\n").as_bytes(),
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _authd = Daemon::start(&env, "authd");
+    let _pop3d = Daemon::start(&env, "pop3d");
+    let imapd = Daemon::start(&env, "imapd");
+    let py = format!(
+        r#"
+import imaplib, poplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+m = imaplib.IMAP4_SSL("localhost", {imaps}, ssl_context=ctx)
+m.login("dave@example.test", "pw-dave")
+typ, data = m.select("INBOX")
+assert data[0] == b"3", data
+validity = int(m.untagged_responses["UIDVALIDITY"][0])
+p = poplib.POP3_SSL("localhost", {pop3s}, context=ctx)
+p.user("dave@example.test"); p.pass_("pw-dave")
+uidl = p.uidl(2)
+assert uidl.split()[2] == b"%08X%08X" % (2, validity), (uidl, validity)
+p.dele(2)
+# Before QUIT nothing is deleted: IMAP still sees three.
+m.noop()
+assert "EXPUNGE" not in m.untagged_responses, m.untagged_responses
+p.quit()
+typ, data = m.noop()
+assert m.untagged_responses.pop("EXPUNGE", None) == [b"2"], m.untagged_responses
+typ, data = m.uid("SEARCH", "ALL")
+assert data[0] == b"1 3", data
+m.logout()
+print("ok")
+"#,
+        ca = env.cert.ca_file.display().to_string(),
+        imaps = env.ports["imaps"],
+        pop3s = env.ports["pop3s"],
+    );
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}{}\n--- imapd ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        imapd.output()
+    );
+}
