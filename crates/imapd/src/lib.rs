@@ -23,7 +23,8 @@
 //! (without) from mail-parser's MIME tree, multipart and message/rfc822
 //! nesting, sizes of the still-encoded bodies, ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
 //! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`,
-//! MIME parts `1`, `2.1`, `2.MIME`, `2.HEADER`, `2.TEXT` (raw, still encoded),
+//! MIME parts `1`, `2.1`, `2.MIME`, `2.HEADER`, `2.TEXT`,
+//! `2.HEADER.FIELDS[.NOT] (..)` (raw, still encoded),
 //! and partials `<n.m>` (messages are sent with CRLF line ends; non-PEEK
 //! fetches set `\Seen`); STORE/UID STORE (FLAGS, +FLAGS, -FLAGS, .SILENT) with
 //! the system flags mapped to Maildir letters S R F T D; EXPUNGE, UID EXPUNGE;
@@ -102,7 +103,7 @@
 //! IMAP, mutt reading and moving a message, and mutt resynchronising with
 //! its header cache through CONDSTORE/QRESYNC.
 //!
-//! **Not implemented yet:** `HEADER.FIELDS` inside MIME parts, charsets
+//! **Not implemented yet:** charsets
 //! other than UTF-8/US-ASCII in SEARCH, IMAP4rev2, SCRAM-SHA-256
 //! over IMAP.
 //! An IMAP codec crate (imap-codec) is not used yet: commands are read by a

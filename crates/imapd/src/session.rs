@@ -660,6 +660,18 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(b"\r\n");
         Some(out)
+    } else if let Some(pos) = upper.find(".HEADER.FIELDS") {
+        // `n.HEADER.FIELDS (..)`: the fields of an encapsulated message's
+        // header (a message/rfc822 part).
+        let part = &spec[..pos];
+        if !part
+            .split('.')
+            .all(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+        {
+            return None;
+        }
+        let header = parse::part_section(msg, &format!("{part}.HEADER"))?;
+        section(&header, &spec[pos + 1..])
     } else {
         parse::part_section(msg, spec)
     }
@@ -2861,6 +2873,17 @@ mod tests {
             b"Subject: a\r\n\r\n"
         );
         assert!(section(msg, "X.MIME").is_none());
+        let nested = b"Subject: outer\r\nContent-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\nContent-Type: text/plain\r\n\r\nhi\r\n--Z\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: i@x\r\n\r\ninner body\r\n--Z--\r\n";
+        assert_eq!(
+            section(nested, "2.HEADER.FIELDS (SUBJECT)").unwrap(),
+            b"Subject: inner\r\n\r\n"
+        );
+        assert_eq!(
+            section(nested, "2.HEADER.FIELDS.NOT (SUBJECT)").unwrap(),
+            b"From: i@x\r\n\r\n"
+        );
+        assert!(section(b"", "2.HEADER.FIELDS (SUBJECT)").is_some());
+        assert!(section(b"", "x.HEADER.FIELDS (SUBJECT)").is_none());
         assert_eq!(section(msg, "1").unwrap(), b"body\r\n");
     }
 
