@@ -656,3 +656,38 @@ fn identical_messages_in_one_session_are_all_delivered() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(files(&maildir(&env, "alice")).len(), 5);
 }
+
+#[test]
+fn size_limit_while_streaming_and_command_line_bound() {
+    let env = TestEnv::new();
+    let _d = start(&env, "", "message_size_limit = 4096");
+    let mut c = Raw::connect(env.ports["smtp"]);
+    c.reply();
+    assert!(c.cmd("EHLO c\r\n").contains("250-SIZE 4096"));
+    // Declared too big: refused at MAIL.
+    assert!(
+        c.cmd("MAIL FROM:<carol@example.org> SIZE=5000\r\n")
+            .starts_with("552 5.3.4")
+    );
+    // Not declared: refused while streaming, after the whole DATA was read.
+    c.cmd("MAIL FROM:<carol@example.org>\r\n");
+    c.cmd("RCPT TO:<alice@example.test>\r\n");
+    assert!(c.cmd("DATA\r\n").starts_with("354"));
+    let mut big = String::from("Subject: big\r\n\r\n");
+    while big.len() < 6000 {
+        big.push_str("0123456789012345678901234567890123456789\r\n");
+    }
+    big.push_str(".\r\n");
+    let r = c.cmd(&big);
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    // The session goes on; a command line over the bound (512 octets per
+    // RFC 5321 4.5.3.1.4, plus room for extensions) is refused, not cut.
+    let long = format!("NOOP {}\r\n", "x".repeat(5000));
+    let r = c.cmd(&long);
+    assert!(r.starts_with("500 5.5.2"), "{r}");
+    assert!(c.cmd("NOOP\r\n").starts_with("250"));
+    // Nothing of the refused message was delivered.
+    c.cmd("QUIT\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(files(&maildir(&env, "alice")).is_empty());
+}
