@@ -85,7 +85,9 @@
 //! a simplified base subject without MIME decoding), THREAD=ORDEREDSUBJECT
 //! and THREAD=REFERENCES (Message-ID/References/In-Reply-To threading with
 //! empty containers pruned; step 5's subject gathering simplified to "roots
-//! with the same base subject go under the earliest one") (`sort` module); QUOTA (RFC 9208, `QUOTA=RES-STORAGE`): GETQUOTAROOT
+//! with the same base subject go under the earliest one"; reply chains are
+//! cut at `sort::MAX_THREAD_DEPTH` so crafted References cannot exhaust
+//! the stack) (`sort` module); QUOTA (RFC 9208, `QUOTA=RES-STORAGE`): GETQUOTAROOT
 //! and GETQUOTA report one root `""` with the directory's quota and the
 //! on-disk size of all folders (from the `S=` in the file names), SETQUOTA
 //! is refused (quotas are set with `mailctl user quota`); COMPRESS=DEFLATE

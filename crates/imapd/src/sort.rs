@@ -223,6 +223,11 @@ pub fn ordered_subject(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> St
     out
 }
 
+/// Deepest reply chain THREAD=REFERENCES builds: a message whose parent is
+/// already this deep starts a new thread instead. Bounds the recursion on
+/// a mailbox crafted with very long References chains.
+pub const MAX_THREAD_DEPTH: usize = 200;
+
 /// THREAD=REFERENCES (RFC 5256 section 3, after J. Zawinski): threads from
 /// Message-ID / References / In-Reply-To, empty containers pruned, siblings
 /// by date, roots with the same base subject gathered under the earliest
@@ -257,6 +262,18 @@ pub fn references(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> String 
         }
         true
     };
+    // Depth of `n` (0 for a root), counted up to the bound.
+    let depth = |nodes: &[Node], mut n: usize| -> usize {
+        let mut d = 0;
+        while let Some(p) = nodes[n].parent {
+            d += 1;
+            if d >= MAX_THREAD_DEPTH {
+                break;
+            }
+            n = p;
+        }
+        d
+    };
     let unlink = |nodes: &mut Vec<Node>, c: usize| {
         if let Some(p) = nodes[c].parent.take() {
             nodes[p].children.retain(|&x| x != c);
@@ -278,6 +295,7 @@ pub fn references(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> String 
             if let Some(p) = prev
                 && nodes[rc].parent.is_none()
                 && !ancestor(&nodes, rc, p)
+                && depth(&nodes, p) + 1 + subtree_height(&nodes, rc) < MAX_THREAD_DEPTH
             {
                 nodes[rc].parent = Some(p);
                 nodes[p].children.push(rc);
@@ -287,10 +305,26 @@ pub fn references(msgs: Vec<SortKeys>, id: impl Fn(&SortKeys) -> u32) -> String 
         unlink(&mut nodes, c);
         if let Some(p) = prev
             && !ancestor(&nodes, c, p)
+            && depth(&nodes, p) + 1 + subtree_height(&nodes, c) < MAX_THREAD_DEPTH
         {
             nodes[c].parent = Some(p);
             nodes[p].children.push(c);
         }
+    }
+    // Height of the subtree under `n`, counted up to the bound.
+    fn subtree_height(nodes: &[Node], n: usize) -> usize {
+        let mut h = 0;
+        let mut level = vec![n];
+        while !level.is_empty() && h < MAX_THREAD_DEPTH {
+            level = level
+                .iter()
+                .flat_map(|&x| nodes[x].children.iter().copied())
+                .collect();
+            if !level.is_empty() {
+                h += 1;
+            }
+        }
+        h
     }
     // The date of a container: its message's, else its first child's.
     fn date(nodes: &[Node], msgs: &[SortKeys], n: usize) -> (i64, u32) {
@@ -513,6 +547,23 @@ mod tests {
         for n in ["1", "2", "3"] {
             assert!(t.contains(n), "{t}");
         }
+        // A 5,000-message reply chain: bounded depth, no stack overflow,
+        // every message still listed.
+        let chain: Vec<SortKeys> = (1..=5000u32)
+            .map(|n| {
+                let refs: Vec<String> = (n.saturating_sub(3).max(1)..n)
+                    .map(|r| r.to_string())
+                    .collect();
+                let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+                m(n, &n.to_string(), &refs, "chain", i64::from(n))
+            })
+            .collect();
+        let t = references(chain, |k| k.msn);
+        let listed: std::collections::HashSet<&str> = t
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|x| !x.is_empty())
+            .collect();
+        assert_eq!(listed.len(), 5000);
         // A parent that is missing with two replies: a dummy root.
         let orphans = vec![
             m(1, "r1", &["gone"], "Re: q", 1),
