@@ -20,6 +20,8 @@
 //! mailctl queue list [QUEUE...] | show QUEUE_ID [--envelope]
 //! mailctl queue hold|release|delete QUEUE_ID... | ALL [QUEUE]
 //! mailctl queue flush [QUEUE_ID...]
+//! mailctl import maildir|mbox PATH --user ADDRESS [--folder F]
+//! mailctl export maildir|mbox --user ADDRESS PATH [--folder F]
 //! mailctl dns DOMAIN [--ip IPV4]... [--ipv6 IPV6]... [--json] [--ttl SECS] [--mx-preference N]
 //! mailq [-C config]
 //! newaliases [-C config]
@@ -67,6 +69,8 @@
 //! * `dns DOMAIN`: every DNS record the domain needs (MX, A/AAAA, SPF,
 //!   DMARC, MTA-STS, TLS-RPT, RFC 6186 SRV, autoconfig CNAMEs; DKIM not yet)
 //!   as a BIND zone fragment or JSON; see [`cmd::dns`].
+//! * `import`/`export`: a Maildir or an mbox into or out of a user's
+//!   folder, flags and internal dates kept; see [`cmd::import`].
 //!
 //! # EXIT STATUS
 //! 0 success; 1 failure (unknown domain/user/alias, duplicate, domain not
@@ -119,6 +123,12 @@ pub enum Command {
     Queue(cmd::queue::QueueCmd),
     /// The DNS records a mail domain needs (BIND zone fragment or --json).
     Dns(cmd::dns::DnsCmd),
+    /// Import a Maildir or an mbox into a user's mailbox.
+    #[command(subcommand)]
+    Import(cmd::import::ImportCmd),
+    /// Export a user's folder as a Maildir or an mbox.
+    #[command(subcommand)]
+    Export(cmd::import::ExportCmd),
 }
 
 /// Parse the command line and run. Called as `sendmail`, `newaliases` or
@@ -155,6 +165,8 @@ pub fn main() -> ExitCode {
         Command::Pw(c) => ExitCode::from(cmd::pw::run(c)),
         Command::Queue(c) => ExitCode::from(cmd::queue::run(&args.config, c)),
         Command::Dns(c) => ExitCode::from(cmd::dns::run(&args.config, c)),
+        Command::Import(c) => ExitCode::from(cmd::import::run_import(&args.config, c)),
+        Command::Export(c) => ExitCode::from(cmd::import::run_export(&args.config, c)),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod aliases;
 pub mod config;
 pub mod dns;
 pub mod domain;
+pub mod import;
 pub mod password;
 pub mod pw;
 pub mod queue;
