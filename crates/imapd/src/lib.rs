@@ -21,7 +21,8 @@
 //! parsed with mail-parser), BODYSTRUCTURE (with extension data: multipart
 //! parameters, disposition, language, location; MD5 is NIL) and BODY
 //! (without) from mail-parser's MIME tree, multipart and message/rfc822
-//! nesting, sizes of the still-encoded bodies, ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
+//! nesting (described down to `parse::MAX_MIME_DEPTH` levels), sizes of
+//! the still-encoded bodies, ALL/FAST/FULL, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[]/BODY.PEEK[] with
 //! sections `HEADER`, `TEXT`, `HEADER.FIELDS (..)`, `HEADER.FIELDS.NOT (..)`,
 //! MIME parts `1`, `2.1`, `2.MIME`, `2.HEADER`, `2.TEXT`,
 //! `2.HEADER.FIELDS[.NOT] (..)` (raw, still encoded),

@@ -594,6 +594,9 @@ mod text_tests {
 /// RFC 3501 BODYSTRUCTURE (non-extensible form: no extension data) of a
 /// wire-form message, from mail-parser's MIME tree. Sizes and line counts
 /// are of the raw (still transfer-encoded) part bodies. Nesting is bounded.
+/// Deepest MIME nesting BODYSTRUCTURE describes (Dovecot stops at 100).
+pub const MAX_MIME_DEPTH: usize = 64;
+
 pub fn bodystructure(msg: &[u8]) -> Vec<u8> {
     let mut out = b"BODYSTRUCTURE ".to_vec();
     structure_of(msg, 0, true, &mut out);
@@ -685,6 +688,12 @@ fn part_structure(
     out: &mut Vec<u8>,
 ) {
     use mail_parser::{MimeHeaders, PartType};
+    if depth > MAX_MIME_DEPTH {
+        // Deeper parts are shown as an empty text part: the recursion
+        // stays bounded whatever the message's nesting.
+        structure_of(b"", usize::MAX, ext, out);
+        return;
+    }
     let Some(part) = m.parts.get(id as usize) else {
         return;
     };
@@ -773,6 +782,27 @@ fn part_structure(
 #[cfg(test)]
 mod structure_tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let mut m = Vec::new();
+        for i in 0..5000 {
+            m.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        m.extend_from_slice(b"Content-Type: text/plain\r\n\r\nleaf\r\n");
+        let s = bodystructure(&m);
+        assert!(s.starts_with(b"BODYSTRUCTURE ("));
+        // The nesting was really parsed that deep, and cut at the bound.
+        let opens = s.iter().filter(|&&c| c == b'(').count();
+        assert!(
+            opens > MAX_MIME_DEPTH && opens < 3 * MAX_MIME_DEPTH,
+            "{opens}"
+        );
+        let _ = body(&m);
+    }
 
     #[test]
     fn single_and_multipart() {
