@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dedupe;
+use crate::identity::{FsIdentity, IdentityError, Owner};
 
 /// Why one recipient's copy was not delivered. Each maps to its own LMTP reply.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,9 @@ pub enum DeliveryError {
     /// Disk or permission problem: `451 4.3.0` (the client retries).
     #[error("cannot write the mailbox: {0}")]
     Store(#[from] mailstore::StoreError),
+    /// Cannot take the mailbox owner's identity: `451 4.3.0`.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
 }
 
 impl DeliveryError {
@@ -21,6 +25,7 @@ impl DeliveryError {
         match self {
             DeliveryError::OverQuota => (552, (5, 2, 2), "Mailbox full"),
             DeliveryError::Store(_) => (451, (4, 3, 0), "Temporary failure writing the mailbox"),
+            DeliveryError::Identity(_) => (451, (4, 3, 0), "Temporary local delivery error"),
         }
     }
 }
@@ -34,8 +39,13 @@ pub struct Target {
     pub maildir: PathBuf,
     /// Folder (`""` = INBOX).
     pub folder: String,
+    /// The `+extension` of the address: selects an existing folder of that
+    /// name when `folder` is empty (looked up with the owner's identity).
+    pub extension: String,
     /// Bytes; 0 = unlimited.
     pub quota_bytes: u64,
+    /// Whose identity the copy is written with.
+    pub owner: Owner,
 }
 
 /// Bytes used by a Maildir (all folders), from the `S=` sizes in file names
@@ -112,7 +122,34 @@ pub enum Delivery {
 /// Deliver `message` (CRLF, without trace headers) to `target`, unless it
 /// was delivered there before ([`crate::dedupe`]). Durable (fsynced) when
 /// it returns `Ok`.
+///
+/// For an [`Owner::User`] everything (folder lookup, duplicate check, quota
+/// count, Maildir creation, the copy, the duplicate record) runs with that
+/// user's file-system identity on the calling thread, which must therefore
+/// be a blocking thread, not an async worker; the identity is restored
+/// before this returns.
 pub fn deliver(
+    target: &Target,
+    return_path: &str,
+    message: &[u8],
+) -> Result<Delivery, DeliveryError> {
+    let _identity = match target.owner {
+        Owner::Daemon => None,
+        Owner::User { uid, gid } => Some(FsIdentity::switch(uid, gid)?),
+    };
+    if target.folder.is_empty() && !target.extension.is_empty() {
+        let folder = folder_for_extension(&target.maildir, &target.extension);
+        let resolved = Target {
+            folder,
+            extension: String::new(),
+            ..target.clone()
+        };
+        return deliver_here(&resolved, return_path, message);
+    }
+    deliver_here(target, return_path, message)
+}
+
+fn deliver_here(
     target: &Target,
     return_path: &str,
     message: &[u8],
@@ -145,7 +182,9 @@ mod tests {
             address: "alice@example.test".into(),
             maildir: dir.join("Maildir"),
             folder: String::new(),
+            extension: String::new(),
             quota_bytes: quota,
+            owner: Owner::Daemon,
         }
     }
 

@@ -52,6 +52,7 @@
 
 pub mod dedupe;
 pub mod deliver;
+pub mod identity;
 pub mod session;
 
 use std::path::Path;

@@ -11,7 +11,8 @@ use smtp_proto::{Capability, EnhancedCode, Event, Reply, Session, SessionConfig}
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
-use crate::deliver::{Delivery, Target, deliver, folder_for_extension};
+use crate::deliver::{Delivery, Target, deliver};
+use crate::identity::Owner;
 
 /// An LMTP client (queue-manager, Postfix) that sends nothing for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,13 +55,26 @@ async fn target_for(shared: &Shared, rcpt: &str) -> Result<Target, Reply> {
             if !info.enabled {
                 return Err(reply(550, (5, 2, 1), "Mailbox disabled"));
             }
-            let maildir = PathBuf::from(&info.mailbox);
-            let folder = folder_for_extension(&maildir, &ext);
+            let owner = match Owner::for_process(info.uid, info.gid) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(rcpt = %rcpt, user = %info.user, uid = info.uid, gid = info.gid, error = %e, "mailbox owner refused");
+                    return Err(reply(
+                        550,
+                        (5, 7, 1),
+                        "Delivery with root privileges refused; use an alias",
+                    ));
+                }
+            };
             Ok(Target {
                 address: rcpt.to_string(),
-                maildir,
-                folder,
+                maildir: PathBuf::from(&info.mailbox),
+                // Resolved at delivery, with the owner's identity (a system
+                // user's ~/Maildir need not be readable by the daemon).
+                folder: String::new(),
+                extension: ext,
                 quota_bytes: info.quota_bytes,
+                owner,
             })
         }
         Ok(_) => Err(reply(550, (5, 1, 1), "User unknown")),
