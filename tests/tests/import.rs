@@ -1,0 +1,319 @@
+//! `mailctl import` / `mailctl export`, black-box: an mbox and a Maildir
+//! imported into users made with mailctl, read back through the real imapd
+//! (Python's imaplib over IMAPS: counts, flags, internal dates, bytes) and
+//! through the store; export then import round-trips byte-exact.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
+
+use postern_tests::{Daemon, TestEnv, bin, run_tool};
+use serde_json::Value;
+
+const FAST: &str = "[authd.directory]
+default_scheme = \"SHA512-CRYPT\"
+cache_ttl_secs = 0
+";
+
+const PASSWORD: &str = "import-test-pw";
+
+fn env() -> TestEnv {
+    let env = TestEnv::new();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&env.config_path)
+        .unwrap();
+    write!(f, "\n{FAST}").unwrap();
+    env
+}
+
+fn ok(r: (i32, String, String)) -> (String, String) {
+    assert_eq!(r.0, 0, "stdout: {}\nstderr: {}", r.1, r.2);
+    (r.1, r.2)
+}
+
+fn mailctl(env: &TestEnv, args: &[&str]) -> (String, String) {
+    ok(run_tool(env, "mailctl", args))
+}
+
+fn add_user(env: &TestEnv, address: &str) -> PathBuf {
+    let mut child = Command::new(bin("mailctl"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["user", "add", address, "--password-stdin"])
+        .env_remove("POSTERN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (show, _) = mailctl(env, &["user", "show", address]);
+    let mailbox = show
+        .lines()
+        .find_map(|l| l.strip_prefix("mailbox: "))
+        .expect("mailbox line");
+    PathBuf::from(mailbox)
+}
+
+const MBOX: &[u8] = b"From alice@example.test Thu Dec  3 09:00:00 2026
+Return-Path: <alice@example.test>
+Subject: first
+Status: RO
+X-Status: AF
+
+seen, answered and flagged
+>From escaped in the file
+\x20
+
+From bob@example.test Fri Dec  4 10:30:00 2026
+Subject: second
+
+unread
+From in the middle of a line is not a separator
+
+From carol@example.test Sat Dec  5 11:45:10 2026
+Subject: third
+Status: O
+X-Status: T
+
+a draft
+
+";
+
+/// What imapd says about a folder: per message (flags, internal date,
+/// bytes), via Python's imaplib over IMAPS with the test CA.
+fn imap_read(env: &TestEnv, user: &str, folder: &str) -> Vec<Value> {
+    let script = r#"
+import imaplib, json, ssl, sys, time
+port, ca, user, pw, folder = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+m = imaplib.IMAP4_SSL("127.0.0.1", int(port), ssl_context=ctx, timeout=20)
+m.login(user, pw)
+typ, _ = m.select(folder, readonly=True)
+assert typ == "OK", typ
+out = []
+typ, data = m.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+# A message is a (head, literal) tuple followed by the rest of its line
+# (b")" or b" FLAGS (...))" when the server sends items after the literal).
+for i, part in enumerate(data):
+    if isinstance(part, tuple):
+        meta = part[0]
+        if i + 1 < len(data) and isinstance(data[i + 1], bytes):
+            meta += data[i + 1]
+        flags = sorted(f.decode() for f in imaplib.ParseFlags(meta))
+        tt = imaplib.Internaldate2tuple(meta)
+        out.append({"flags": flags, "date": int(time.mktime(tt)), "body": part[1].decode("latin-1")})
+m.logout()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(env.ports["imaps"].to_string())
+        .arg(&env.cert.ca_file)
+        .args([user, PASSWORD, folder])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+fn flags(v: &Value) -> Vec<String> {
+    v["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .filter(|f| f != "\\Recent")
+        .collect()
+}
+
+#[test]
+fn mbox_and_maildir_imports_read_back_through_imapd() {
+    let env = env();
+    mailctl(&env, &["domain", "add", "example.test"]);
+    add_user(&env, "alice@example.test");
+    let src = env.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mbox = src.join("mail.mbox");
+    std::fs::write(&mbox, MBOX).unwrap();
+    let (_, err) = mailctl(
+        &env,
+        &[
+            "import",
+            "mbox",
+            mbox.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+        ],
+    );
+    assert!(err.contains("imported 3 message(s)"), "{err}");
+
+    // A Maildir: one seen+flagged in cur/, one new, with their mtimes.
+    let md = src.join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    let put = |rel: &str, body: &str, mtime: u64| {
+        let p = md.join(rel);
+        std::fs::write(&p, body).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
+            .unwrap();
+    };
+    put(
+        "cur/1700000000.M1P1.old,S=30:2,FSa",
+        "Subject: kept\n\nflagged and seen\n",
+        1_700_000_000,
+    );
+    put(
+        "new/1700000100.M2P1.old",
+        "Subject: fresh\n\nnew mail\n",
+        1_700_000_100,
+    );
+    mailctl(
+        &env,
+        &[
+            "import",
+            "maildir",
+            md.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+            "--folder",
+            "Archive",
+        ],
+    );
+
+    let _authd = Daemon::start(&env, "authd");
+    let _imapd = Daemon::start(&env, "imapd");
+    let inbox = imap_read(&env, "alice@example.test", "INBOX");
+    assert_eq!(inbox.len(), 3, "{inbox:?}");
+    assert_eq!(flags(&inbox[0]), ["\\Answered", "\\Flagged", "\\Seen"]);
+    assert_eq!(inbox[0]["date"], 1_796_288_400u64, "From_ line date");
+    assert_eq!(
+        inbox[0]["body"],
+        "Return-Path: <alice@example.test>\r\nSubject: first\r\n\r\nseen, answered and flagged\r\nFrom escaped in the file\r\n \r\n"
+    );
+    assert!(flags(&inbox[1]).is_empty(), "{:?}", inbox[1]);
+    assert_eq!(inbox[1]["date"], 1_796_380_200u64);
+    assert!(
+        inbox[1]["body"]
+            .as_str()
+            .unwrap()
+            .ends_with("unread\r\nFrom in the middle of a line is not a separator\r\n")
+    );
+    assert_eq!(flags(&inbox[2]), ["\\Draft"]);
+    let archive = imap_read(&env, "alice@example.test", "Archive");
+    assert_eq!(archive.len(), 2, "{archive:?}");
+    assert_eq!(flags(&archive[0]), ["\\Flagged", "\\Seen"]);
+    assert_eq!(archive[0]["date"], 1_700_000_000u64);
+    assert_eq!(
+        archive[0]["body"],
+        "Subject: kept\r\n\r\nflagged and seen\r\n"
+    );
+    assert!(flags(&archive[1]).is_empty());
+    assert_eq!(archive[1]["date"], 1_700_000_100u64);
+}
+
+#[test]
+fn export_then_import_round_trips_byte_exact() {
+    let env = env();
+    mailctl(&env, &["domain", "add", "example.test"]);
+    let a = add_user(&env, "alice@example.test");
+    let b = add_user(&env, "bob@example.test");
+    let dir = env.path().join("x");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("in.mbox");
+    std::fs::write(&src, MBOX).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    mailctl(
+        &env,
+        &["import", "mbox", &s(&src), "--user", "alice@example.test"],
+    );
+    // mbox: alice -> file -> bob -> file, both files equal.
+    let (one, two) = (dir.join("one.mbox"), dir.join("two.mbox"));
+    mailctl(
+        &env,
+        &["export", "mbox", "--user", "alice@example.test", &s(&one)],
+    );
+    mailctl(
+        &env,
+        &["import", "mbox", &s(&one), "--user", "bob@example.test"],
+    );
+    mailctl(
+        &env,
+        &["export", "mbox", "--user", "bob@example.test", &s(&two)],
+    );
+    let (x, y) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    assert_eq!(String::from_utf8_lossy(&x), String::from_utf8_lossy(&y));
+    assert_eq!(
+        String::from_utf8_lossy(&x).matches("\nFrom ").count() + 1,
+        3
+    );
+
+    // Maildir: bob -> directory -> bob's "Copy" folder; same bytes, flags, dates.
+    let md = dir.join("export-md");
+    mailctl(
+        &env,
+        &["export", "maildir", "--user", "bob@example.test", &s(&md)],
+    );
+    mailctl(
+        &env,
+        &[
+            "import",
+            "maildir",
+            &s(&md),
+            "--user",
+            "bob@example.test",
+            "--folder",
+            "Copy",
+        ],
+    );
+    let inbox = mailstore::Mailbox::open(&b).unwrap();
+    let copy = mailstore::Mailbox::open(&mailstore::folder_path(&b, "Copy")).unwrap();
+    let alice = mailstore::Mailbox::open(&a).unwrap();
+    assert_eq!(inbox.messages().len(), 3);
+    for ((m, c), o) in inbox
+        .messages()
+        .iter()
+        .zip(copy.messages())
+        .zip(alice.messages())
+    {
+        let bytes = inbox.read_message(m.uid).unwrap();
+        assert_eq!(bytes, copy.read_message(c.uid).unwrap());
+        assert_eq!(bytes, alice.read_message(o.uid).unwrap());
+        assert_eq!((&m.flags, m.internal_date), (&c.flags, c.internal_date));
+        assert_eq!((&m.flags, m.internal_date), (&o.flags, o.internal_date));
+    }
+    // Refused: an unknown user, a path that is not a Maildir.
+    let (code, _, err) = run_tool(
+        &env,
+        "mailctl",
+        &["import", "mbox", &s(&src), "--user", "nobody@example.test"],
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = run_tool(
+        &env,
+        "mailctl",
+        &["import", "maildir", &s(&dir), "--user", "bob@example.test"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a Maildir"), "{err}");
+}
