@@ -1,0 +1,308 @@
+//! lmtp-delivery writing a system user's `~/Maildir` with that user's
+//! identity (uid:gid from authd), while virtual users' mailboxes stay the
+//! daemon's. Real authd (`system` and SQLite backends), real lmtp-delivery,
+//! Python's smtplib.LMTP on the Unix socket, a throwaway Unix account.
+//! Needs root (useradd; the daemon switches its file-system uid); CI runs
+//! as root.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use postern_tests::stack::{files, maildir, setup_users};
+use postern_tests::sysuser::SystemUser;
+use postern_tests::{Daemon, TestEnv, bin};
+
+const MSG1: &[u8] = b"Subject: to a system user\r\nFrom: carol@example.org\r\n\r\nline one\r\n.dot line\r\ncaf\xc3\xa9\r\n";
+const MSG2: &[u8] = b"Subject: second\r\n\r\nfor the archive\r\n";
+
+struct Account {
+    _user: SystemUser,
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+fn account() -> Account {
+    let user = SystemUser::create("Sys-pw 9");
+    let pw = nix::unistd::User::from_name(&user.name)
+        .unwrap()
+        .expect("passwd entry");
+    Account {
+        name: user.name.clone(),
+        uid: pw.uid.as_raw(),
+        gid: pw.gid.as_raw(),
+        home: pw.dir,
+        _user: user,
+    }
+}
+
+/// Send `msg` from `sender` to `rcpts` over LMTP; returns one line per
+/// recipient: `<rcpt> <code>` (250 for accepted ones).
+fn lmtp(env: &TestEnv, sender: &str, rcpts: &[&str], msg: &[u8], daemon: &Daemon) -> Vec<String> {
+    let py = format!(
+        r#"
+import re, smtplib
+c = smtplib.LMTP({sock:?})
+code, _ = c.ehlo("client.example")
+assert code == 250, code
+rcpts = {rcpts:?}
+code, _ = c.mail({sender:?})
+assert code == 250, code
+codes = {{}}
+for r in rcpts:
+    codes[r] = c.rcpt(r)[0]
+accepted = [r for r in rcpts if codes[r] == 250]
+if accepted:
+    code, _ = c.docmd("DATA")
+    assert code == 354, code
+    c.send(re.sub(rb"(?m)^\.", b"..", bytes.fromhex({hex:?})) + b".\r\n")
+    # LMTP: one reply per accepted recipient, in RCPT order.
+    for r in accepted:
+        codes[r] = c.getreply()[0]
+for r in rcpts:
+    print(r, codes[r])
+c.quit()
+"#,
+        sock = env.socket("private/lmtp.sock").display().to_string(),
+        hex = msg.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n--- lmtp-delivery ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.output()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+/// Every file and directory under `root` (and `root` itself).
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let mut children: Vec<_> = std::fs::read_dir(&out[i])
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            children.sort();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn daemon_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
+fn expected(rcpt: &str, msg: &[u8]) -> Vec<u8> {
+    let mut v = format!("Return-Path: <carol@example.org>\nDelivered-To: {rcpt}\n").into_bytes();
+    v.extend(mailstore::to_stored_form(msg).0);
+    v
+}
+
+#[test]
+fn system_user_mail_is_written_as_the_user() {
+    let acct = account();
+    let env = TestEnv::new();
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(
+        "\n[authd.directory]\nbackend = \"system\"\nmydestination = [\"sys.example.test\"]\n\
+         myorigin = \"sys.example.test\"\ncache_ttl_secs = 1\n",
+    );
+    std::fs::write(&env.config_path, text).unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let lmtpd = Daemon::start(&env, "lmtp-delivery");
+    assert_ne!(
+        (acct.uid, acct.gid),
+        daemon_ids(),
+        "the test needs a daemon identity other than the user's"
+    );
+    let addr = format!("{}@sys.example.test", acct.name);
+    let ext = format!("{}+archive@sys.example.test", acct.name);
+    let md = acct.home.join("Maildir");
+    assert!(!md.exists());
+
+    // First delivery creates ~/Maildir with its default folders; the
+    // retry of the same message is recognised as a duplicate; root is
+    // refused (below system_min_uid: disabled).
+    let r = lmtp(
+        &env,
+        "carol@example.org",
+        &[&addr, "root@sys.example.test"],
+        MSG1,
+        &lmtpd,
+    );
+    assert_eq!(
+        r,
+        [format!("{addr} 250"), "root@sys.example.test 550".into()]
+    );
+    let r = lmtp(&env, "carol@example.org", &[&addr], MSG1, &lmtpd);
+    assert_eq!(r, [format!("{addr} 250")]);
+    // user+archive@ finds the Archive folder (looked up as the user).
+    let r = lmtp(&env, "carol@example.org", &[&ext], MSG2, &lmtpd);
+    assert_eq!(r, [format!("{ext} 250")]);
+
+    let inbox = files(&md);
+    assert_eq!(inbox.len(), 1, "one copy despite the retry: {inbox:?}");
+    assert!(inbox[0].starts_with(md.join("new")));
+    assert_eq!(std::fs::read(&inbox[0]).unwrap(), expected(&addr, MSG1));
+    let archive = files(&md.join(".Archive"));
+    assert_eq!(archive.len(), 1, "{archive:?}");
+    assert_eq!(std::fs::read(&archive[0]).unwrap(), expected(&ext, MSG2));
+
+    // Everything lmtp-delivery created is the user's: the Maildir, its
+    // folders and their markers, subscriptions, the messages, the
+    // duplicate records and their directory.
+    let all = walk(&md);
+    for must in [
+        md.join("new"),
+        md.join("tmp"),
+        md.join(".Sent/cur"),
+        md.join(".Archive/maildirfolder"),
+        md.join("subscriptions"),
+        md.join("postern-lmtp-seen"),
+    ] {
+        assert!(all.contains(&must), "{} missing", must.display());
+    }
+    let records: Vec<_> = std::fs::read_dir(md.join("postern-lmtp-seen"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(records.len(), 2, "one duplicate record per copy");
+    for p in &all {
+        assert_eq!(
+            owner(p),
+            (acct.uid, acct.gid),
+            "{} not owned by the user",
+            p.display()
+        );
+    }
+    let out = lmtpd.output();
+    assert!(out.contains("duplicate suppressed"), "{out}");
+}
+
+/// Virtual users (SQLite, no uid) and a user with a uid/gid of its own in
+/// the same daemon: after a delivery as the user the same blocking thread
+/// writes the next recipient's copy with the daemon's identity again.
+fn mixed_setup(env: &TestEnv, acct: &Account) {
+    setup_users(env, "");
+    postern_tests::stack::mailctl(
+        env,
+        &["user", "add", "sys@example.test", "--password-stdin"],
+        Some("pw-sys\n"),
+    );
+    let db = env.path().join("lib/directory.sqlite");
+    let py = format!(
+        "import sqlite3\nc = sqlite3.connect({db:?})\n\
+         n = c.execute('UPDATE users SET uid = ?, gid = ?, maildir = ? WHERE email = ?', ({uid}, {gid}, {md:?}, 'sys@example.test')).rowcount\n\
+         assert n == 1, n\nc.commit()\n",
+        db = db.display().to_string(),
+        uid = acct.uid,
+        gid = acct.gid,
+        md = acct.home.join("Maildir").display().to_string(),
+    );
+    let out = Command::new("python3").arg("-c").arg(py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn identity_is_restored_for_the_next_virtual_recipient() {
+    let acct = account();
+    let env = TestEnv::new();
+    mixed_setup(&env, &acct);
+    let _authd = Daemon::start(&env, "authd");
+    let lmtpd = Daemon::start(&env, "lmtp-delivery");
+    let rcpts = ["sys@example.test", "alice@example.test", "bob@example.test"];
+    // One transaction: the copies are written one after the other on one
+    // thread, the system user's first.
+    let r = lmtp(&env, "carol@example.org", &rcpts, MSG1, &lmtpd);
+    assert_eq!(r, rcpts.map(|a| format!("{a} 250")));
+    // And the next transaction, virtual only.
+    let r = lmtp(
+        &env,
+        "carol@example.org",
+        &["alice@example.test"],
+        MSG2,
+        &lmtpd,
+    );
+    assert_eq!(r, ["alice@example.test 250"]);
+
+    let sys = acct.home.join("Maildir");
+    assert_eq!(files(&sys).len(), 1);
+    for p in walk(&sys) {
+        assert_eq!(owner(&p), (acct.uid, acct.gid), "{}", p.display());
+    }
+    let alice = maildir(&env, "alice");
+    assert_eq!(files(&alice).len(), 2);
+    for user in ["alice", "bob"] {
+        let md = maildir(&env, user);
+        let all = walk(&md);
+        assert!(all.contains(&md.join("postern-lmtp-seen")));
+        for p in all {
+            assert_eq!(
+                owner(&p),
+                daemon_ids(),
+                "{} is not the daemon's: identity not restored",
+                p.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(&files(&sys)[0]).unwrap(),
+        expected("sys@example.test", MSG1)
+    );
+}
+
+/// Without CAP_SETUID/CAP_SETGID (root with both removed from its
+/// capability sets) the switch fails: `451 4.3.0` for the system user,
+/// nothing written in its home, virtual users still delivered.
+#[test]
+fn without_the_capabilities_the_user_gets_451() {
+    let acct = account();
+    let env = TestEnv::new();
+    mixed_setup(&env, &acct);
+    let _authd = Daemon::start(&env, "authd");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--inh-caps=-setuid,-setgid",
+        "--bounding-set=-setuid,-setgid",
+        "--",
+    ])
+    .arg(bin("lmtp-delivery"));
+    let mut lmtpd = Daemon::spawn(&env, "lmtp-delivery", cmd);
+    lmtpd
+        .wait_notification("READY=1", std::time::Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lmtpd.output()));
+    let rcpts = ["sys@example.test", "alice@example.test"];
+    let r = lmtp(&env, "carol@example.org", &rcpts, MSG1, &lmtpd);
+    assert_eq!(r, ["sys@example.test 451", "alice@example.test 250"]);
+    assert!(!acct.home.join("Maildir").exists());
+    assert_eq!(files(&maildir(&env, "alice")).len(), 1);
+    let out = lmtpd.output();
+    assert!(
+        out.contains("delivery failed") && out.contains("CAP_SETUID"),
+        "{out}"
+    );
+}
