@@ -423,6 +423,41 @@ fn pipelining_after_end_of_data_bdat_and_vrfy() {
     );
 }
 
+/// Submit `messages` over implicit TLS (port 465, CA verified) with
+/// Python's smtplib, logged in as `user`, each to `rcpt`.
+fn submit(env: &TestEnv, user: &str, pw: &str, rcpt: &str, messages: &[&str]) {
+    let sends: String = messages
+        .iter()
+        .map(|m| format!("s.sendmail({user:?}, [{rcpt:?}], {m:?}.encode())\n"))
+        .collect();
+    let script = format!(
+        "import smtplib, ssl\nctx = ssl.create_default_context(cafile={ca:?})\n\
+         s = smtplib.SMTP_SSL(\"127.0.0.1\", {port}, context=ctx)\n\
+         s.login({user:?}, {pw:?})\n{sends}s.quit()\n",
+        ca = env.cert.ca_file.display().to_string(),
+        port = env.ports["submissions"]
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Wait for `n` messages in `user`'s Maildir; their texts.
+fn read_all(env: &TestEnv, user: &str, n: usize) -> Vec<String> {
+    wait_for_messages(&maildir(env, user), n, Duration::from_secs(20))
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
 #[test]
 fn vrfy_when_enabled_and_date_message_id_on_submission() {
     let env = TestEnv::new();
@@ -443,34 +478,17 @@ fn vrfy_when_enabled_and_date_message_id_on_submission() {
 
     // Submission over implicit TLS with Python's smtplib: a message without
     // Date and Message-ID gets both, one with them keeps its own.
-    let script = format!(
-        r#"
-import smtplib, ssl
-ctx = ssl.create_default_context(cafile={ca:?})
-s = smtplib.SMTP_SSL("127.0.0.1", {port}, context=ctx)
-s.login("alice@example.test", "pw-alice")
-s.sendmail("alice@example.test", ["bob@example.test"], b"Subject: bare\r\n\r\nno date\r\n")
-s.sendmail("alice@example.test", ["bob@example.test"], b"Subject: own\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <mine@example.test>\r\n\r\nown\r\n")
-s.quit()
-"#,
-        ca = env.cert.ca_file.display().to_string(),
-        port = env.ports["submissions"]
+    submit(
+        &env,
+        "alice@example.test",
+        "pw-alice",
+        "bob@example.test",
+        &[
+            "Subject: bare\r\n\r\nno date\r\n",
+            "Subject: own\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <mine@example.test>\r\n\r\nown\r\n",
+        ],
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bob = wait_for_messages(&maildir(&env, "bob"), 2, Duration::from_secs(20)).unwrap();
-    let texts: Vec<String> = bob
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let texts = read_all(&env, "bob", 2);
     let bare = texts.iter().find(|t| t.contains("Subject: bare")).unwrap();
     let (head, body) = bare.split_once("\n\n").unwrap();
     assert!(head.contains("\nDate: "), "{bare}");
@@ -590,33 +608,14 @@ fn bare_newline_policy_and_received_privacy() {
     assert!(c.cmd("DATA\r\n").starts_with("354"));
     let r = c.cmd("Subject: bare\r\n\r\nline one\nline two\r\n.\r\n");
     assert!(r.starts_with("250 2.0.0"), "{r}");
-    let script = format!(
-        r#"
-import smtplib, ssl
-ctx = ssl.create_default_context(cafile={ca:?})
-s = smtplib.SMTP_SSL("127.0.0.1", {port}, context=ctx)
-s.login("bob@example.test", "pw-bob")
-s.sendmail("bob@example.test", ["alice@example.test"], b"Subject: from bob\r\n\r\nhi\r\n")
-s.quit()
-"#,
-        ca = env.cert.ca_file.display().to_string(),
-        port = env.ports["submissions"]
+    submit(
+        &env,
+        "bob@example.test",
+        "pw-bob",
+        "alice@example.test",
+        &["Subject: from bob\r\n\r\nhi\r\n"],
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let files = wait_for_messages(&maildir(&env, "alice"), 2, Duration::from_secs(20)).unwrap();
-    let texts: Vec<String> = files
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
+    let texts = read_all(&env, "alice", 2);
     let bare = texts.iter().find(|t| t.contains("Subject: bare")).unwrap();
     assert!(bare.ends_with("\n\nline one\nline two\n"), "{bare}");
     let from_bob = texts
