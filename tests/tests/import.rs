@@ -73,6 +73,7 @@ Return-Path: <alice@example.test>
 Subject: first
 Status: RO
 X-Status: AF
+X-Keywords: Work $Forwarded
 
 seen, answered and flagged
 >From escaped in the file
@@ -178,8 +179,10 @@ fn mbox_and_maildir_imports_read_back_through_imapd() {
         f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
             .unwrap();
     };
+    // Keyword letters: a = Important, b = $Junk (Dovecot's list).
+    std::fs::write(md.join("dovecot-keywords"), "0 Important\n1 $Junk\n").unwrap();
     put(
-        "cur/1700000000.M1P1.old,S=30:2,FSa",
+        "cur/1700000000.M1P1.old,S=30:2,FSb",
         "Subject: kept\n\nflagged and seen\n",
         1_700_000_000,
     );
@@ -205,7 +208,10 @@ fn mbox_and_maildir_imports_read_back_through_imapd() {
     let _imapd = Daemon::start(&env, "imapd");
     let inbox = imap_read(&env, "alice@example.test", "INBOX");
     assert_eq!(inbox.len(), 3, "{inbox:?}");
-    assert_eq!(flags(&inbox[0]), ["\\Answered", "\\Flagged", "\\Seen"]);
+    assert_eq!(
+        flags(&inbox[0]),
+        ["$Forwarded", "Work", "\\Answered", "\\Flagged", "\\Seen"]
+    );
     assert_eq!(inbox[0]["date"], 1_796_288_400u64, "From_ line date");
     assert_eq!(
         inbox[0]["body"],
@@ -222,7 +228,7 @@ fn mbox_and_maildir_imports_read_back_through_imapd() {
     assert_eq!(flags(&inbox[2]), ["\\Draft"]);
     let archive = imap_read(&env, "alice@example.test", "Archive");
     assert_eq!(archive.len(), 2, "{archive:?}");
-    assert_eq!(flags(&archive[0]), ["\\Flagged", "\\Seen"]);
+    assert_eq!(flags(&archive[0]), ["$Junk", "\\Flagged", "\\Seen"]);
     assert_eq!(archive[0]["date"], 1_700_000_000u64);
     assert_eq!(
         archive[0]["body"],

@@ -13,20 +13,22 @@
 //!
 //! * **Maildir** (a directory with `cur/` and `new/`; only that level, not
 //!   its `.Folder` subfolders): the bytes, the standard flags of the
-//!   `:2,` info (`D F P R S T`; keyword letters are dropped, their names
-//!   live in the source's `dovecot-keywords`), the internal date from the
+//!   `:2,` info (`D F P R S T`) and keywords (letters `a`..`z` named by
+//!   the source's `dovecot-keywords`, given the target folder's letters),
+//!   the internal date from the
 //!   file's mtime (what Dovecot uses). `dovecot-uidlist` UIDs are **not**
 //!   kept: clients re-download imported mail.
 //! * **mbox** (mboxrd: `>From ` lines unescaped, one level of `>` removed):
 //!   the bytes; `Status:` (`R` → `\Seen`) and `X-Status:` (`A` → answered,
 //!   `F` → flagged, `T` → draft, `D` → deleted) become flags and are
-//!   removed from the stored headers; the internal date from the `From `
+//!   removed from the stored headers, as is `X-Keywords:` (Dovecot's
+//!   keyword header, names separated by spaces); the internal date from the `From `
 //!   line (asctime, UTC), else the import time.
 //!
 //! Export writes the folder (default INBOX) in UID order: a Maildir
-//! (`cur/<name>:2,<flags>`, mtime = internal date) or an mboxrd file
+//! (`cur/<name>:2,<flags>` and its `dovecot-keywords`, mtime = internal date) or an mboxrd file
 //! (`From <Return-Path or MAILER-DAEMON> <asctime of the internal date>`,
-//! `Status:`/`X-Status:` added from the flags, `From ` lines escaped, a blank
+//! `Status:`/`X-Status:`/`X-Keywords:` added from the flags, `From ` lines escaped, a blank
 //! line after each message). mbox export → import → export gives the same
 //! bytes. Progress goes to stderr (a counter on a terminal, a summary line
 //! always). Run as root, files created in the mail store are given to the
@@ -104,6 +106,8 @@ pub struct Item {
     pub flags: String,
     /// Seconds since the epoch.
     pub date: Option<u64>,
+    /// IMAP keywords (`$Forwarded`, `Work`, ...).
+    pub keywords: Vec<String>,
 }
 
 /// The user's Maildir root from the directory.
@@ -222,7 +226,15 @@ pub fn import(
             .context("delivered file name")?
             .to_string();
         let dir = mailstore::folder_path(root, folder);
-        let dest = dir.join("cur").join(name::with_flags(&base, &item.flags));
+        let mut flags = item.flags.clone();
+        if !item.keywords.is_empty() {
+            let names: Vec<&str> = item.keywords.iter().map(String::as_str).collect();
+            let letters = mailstore::keyword_letters(&dir, &names, true)
+                .with_context(|| format!("keywords of {}", dir.display()))?;
+            flags.extend(letters.into_iter().flatten());
+            flags = name::normalize_flags(&flags);
+        }
+        let dest = dir.join("cur").join(name::with_flags(&base, &flags));
         fs::rename(&d.path, &dest).with_context(|| format!("moving to {}", dest.display()))?;
         progress.tick("imported");
         Ok(())
@@ -296,6 +308,7 @@ pub fn read_maildir(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::
     if !path.join("cur").is_dir() && !path.join("new").is_dir() {
         bail!("{}: not a Maildir (no cur/ or new/)", path.display());
     }
+    let keywords = mailstore::read_keywords(path);
     let mut files = Vec::new();
     for sub in ["cur", "new"] {
         let dir = path.join(sub);
@@ -326,11 +339,22 @@ pub fn read_maildir(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::
         }
     }
     files.sort();
-    Ok(files.into_iter().map(|(_, name, p, new, mtime, len)| {
+    Ok(files.into_iter().map(move |(_, name, p, new, mtime, len)| {
         if len as usize > MAX_IMPORT_MESSAGE {
             bail!("{}: larger than {MAX_IMPORT_MESSAGE} bytes", p.display());
         }
         let bytes = fs::read(&p).with_context(|| p.display().to_string())?;
+        let info = name.rsplit_once(":2,").map_or("", |(_, i)| i);
+        let names = if new {
+            Vec::new()
+        } else {
+            info.chars()
+                .filter(char::is_ascii_lowercase)
+                .filter_map(|c| keywords.get(usize::from(c as u8 - b'a')))
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect()
+        };
         Ok(Item {
             bytes,
             flags: if new {
@@ -339,6 +363,7 @@ pub fn read_maildir(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::
                 maildir_flags(&name)
             },
             date: mtime,
+            keywords: names,
         })
     }))
 }
@@ -369,6 +394,7 @@ fn mbox_flags(status: &str, x_status: &str) -> String {
 fn mbox_item(from_line: &[u8], lines: &[Vec<u8>]) -> Item {
     let mut bytes = Vec::new();
     let (mut status, mut x_status) = (String::new(), String::new());
+    let mut keywords: Vec<String> = Vec::new();
     let mut in_header = true;
     for l in lines {
         if in_header {
@@ -385,6 +411,15 @@ fn mbox_item(from_line: &[u8], lines: &[Vec<u8>]) -> Item {
                     x_status = v.trim().to_ascii_uppercase();
                     continue;
                 }
+                if lower.starts_with("x-keywords:") {
+                    keywords.extend(
+                        text["x-keywords:".len()..]
+                            .split(|c: char| c.is_whitespace() || c == ',')
+                            .filter(|k| !k.is_empty())
+                            .map(str::to_string),
+                    );
+                    continue;
+                }
             }
         }
         // mboxrd: ">From ", ">>From " ... lose one '>'.
@@ -399,6 +434,7 @@ fn mbox_item(from_line: &[u8], lines: &[Vec<u8>]) -> Item {
         bytes,
         flags: mbox_flags(&status, &x_status),
         date: parse_from_line_date(&String::from_utf8_lossy(from_line)),
+        keywords,
     }
 }
 
@@ -502,7 +538,7 @@ pub fn asctime(secs: u64) -> String {
 
 /// One message in mboxrd form (From_ line, Status headers, escaped body,
 /// blank separator line).
-pub fn mbox_entry(message: &[u8], flags: &str, date: u64) -> Vec<u8> {
+pub fn mbox_entry(message: &[u8], flags: &str, keywords: &[String], date: u64) -> Vec<u8> {
     let header_end = message
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -534,16 +570,20 @@ pub fn mbox_entry(message: &[u8], flags: &str, date: u64) -> Vec<u8> {
             x.push(c);
         }
     }
+    let mut meta = format!("Status: {status}\n");
+    if !x.is_empty() {
+        meta.push_str(&format!("X-Status: {x}\n"));
+    }
+    if !keywords.is_empty() {
+        meta.push_str(&format!("X-Keywords: {}\n", keywords.join(" ")));
+    }
     let body_lines = message.split_inclusive(|&b| b == b'\n');
     let mut in_header = true;
     let mut wrote_status = false;
     for l in body_lines {
         if in_header && (l == b"\n" || l == b"\r\n") {
             in_header = false;
-            out.extend(format!("Status: {status}\n").as_bytes());
-            if !x.is_empty() {
-                out.extend(format!("X-Status: {x}\n").as_bytes());
-            }
+            out.extend(meta.as_bytes());
             wrote_status = true;
         }
         let gt = l.iter().take_while(|&&b| b == b'>').count();
@@ -557,10 +597,7 @@ pub fn mbox_entry(message: &[u8], flags: &str, date: u64) -> Vec<u8> {
         if !out.ends_with(b"\n") {
             out.push(b'\n');
         }
-        out.extend(format!("Status: {status}\n").as_bytes());
-        if !x.is_empty() {
-            out.extend(format!("X-Status: {x}\n").as_bytes());
-        }
+        out.extend(meta.as_bytes());
     }
     if !out.ends_with(b"\n") {
         out.push(b'\n');
@@ -583,9 +620,18 @@ pub fn export(root: &Path, format: Format, path: &Path, folder: &str) -> anyhow:
             let mut f = std::io::BufWriter::new(
                 fs::File::create(&tmp).with_context(|| tmp.display().to_string())?,
             );
+            let names = mailstore::read_keywords(&dir);
             for m in mailbox.messages() {
                 let bytes = mailbox.read_message(m.uid)?;
-                f.write_all(&mbox_entry(&bytes, &m.flags, m.internal_date))?;
+                let keywords: Vec<String> = m
+                    .flags
+                    .chars()
+                    .filter(char::is_ascii_lowercase)
+                    .filter_map(|c| names.get(usize::from(c as u8 - b'a')))
+                    .filter(|k| !k.is_empty())
+                    .cloned()
+                    .collect();
+                f.write_all(&mbox_entry(&bytes, &m.flags, &keywords, m.internal_date))?;
                 progress.tick("exported");
             }
             let f = f.into_inner().map_err(|e| e.into_error())?;
@@ -597,10 +643,14 @@ pub fn export(root: &Path, format: Format, path: &Path, folder: &str) -> anyhow:
                 fs::create_dir_all(path.join(sub))
                     .with_context(|| path.join(sub).display().to_string())?;
             }
+            let keywords = dir.join(mailstore::KEYWORDS_FILE);
+            if keywords.exists() {
+                fs::copy(&keywords, path.join(mailstore::KEYWORDS_FILE))
+                    .with_context(|| keywords.display().to_string())?;
+            }
             for m in mailbox.messages() {
                 let bytes = mailbox.read_message(m.uid)?;
-                let flags: String = m.flags.chars().filter(|c| c.is_ascii_uppercase()).collect();
-                let dest = path.join("cur").join(name::with_flags(&m.base, &flags));
+                let dest = path.join("cur").join(name::with_flags(&m.base, &m.flags));
                 if dest.exists() {
                     bail!("{} exists", dest.display());
                 }
@@ -675,13 +725,13 @@ mod tests {
         assert_eq!(items[1].bytes, b"Subject: two\n\nlast\n");
         let mut again = Vec::new();
         for i in &items {
-            again.extend(mbox_entry(&i.bytes, &i.flags, i.date.unwrap()));
+            again.extend(mbox_entry(&i.bytes, &i.flags, &i.keywords, i.date.unwrap()));
         }
         let items2 = parse(&again);
         assert_eq!(items, items2);
         let mut third = Vec::new();
         for i in &items2 {
-            third.extend(mbox_entry(&i.bytes, &i.flags, i.date.unwrap()));
+            third.extend(mbox_entry(&i.bytes, &i.flags, &i.keywords, i.date.unwrap()));
         }
         assert_eq!(again, third);
         assert!(parse(b"").is_empty());
