@@ -118,13 +118,56 @@ pub fn current() -> (u32, u32) {
     )
 }
 
+/// `CAP_SETGID` and `CAP_SETUID` (linux/capability.h).
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+/// Bound on the `/proc/thread-self/status` read.
+const MAX_STATUS: u64 = 64 * 1024;
+
+/// The calling thread's effective capabilities (`CapEff:` of
+/// `/proc/thread-self/status`); none when it cannot be read.
+pub fn effective_capabilities() -> u64 {
+    use std::io::Read;
+    let mut text = String::new();
+    if std::fs::File::open("/proc/thread-self/status")
+        .and_then(|f| f.take(MAX_STATUS).read_to_string(&mut text))
+        .is_err()
+    {
+        return 0;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
 impl FsIdentity {
     /// Switch the calling thread to `uid:gid` for file-system access and
     /// verify that both took effect; on failure nothing stays changed.
+    /// Without `CAP_SETUID`/`CAP_SETGID` in the thread's effective set the
+    /// calls are not made at all.
     pub fn switch(uid: u32, gid: u32) -> Result<FsIdentity, IdentityError> {
         if uid == 0 || gid == 0 {
             // Owner::for_ids never yields these; refuse rather than gain root.
             return Err(IdentityError::RootGroup { uid });
+        }
+        let (fsuid, fsgid) = current();
+        let caps = effective_capabilities();
+        let lacking = |cap: u32, from: u32, to: u32| from != to && caps & (1 << cap) == 0;
+        if fsuid == u32::MAX
+            || fsgid == u32::MAX
+            || lacking(CAP_SETUID, fsuid, uid)
+            || lacking(CAP_SETGID, fsgid, gid)
+        {
+            // Not even tried: under systemd's system-call filter without
+            // the drop-in (lmtp-delivery(8) SECURITY) the call would kill
+            // the process instead of failing.
+            return Err(IdentityError::Switch {
+                uid,
+                gid,
+                fsuid,
+                fsgid,
+            });
         }
         // Group first, while the uid still carries the privileges.
         let prev_gid = setfsgid(Gid::from_raw(gid));
@@ -175,6 +218,18 @@ impl Drop for FsIdentity {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn capabilities_are_read() {
+        let caps = effective_capabilities();
+        if nix::unistd::geteuid().is_root() {
+            // Root in CI holds at least these two (a container may lack others).
+            assert_ne!(caps & (1 << CAP_SETUID), 0, "{caps:x}");
+            assert_ne!(caps & (1 << CAP_SETGID), 0, "{caps:x}");
+        } else {
+            assert_eq!(caps & (1 << CAP_SETUID), 0, "{caps:x}");
+        }
+    }
 
     #[test]
     fn owners() {

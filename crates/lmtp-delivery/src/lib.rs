@@ -23,9 +23,42 @@
 //! second copy as long as the first one is still in the mailbox ([`dedupe`]).
 //! Tested by killing each daemon during a burst (`tests/tests/crash.rs`).
 //!
-//! **Status:** working for virtual users owned by the daemon's user. Not yet:
-//! delivery as other uids (system users' `~/Maildir`), new-mail notification
-//! to imapd (imapd polls), BINARYMIME.
+//! **Mailbox owners.** authd's `UserInfo` says who owns a mailbox: uid 0
+//! (virtual users) means the daemon's own user, `vmail`. A user with another
+//! uid:gid — a system user (`[authd.directory] backend = "system"`, mailbox
+//! `~/Maildir`), or an SQL row with `uid`/`gid` — has its whole delivery
+//! done with that identity ([`identity`]): the `+extension` folder lookup,
+//! the duplicate check, the quota count, creating the Maildir and its
+//! default folders on first delivery, the message, and the duplicate record.
+//! It runs on the blocking delivery thread with Linux `setfsuid`/`setfsgid`
+//! (per thread; checked to have taken effect; always restored by a guard,
+//! also on error or panic, before the thread delivers the next recipient).
+//! Files and directories are therefore created owned by the user, and the
+//! kernel applies the user's permission checks, so lmtp-delivery can write
+//! nothing the user could not (a symlinked `~/Maildir` pointing into someone
+//! else's files is no use). This was chosen over "create as the daemon,
+//! then `fchown`", which would check the daemon's permissions in a directory
+//! the user controls and leave a window with files of the wrong owner.
+//! If the daemon lacks `CAP_SETUID`/`CAP_SETGID` (see SECURITY) the switch
+//! is not even attempted (the shipped unit's system-call filter would kill
+//! the process for it), and if it is attempted but does not take effect,
+//! the same happens: the recipient gets `451 4.3.0` (the client keeps the
+//! mail queued) and `delivery failed` is logged with the reason; nothing is
+//! written.
+//!
+//! **Root.** Nothing is ever written as root: uid 0 in the contract means
+//! "the daemon's own", the `system` backend treats accounts below
+//! `system_min_uid` (root, daemons) as disabled (`550 5.2.1`: route their
+//! mail with an alias such as `root: alice`, as Postfix's `local(8)` setups
+//! do), and an owner with a real uid but group 0 is refused at RCPT with
+//! `550 5.7.1` and `mailbox owner refused` in the log (permanent: the
+//! directory entry is wrong, retrying cannot help).
+//!
+//! **Status:** working for virtual users (owned by the daemon's user) and
+//! for users with a uid/gid of their own (system users' `~/Maildir`). Not
+//! yet: new-mail notification to imapd (imapd polls), BINARYMIME. pop3d and
+//! imapd still access mailboxes as `vmail`: they cannot open a system
+//! user's private `~/Maildir` (POP3/IMAP for system users: not yet).
 //!
 //! # SECURITY
 //! Runs as the `vmail` user that owns the virtual mailboxes. The socket is
@@ -33,6 +66,27 @@
 //! needs the socket's group, or the TCP listener). Files: each mailbox's
 //! Maildir, and in it `postern-lmtp-seen/` (duplicate records, removed after
 //! six days; not a Maildir++ folder, so readers ignore it).
+//!
+//! Delivering to system users needs `CAP_SETUID` and `CAP_SETGID` (for
+//! `setfsuid`/`setfsgid`), access to `/home`, and those two calls past the
+//! system-call filter. The shipped unit grants none of this: most
+//! installations serve virtual users only, and the capabilities would let a
+//! compromised lmtp-delivery write as any non-root user. Enable it with a
+//! drop-in (`systemctl edit postern-lmtp-delivery`):
+//!
+//! ```text
+//! [Service]
+//! AmbientCapabilities=CAP_SETUID CAP_SETGID
+//! CapabilityBoundingSet=CAP_SETUID CAP_SETGID
+//! SystemCallFilter=setfsuid setfsgid
+//! ProtectHome=no
+//! ReadWritePaths=/home
+//! ```
+//!
+//! The capabilities are used only for the file-system identity of the
+//! delivery thread, never to change the process's real or effective ids.
+//! Supplementary groups are not switched: the daemon's own (`postern`)
+//! stay in the permission checks while writing a user's Maildir.
 //!
 //! # STANDARDS
 //! RFC 2033 (LMTP), RFC 5321.
@@ -42,9 +96,13 @@
 //!
 //! # DIAGNOSTICS
 //! Logs to stderr (journald) with `daemon=lmtp-delivery`: `delivered` and
-//! `delivery failed` per recipient (`rcpt`, `peer`), `duplicate suppressed:
-//! delivered before` (with the existing file), `user lookup failed` (authd
-//! down: `451 4.3.0`). Exit status 0 after
+//! `delivery failed` per recipient (`rcpt`, `peer`; the error names a
+//! failed identity switch and the missing capabilities), `duplicate
+//! suppressed: delivered before` (with the existing file), `user lookup
+//! failed` (authd down: `451 4.3.0`), `mailbox owner refused` (group 0:
+//! `550 5.7.1`), `cannot restore the file-system identity; aborting` (a
+//! broken invariant: the process aborts rather than deliver on as someone
+//! else). Exit status 0 after
 //! a clean stop, 78 for a configuration error, 1 otherwise.
 //!
 //! # SEE ALSO
