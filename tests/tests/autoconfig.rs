@@ -16,7 +16,7 @@ struct Autoconfig {
     env: TestEnv,
     http: u16,
     https: u16,
-    _daemon: Daemon,
+    daemon: Daemon,
 }
 
 fn start() -> Autoconfig {
@@ -32,7 +32,7 @@ fn start() -> Autoconfig {
         env,
         http,
         https,
-        _daemon: daemon,
+        daemon,
     }
 }
 
@@ -304,4 +304,41 @@ fn without_a_listener_autoconfigd_is_off() {
     let (code, _, err) = run_tool(&env, "autoconfigd", &[]);
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("autoconfig.listener"), "{err}");
+}
+
+#[test]
+fn sighup_applies_a_new_mta_sts_mode_and_mailctl_dns_follows() {
+    let mut a = start();
+    let url = format!("http://127.0.0.1:{}/.well-known/mta-sts.txt", a.http);
+    let id = |env: &TestEnv| {
+        let (code, out, err) = run_tool(
+            env,
+            "mailctl",
+            &["dns", "example.test", "--json", "--ip", "192.0.2.1"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let j: Value = serde_json::from_str(&out).unwrap();
+        j["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "_mta-sts.example.test.")
+            .map(|r| r["text"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let before = id(&a.env);
+    let text =
+        std::fs::read_to_string(&a.env.config_path).unwrap() + "mta_sts_mode = \"enforce\"\n";
+    std::fs::write(&a.env.config_path, text).unwrap();
+    a.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    a.daemon
+        .wait_output("configuration reloaded", Duration::from_secs(10))
+        .unwrap();
+    let doc = fetch("raw", &url, &[]);
+    assert!(
+        doc["body"].as_str().unwrap().contains("mode: enforce\r\n"),
+        "{doc}"
+    );
+    let after = id(&a.env);
+    assert_ne!(before, after, "the _mta-sts id changes with the policy");
 }
