@@ -308,7 +308,7 @@ fn without_a_listener_autoconfigd_is_off() {
 
 #[test]
 fn sighup_applies_a_new_mta_sts_mode_and_mailctl_dns_follows() {
-    let mut a = start();
+    let a = start();
     let url = format!("http://127.0.0.1:{}/.well-known/mta-sts.txt", a.http);
     let id = |env: &TestEnv| {
         let (code, out, err) = run_tool(
