@@ -209,10 +209,17 @@ fn mixed_setup(env: &TestEnv, acct: &Account) {
         &["user", "add", "sys@example.test", "--password-stdin"],
         Some("pw-sys\n"),
     );
+    postern_tests::stack::mailctl(
+        env,
+        &["user", "add", "wheel@example.test", "--password-stdin"],
+        Some("pw-wheel\n"),
+    );
     let db = env.path().join("lib/directory.sqlite");
     let py = format!(
         "import sqlite3\nc = sqlite3.connect({db:?})\n\
          n = c.execute('UPDATE users SET uid = ?, gid = ?, maildir = ? WHERE email = ?', ({uid}, {gid}, {md:?}, 'sys@example.test')).rowcount\n\
+         assert n == 1, n\n\
+         n = c.execute('UPDATE users SET uid = ?, gid = 0, maildir = ? WHERE email = ?', ({uid}, {md:?}, 'wheel@example.test')).rowcount\n\
          assert n == 1, n\nc.commit()\n",
         db = db.display().to_string(),
         uid = acct.uid,
@@ -239,6 +246,16 @@ fn identity_is_restored_for_the_next_virtual_recipient() {
     // thread, the system user's first.
     let r = lmtp(&env, "carol@example.org", &rcpts, MSG1, &lmtpd);
     assert_eq!(r, rcpts.map(|a| format!("{a} 250")));
+    // An owner with group root is refused at RCPT, permanently.
+    let r = lmtp(
+        &env,
+        "carol@example.org",
+        &["wheel@example.test", "bob@example.test"],
+        MSG2,
+        &lmtpd,
+    );
+    assert_eq!(r, ["wheel@example.test 550", "bob@example.test 250"]);
+    assert!(lmtpd.output().contains("mailbox owner refused"));
     // And the next transaction, virtual only.
     let r = lmtp(
         &env,
@@ -256,6 +273,7 @@ fn identity_is_restored_for_the_next_virtual_recipient() {
     }
     let alice = maildir(&env, "alice");
     assert_eq!(files(&alice).len(), 2);
+    assert_eq!(files(&maildir(&env, "bob")).len(), 2);
     for user in ["alice", "bob"] {
         let md = maildir(&env, user);
         let all = walk(&md);
@@ -305,4 +323,53 @@ fn without_the_capabilities_the_user_gets_451() {
         out.contains("delivery failed") && out.contains("CAP_SETUID"),
         "{out}"
     );
+}
+
+/// The whole local path: sendmail(1) → queue-manager → LMTP →
+/// lmtp-delivery → the system user's `~/Maildir`, owned by the user.
+#[test]
+fn sendmail_to_a_system_user_through_the_queue() {
+    let acct = account();
+    let env = TestEnv::new();
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(
+        "\n[queue]\ndelivery_transport = \"lmtp\"\n\n[authd.directory]\nbackend = \"system\"\n\
+         mydestination = [\"sys.example.test\"]\nmyorigin = \"sys.example.test\"\ncache_ttl_secs = 1\n",
+    );
+    std::fs::write(&env.config_path, text).unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let _lmtpd = Daemon::start(&env, "lmtp-delivery");
+    let queue = Daemon::start(&env, "queue-manager");
+    let link = env.path().join("sendmail");
+    std::os::unix::fs::symlink(bin("mailctl"), &link).unwrap();
+    let addr = format!("{}@sys.example.test", acct.name);
+    let mut c = Command::new(&link)
+        .args(["-C"])
+        .arg(&env.config_path)
+        .args(["-i", "-f", "carol@example.org", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: via the queue\n\nhello system user\n")
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sendmail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = acct.home.join("Maildir");
+    let got = postern_tests::stack::wait_for_messages(&md, 1, std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", queue.output()));
+    let text = String::from_utf8(std::fs::read(&got[0]).unwrap()).unwrap();
+    assert!(text.contains(&format!("Delivered-To: {addr}\n")), "{text}");
+    assert!(text.ends_with("\n\nhello system user\n"), "{text}");
+    for p in walk(&md) {
+        assert_eq!(owner(&p), (acct.uid, acct.gid), "{}", p.display());
+    }
 }
