@@ -235,7 +235,15 @@ pub fn import(
             flags = name::normalize_flags(&flags);
         }
         let dest = dir.join("cur").join(name::with_flags(&base, &flags));
-        fs::rename(&d.path, &dest).with_context(|| format!("moving to {}", dest.display()))?;
+        // A running imapd/pop3d may have synced the mailbox meanwhile and
+        // moved the file to cur/ with an empty info part: rename that one.
+        let moved = dir.join("cur").join(name::with_flags(&base, ""));
+        fs::rename(&d.path, &dest)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => fs::rename(&moved, &dest),
+                _ => Err(e),
+            })
+            .with_context(|| format!("moving to {}", dest.display()))?;
         progress.tick("imported");
         Ok(())
     };
