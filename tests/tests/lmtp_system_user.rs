@@ -373,3 +373,71 @@ fn sendmail_to_a_system_user_through_the_queue() {
         assert_eq!(owner(&p), (acct.uid, acct.gid), "{}", p.display());
     }
 }
+
+/// The drop-in that enables system-user delivery, as README and the man
+/// page print it (the same lines in both), applied to the shipped unit,
+/// passes `systemd-analyze verify`.
+#[test]
+fn documented_drop_in_is_a_valid_unit() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### System users' mail")
+        .expect("README section")..];
+    let block = section
+        .split_once("```ini\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("ini block")
+        .0;
+    let man = std::fs::read_to_string(repo.join("crates/lmtp-delivery/src/lib.rs")).unwrap();
+    let man_block: String = man
+        .split_once("//! ```text\n")
+        .and_then(|(_, rest)| rest.split_once("//! ```"))
+        .expect("man page block")
+        .0
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+        .collect();
+    assert_eq!(block, man_block, "README and man page differ");
+    let drop_in = block
+        .strip_prefix("[Service]\n")
+        .expect("[Service] section");
+    assert!(drop_in.contains("CAP_SETUID") && drop_in.contains("setfsuid"));
+
+    let unit =
+        std::fs::read_to_string(repo.join("deploy/systemd/postern-lmtp-delivery.service")).unwrap();
+    // Alone, without the rest of postern.target; ExecStart at the built binary.
+    let unit: String = unit
+        .lines()
+        .filter(|l| {
+            !l.starts_with("PartOf=") && !l.starts_with("After=") && !l.starts_with("Wants=")
+        })
+        .map(|l| match l.strip_prefix("ExecStart=") {
+            Some(rest) => format!(
+                "ExecStart={} {}\n",
+                bin("lmtp-delivery").display(),
+                rest.split_once(' ').map_or("", |x| x.1)
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect::<String>()
+        .replace("[Install]", &format!("{drop_in}\n[Install]"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("postern-lmtp-delivery.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .env("SYSTEMD_LOG_LEVEL", "notice")
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}\n{unit}"
+    );
+}
