@@ -614,7 +614,15 @@ fn dev_supervisor_creates_users_prints_passwords_that_log_in() {
     for (a, p) in &users {
         assert_login_ok(&sock, a, p);
     }
-    assert!(d.output().contains("authd logins"), "{}", d.output());
+    // The banner says how to connect, with the working services.
+    let out = d.output();
+    for needle in [
+        "Thunderbird: IMAP 127.0.0.1:",
+        "mutt -f 'imaps://alice%40",
+        "swaks --server",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
     d.signal(Signal::SIGINT);
     assert_eq!(
         d.wait_exit(Duration::from_secs(60)).and_then(|s| s.code()),
