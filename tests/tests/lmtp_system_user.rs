@@ -197,6 +197,11 @@ fn system_user_mail_is_written_as_the_user() {
     }
     let out = lmtpd.output();
     assert!(out.contains("duplicate suppressed"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("delivered") && l.contains(&format!("uid={}", acct.uid))),
+        "{out}"
+    );
 }
 
 /// Virtual users (SQLite, no uid) and a user with a uid/gid of its own in

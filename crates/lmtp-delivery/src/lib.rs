@@ -46,8 +46,9 @@
 //! mail queued) and `delivery failed` is logged with the reason; nothing is
 //! written.
 //!
-//! **Root.** Nothing is ever written as root: uid 0 in the contract means
-//! "the daemon's own", the `system` backend treats accounts below
+//! **Root.** No identity switch ever goes to root: uid 0 in the contract
+//! means "the daemon's own" (so a daemon itself run as root, as in the
+//! test suite, writes such mailboxes as root: do not run it as root), the `system` backend treats accounts below
 //! `system_min_uid` (root, daemons) as disabled (`550 5.2.1`: route their
 //! mail with an alias such as `root: alice`, as Postfix's `local(8)` setups
 //! do), and an owner with a real uid but group 0 is refused at RCPT with
@@ -96,7 +97,8 @@
 //!
 //! # DIAGNOSTICS
 //! Logs to stderr (journald) with `daemon=lmtp-delivery`: `delivered` and
-//! `delivery failed` per recipient (`rcpt`, `peer`; the error names a
+//! `delivery failed` per recipient (`rcpt`, `peer`, `uid` when written as
+//! another user; the error names a
 //! failed identity switch and the missing capabilities), `duplicate
 //! suppressed: delivered before` (with the existing file), `user lookup
 //! failed` (authd down: `451 4.3.0`), `mailbox owner refused` (group 0:

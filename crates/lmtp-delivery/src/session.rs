@@ -157,16 +157,20 @@ where
                     let results = tokio::task::spawn_blocking(move || {
                         batch
                             .iter()
-                            .map(|t| (t.address.clone(), deliver(t, &sender_now, &msg)))
+                            .map(|t| (t.address.clone(), t.owner, deliver(t, &sender_now, &msg)))
                             .collect::<Vec<_>>()
                     })
                     .await;
                     match results {
                         Ok(results) => {
-                            for (rcpt, r) in results {
+                            for (rcpt, owner, r) in results {
+                                let uid = match owner {
+                                    Owner::Daemon => None,
+                                    Owner::User { uid, .. } => Some(uid),
+                                };
                                 match r {
                                     Ok(Delivery::Written(d)) => {
-                                        tracing::info!(%peer, rcpt = %rcpt, size = d.size, "delivered");
+                                        tracing::info!(%peer, rcpt = %rcpt, uid, size = d.size, "delivered");
                                         session.reply(reply(
                                             250,
                                             (2, 0, 0),
@@ -183,7 +187,7 @@ where
                                     }
                                     Err(e) => {
                                         let (code, enh, text) = e.reply();
-                                        tracing::warn!(%peer, rcpt = %rcpt, error = %e, "delivery failed");
+                                        tracing::warn!(%peer, rcpt = %rcpt, uid, error = %e, "delivery failed");
                                         session.reply(reply(
                                             code,
                                             enh,
