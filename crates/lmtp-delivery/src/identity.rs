@@ -151,22 +151,23 @@ impl FsIdentity {
             // Owner::for_ids never yields these; refuse rather than gain root.
             return Err(IdentityError::RootGroup { uid });
         }
-        let (fsuid, fsgid) = current();
+        // Checked before any setfs* call, even the read-only one in
+        // current(): under the shipped unit's system-call filter (without
+        // the drop-in in lmtp-delivery(8) SECURITY) setfsuid kills the
+        // process instead of failing. This thread is not switched yet, so
+        // its fs ids are the effective ids.
+        let (euid, egid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
         let caps = effective_capabilities();
         let lacking = |cap: u32, from: u32, to: u32| from != to && caps & (1 << cap) == 0;
-        if fsuid == u32::MAX
-            || fsgid == u32::MAX
-            || lacking(CAP_SETUID, fsuid, uid)
-            || lacking(CAP_SETGID, fsgid, gid)
-        {
-            // Not even tried: under systemd's system-call filter without
-            // the drop-in (lmtp-delivery(8) SECURITY) the call would kill
-            // the process instead of failing.
+        if lacking(CAP_SETUID, euid, uid) || lacking(CAP_SETGID, egid, gid) {
             return Err(IdentityError::Switch {
                 uid,
                 gid,
-                fsuid,
-                fsgid,
+                fsuid: euid,
+                fsgid: egid,
             });
         }
         // Group first, while the uid still carries the privileges.
