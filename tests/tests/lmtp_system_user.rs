@@ -446,3 +446,63 @@ fn documented_drop_in_is_a_valid_unit() {
         "systemd-analyze verify:\n{text}\n{unit}"
     );
 }
+
+/// Like the shipped unit without the drop-in: no CAP_SETUID/CAP_SETGID and
+/// a system-call filter that kills the process on `setfsuid` (systemd's
+/// `SystemCallFilter=~@privileged`). lmtp-delivery must not even try:
+/// `451` for the system user, and the daemon keeps running.
+#[test]
+fn under_a_setfsuid_filter_the_daemon_survives() {
+    let nr = match std::env::consts::ARCH {
+        "x86_64" => 122,
+        "aarch64" => 151,
+        other => panic!("setfsuid's syscall number on {other}: add it"),
+    };
+    let acct = account();
+    let env = TestEnv::new();
+    mixed_setup(&env, &acct);
+    let _authd = Daemon::start(&env, "authd");
+    // A classic-BPF seccomp filter: setfsuid → kill the process, all else allowed.
+    let py = format!(
+        r#"
+import ctypes, os, struct, sys
+insns = [(0x20, 0, 0, 0), (0x15, 0, 1, {nr}), (0x06, 0, 0, 0x80000000), (0x06, 0, 0, 0x7fff0000)]
+buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+prog = Prog(len(insns), ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+assert libc.prctl(38, 1, 0, 0, 0) == 0, ctypes.get_errno()
+assert libc.prctl(22, 2, ctypes.addressof(prog), 0, 0) == 0, ctypes.get_errno()
+os.execvp(sys.argv[1], sys.argv[1:])
+"#
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(py)
+        .args([
+            "setpriv",
+            "--inh-caps=-setuid,-setgid",
+            "--bounding-set=-setuid,-setgid",
+            "--",
+        ])
+        .arg(bin("lmtp-delivery"));
+    let mut lmtpd = Daemon::spawn(&env, "lmtp-delivery", cmd);
+    lmtpd
+        .wait_notification("READY=1", std::time::Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lmtpd.output()));
+    let rcpts = ["sys@example.test", "alice@example.test"];
+    let r = lmtp(&env, "carol@example.org", &rcpts, MSG1, &lmtpd);
+    assert_eq!(r, ["sys@example.test 451", "alice@example.test 250"]);
+    assert!(lmtpd.is_running(), "killed:\n{}", lmtpd.output());
+    let r = lmtp(
+        &env,
+        "carol@example.org",
+        &["bob@example.test"],
+        MSG2,
+        &lmtpd,
+    );
+    assert_eq!(r, ["bob@example.test 250"]);
+    assert!(!acct.home.join("Maildir").exists());
+}
