@@ -66,7 +66,11 @@
 //! mode 0660 in the private socket directory (a Postfix `lmtp(8)` client
 //! needs the socket's group, or the TCP listener). Files: each mailbox's
 //! Maildir, and in it `postern-lmtp-seen/` (duplicate records, removed after
-//! six days; not a Maildir++ folder, so readers ignore it).
+//! six days; not a Maildir++ folder, so readers ignore it). In a system
+//! user's Maildir the records are the user's too: tampering with them can
+//! only suppress or duplicate that user's own mail, and a record is read
+//! with the user's identity, bounded, and never followed outside the
+//! Maildir.
 //!
 //! Delivering to system users needs `CAP_SETUID` and `CAP_SETGID` (for
 //! `setfsuid`/`setfsgid`), access to `/home`, and those two calls past the
