@@ -102,9 +102,18 @@ impl DbServer {
         let run_as = service_account("mysql");
         let dir = tempdir(&run_as);
         let data = dir.path().join("data");
+        // A private temporary directory: with the shared /tmp the bootstrap
+        // once failed in CI under parallel tests ("Could not remove temporary
+        // table '/tmp/#sql-temptable-...'", then "Unknown table").
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("mkdir tmp");
+        if let Some(u) = &run_as {
+            chown(&tmp, Some(u.uid), Some(u.gid)).expect("chown tmp");
+        }
         let mut c = Command::new(install);
         c.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=socket")
             .arg("--skip-test-db")
             .current_dir(dir.path());
@@ -121,6 +130,7 @@ impl DbServer {
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--port={port}"))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--bind-address=127.0.0.1")
             .arg("--skip-name-resolve")
             .arg("--innodb-buffer-pool-size=16M")
