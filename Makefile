@@ -41,7 +41,7 @@ lint:
 test: test-deps lint
 	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --no-fail-fast && $(CARGO) test --workspace --doc; \
+	  $(CARGO) test --workspace --doc && $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
