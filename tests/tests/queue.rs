@@ -36,6 +36,7 @@ fn message(n: usize) -> Vec<pb::EnqueueRequest> {
         pb::EnqueueRequest {
             part: Some(Part::End(pb::End {
                 total_bytes: body.len() as u64,
+                ..Default::default()
             })),
         },
     ]

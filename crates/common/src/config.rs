@@ -71,6 +71,8 @@ pub struct Config {
     pub pop3d: Pop3dConfig,
     pub imapd: ImapdConfig,
     pub autoconfig: AutoconfigConfig,
+    /// `[checks.*]`: the smtpd check pipeline.
+    pub checks: crate::checks::ChecksConfig,
     /// Keys set explicitly in the file or the environment (what
     /// `postconf -n` would show). Not a configuration key itself.
     #[serde(skip)]

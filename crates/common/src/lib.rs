@@ -5,6 +5,7 @@
 //!
 //! A daemon's `main.rs` is one call to [`daemon::main`].
 
+pub mod checks;
 pub mod config;
 pub mod conn;
 pub mod daemon;

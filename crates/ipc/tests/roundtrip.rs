@@ -103,7 +103,10 @@ async fn enqueue(
         part: Some(q::enqueue_request::Part::Chunk(c)),
     }));
     parts.push(q::EnqueueRequest {
-        part: Some(q::enqueue_request::Part::End(q::End { total_bytes: total })),
+        part: Some(q::enqueue_request::Part::End(q::End {
+            total_bytes: total,
+            ..Default::default()
+        })),
     });
     Ok(client
         .enqueue(tokio_stream::iter(parts))

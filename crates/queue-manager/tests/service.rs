@@ -80,7 +80,10 @@ fn chunk(b: &[u8]) -> pb::EnqueueRequest {
 
 fn end(n: u64) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
-        part: Some(Part::End(pb::End { total_bytes: n })),
+        part: Some(Part::End(pb::End {
+            total_bytes: n,
+            ..Default::default()
+        })),
     }
 }
 

@@ -72,9 +72,16 @@ impl EnqueueStream {
 
     /// End the message and wait for the durable queue id.
     pub async fn finish(self) -> Result<String, Status> {
+        self.finish_with(pb::End::default()).await
+    }
+
+    /// End the message with the check pipeline's decisions in `end`
+    /// (prepended headers, hold, redirect, archive copies).
+    pub async fn finish_with(self, end: pb::End) -> Result<String, Status> {
         let end = pb::EnqueueRequest {
             part: Some(pb::enqueue_request::Part::End(pb::End {
                 total_bytes: self.sent,
+                ..end
             })),
         };
         if self.tx.send(end).await.is_err() {

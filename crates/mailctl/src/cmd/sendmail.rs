@@ -451,6 +451,7 @@ pub async fn submit(cfg: &Config, p: &Prepared, login: &str) -> Result<String, t
     parts.push(q::EnqueueRequest {
         part: Some(q::enqueue_request::Part::End(q::End {
             total_bytes: p.message.len() as u64,
+            ..Default::default()
         })),
     });
     Ok(client
