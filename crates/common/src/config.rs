@@ -71,6 +71,8 @@ pub struct Config {
     pub pop3d: Pop3dConfig,
     pub imapd: ImapdConfig,
     pub autoconfig: AutoconfigConfig,
+    /// `[metrics]`: Prometheus endpoints, one address per daemon.
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[checks.*]`: the smtpd check pipeline.
     pub checks: crate::checks::ChecksConfig,
     /// Keys set explicitly in the file or the environment (what
@@ -818,6 +820,7 @@ impl Config {
         check_listeners(file, "pop3d", &self.pop3d.listener)?;
         check_listeners(file, "imapd", &self.imapd.listener)?;
         check_listeners(file, "autoconfig", &self.autoconfig.listener)?;
+        self.metrics.validate(file)?;
         if !["testing", "enforce", "none"].contains(&self.autoconfig.mta_sts_mode.as_str()) {
             return Err(err(
                 "autoconfig.mta_sts_mode",

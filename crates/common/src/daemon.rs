@@ -13,6 +13,9 @@
 //!   error and keep running with the old configuration. Listener addresses
 //!   and socket paths need a restart; the log names keys that changed.
 //!
+//! If `[metrics] <daemon>` is set, the Prometheus endpoint ([`crate::metrics`])
+//! is bound before the daemon runs (a failure to bind exits 1).
+//!
 //! Exit codes: 0 clean stop, 1 runtime failure, 64 bad usage, 78 bad configuration.
 
 use std::future::Future;
@@ -143,6 +146,18 @@ where
             });
         }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %args.config.display(), "starting");
+        crate::metrics::init(daemon);
+        if let Some(address) = rx.borrow().metrics.address(daemon) {
+            match crate::metrics::bind(address).await {
+                Ok(l) => {
+                    tokio::spawn(crate::metrics::serve(l, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(%address, "fatal: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let ctx = Context {
             daemon,
             config_path: args.config,

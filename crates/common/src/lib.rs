@@ -13,6 +13,7 @@ pub mod devcert;
 pub mod duration;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
 pub mod shutdown;
 pub mod systemd;
 pub mod tls;
