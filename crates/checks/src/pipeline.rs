@@ -399,3 +399,166 @@ impl StageArgs<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A check that answers from a table and records the stages it saw.
+    struct Fake {
+        name: &'static str,
+        on: Stage,
+        action: Action,
+        seen: Arc<Mutex<Vec<(&'static str, Stage)>>>,
+    }
+
+    struct FakeSession(Arc<Fake>);
+
+    impl Check for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn session(self: Arc<Self>, _conn: &Connection) -> Box<dyn CheckSession> {
+            Box::new(FakeSession(self))
+        }
+    }
+
+    impl FakeSession {
+        fn at(&self, stage: Stage) -> Vec<Verdict> {
+            self.0.seen.lock().unwrap().push((self.0.name, stage));
+            if stage == self.0.on {
+                vec![Verdict::new(self.0.name, self.0.action.clone(), "test")]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl CheckSession for FakeSession {
+        async fn connect(&mut self, _c: &Connection) -> Vec<Verdict> {
+            self.at(Stage::Connect)
+        }
+        async fn helo(&mut self, _c: &Connection) -> Vec<Verdict> {
+            self.at(Stage::Helo)
+        }
+        async fn mail(&mut self, _c: &Connection, _s: &str) -> Vec<Verdict> {
+            self.at(Stage::Mail)
+        }
+        async fn rcpt(&mut self, _c: &Connection, _s: &str, _r: &str) -> Vec<Verdict> {
+            self.at(Stage::Rcpt)
+        }
+        async fn data(&mut self, _c: &Connection, _e: &Envelope, _m: &[u8]) -> Vec<Verdict> {
+            self.at(Stage::Data)
+        }
+    }
+
+    fn conn(role: Role) -> Connection {
+        Connection {
+            session_id: "S1".into(),
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 12345,
+            role,
+            trusted: false,
+            helo: "client.example".into(),
+            tls: false,
+            auth_user: None,
+            hostname: "mx.example".into(),
+        }
+    }
+
+    fn reject() -> Action {
+        Action::Reject {
+            code: 554,
+            enhanced: (5, 7, 1),
+            text: "no".into(),
+        }
+    }
+
+    fn header(name: &str) -> Action {
+        Action::AddHeader {
+            name: name.into(),
+            value: "yes".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusal_ends_the_stage_and_other_actions_accumulate() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut p = Pipeline::default();
+        let table = [
+            ("a", Stage::Data, header("X-A")),
+            ("b", Stage::Rcpt, reject()),
+            ("c", Stage::Data, Action::Hold { reason: "r".into() }),
+            ("d", Stage::Data, header("X-D")),
+            (
+                "e",
+                Stage::Data,
+                Action::Archive {
+                    to: "audit@example".into(),
+                },
+            ),
+        ];
+        for (name, on, action) in table {
+            p.push(
+                Arc::new(Fake {
+                    name,
+                    on,
+                    action,
+                    seen: seen.clone(),
+                }),
+                vec![CheckRole::Mx],
+            );
+        }
+        let mut s = p.session(conn(Role::Mx));
+        assert!(s.is_active());
+        assert_eq!(s.connect().await, Outcome::default());
+        // RCPT: "b" refuses; "c".."e" are not asked.
+        let out = s.rcpt("a@x", "b@y").await;
+        assert_eq!(out.refusal().map(|v| v.check), Some("b"));
+        let rcpt_seen: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, st)| *st == Stage::Rcpt)
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(rcpt_seen, ["a", "b"]);
+        // DATA: no refusal; headers in order, hold reason named, archive.
+        let out = s.data(&Envelope::default(), b"").await;
+        assert!(out.refusal().is_none());
+        assert_eq!(out.headers(), b"X-A: yes\r\nX-D: yes\r\n");
+        assert_eq!(out.hold().as_deref(), Some("c: r"));
+        assert_eq!(out.archive(), ["audit@example"]);
+        assert!(!out.discard());
+        assert_eq!(out.redirect(), None);
+    }
+
+    #[tokio::test]
+    async fn checks_run_only_on_their_roles() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut p = Pipeline::default();
+        p.push(
+            Arc::new(Fake {
+                name: "mx-only",
+                on: Stage::Connect,
+                action: reject(),
+                seen: seen.clone(),
+            }),
+            vec![CheckRole::Mx],
+        );
+        let mut sub = p.session(conn(Role::Submission));
+        assert!(!sub.is_active());
+        assert!(sub.connect().await.refusal().is_none());
+        let mut mx = p.session(conn(Role::Mx));
+        assert!(mx.connect().await.refusal().is_some());
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn empty_config_builds_an_empty_pipeline() {
+        let p = Pipeline::from_config(&Config::default()).unwrap();
+        assert!(p.is_empty());
+    }
+}

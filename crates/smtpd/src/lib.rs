@@ -39,6 +39,17 @@
 //! VRFY answers `252` unless `disable_vrfy_command = false`, then it
 //! resolves the address through authd.
 //!
+//! The check pipeline (`postern-checks`, `[checks.*]`, docs/CHECKS.md) is
+//! asked at connect (a refusal replaces the greeting: `554`, or `421` for a
+//! temporary one, then the connection is closed), after HELO/EHLO, MAIL and
+//! RCPT (the check's reply instead of the 250), and at end-of-data over a
+//! copy of the message as it will be queued (kept in memory only when a
+//! check runs on the connection's role). At end-of-data a refusal aborts the
+//! queue stream and is the reply; `discard` aborts it and answers `250 2.0.0
+//! Ok: discarded`; otherwise header fields to add, a hold reason, a redirect
+//! and archive copies travel with the message's End to queue-manager, which
+//! applies them before the 250.
+//!
 //! # SECURITY
 //! Runs as the `postern` user; needs `CAP_NET_BIND_SERVICE` only for ports
 //! below 1024 (or gets them from systemd `.socket` units). Talks to authd and
@@ -69,7 +80,9 @@
 //! Logs to stderr (journald), one line per event with `daemon=smtpd` and the
 //! session id: `connected`, `connection refused by limit` (with the limit),
 //! `authenticated` (user), `recipient refused`, `queued` (queue id),
-//! `missing header fields added`, `timeout`, `disconnected`; `enqueue
+//! `missing header fields added`, `check verdict` (stage, check, action,
+//! reason), `check verdict applied` (with the queue id), `refused at
+//! connect`, `message refused by check`, `timeout`, `disconnected`; `enqueue
 //! failed` (error level, with the queue's reason) before a 4xx/5xx after
 //! DATA, `authd unavailable` before a 4xx at AUTH.
 //! Exit status 0 after a clean stop, 78 for a configuration error, 1 otherwise.
@@ -109,6 +122,9 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let opts = postern_ipc::DialOptions::default();
     let auth = postern_ipc::dial(&Config::socket_uri(&cfg.authd.socket), &opts)?;
     let queue = postern_ipc::dial(&Config::socket_uri(&cfg.queue.socket), &opts)?;
+    let checks = postern_checks::Pipeline::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!("{}: checks: {e:#}", ctx.config_path.display()))?;
+    tracing::info!(checks = ?checks.names(), "check pipeline");
     let shared = Arc::new(session::Shared {
         hostname: cfg.global.myhostname.clone(),
         acceptor: tokio_rustls::TlsAcceptor::from(tls),
@@ -128,6 +144,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
                 .unwrap_or_else(|| cfg.global.mynetworks.clone()),
         }),
         cfg: cfg.smtpd.clone(),
+        checks,
     });
     let mut loops = tokio::task::JoinSet::new();
     for l in &cfg.smtpd.listener {

@@ -29,6 +29,7 @@ use crate::headers::{Additions, HeaderFixer};
 use crate::limits::Limits;
 use crate::policy::{in_mynetworks, rcpt_verdict};
 use crate::received::{Trace, received};
+use postern_checks::{Action, Connection, PipelineSession, Role as CheckRole, Verdict};
 
 /// Bytes read from the client at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     /// `[smtpd]` settings (limits, timeouts, VRFY).
     pub cfg: postern_common::config::SmtpdConfig,
+    /// The check pipeline (`[checks.*]`).
+    pub checks: postern_checks::Pipeline,
 }
 
 fn r(code: u16, enh: (u8, u16, u16), text: &str) -> Reply {
@@ -57,6 +60,10 @@ struct Txn {
     failed: bool,
     /// Submission: adds a missing Date/Message-ID.
     fixer: Option<HeaderFixer>,
+    /// A copy of the message as queued, for the end-of-data checks (kept
+    /// only when a check runs on this connection; bounded by the engine's
+    /// `message_size_limit`).
+    copy: Option<Vec<u8>>,
 }
 
 struct State {
@@ -68,6 +75,35 @@ struct State {
     session_id: String,
     /// Messages started in this session (for Message-ID uniqueness).
     messages: u32,
+    /// This connection's side of the check pipeline.
+    checks: PipelineSession,
+}
+
+impl State {
+    /// Bring what the checks know about the client up to date.
+    fn sync_checks(&mut self, tls: bool) {
+        let c = &mut self.checks.conn;
+        c.helo.clone_from(&self.helo);
+        c.tls = tls;
+        c.auth_user.clone_from(&self.auth_user);
+    }
+}
+
+/// The SMTP reply for a refusing verdict.
+fn refusal_reply(v: &Verdict) -> Reply {
+    match &v.action {
+        Action::Reject {
+            code,
+            enhanced,
+            text,
+        }
+        | Action::TempFail {
+            code,
+            enhanced,
+            text,
+        } => r(*code, *enhanced, text),
+        _ => r(451, (4, 3, 0), "Temporary failure, try again later"),
+    }
 }
 
 /// Serve one connection.
@@ -85,6 +121,11 @@ pub async fn run(
         Ok(p) => p,
         Err(refusal) => {
             tracing::warn!(?role, limit = ?refusal, "connection refused by limit");
+            postern_common::metrics::connection_refused(match refusal {
+                crate::limits::Refusal::Total => "max_connections",
+                crate::limits::Refusal::PerIp => "client_connection_count",
+                crate::limits::Refusal::Rate => "client_connection_rate",
+            });
             let mut stream = stream;
             let reply = Reply::new(
                 421,
@@ -129,6 +170,21 @@ pub async fn run(
         session.tls_started();
     }
     tracing::info!(?role, tls = conn.is_tls(), "connected");
+    let checks = shared.checks.session(Connection {
+        session_id: session_id.clone(),
+        ip: peer.ip(),
+        port: peer.port(),
+        role: if submission {
+            CheckRole::Submission
+        } else {
+            CheckRole::Mx
+        },
+        trusted: in_mynetworks(peer.ip(), &shared.mynetworks),
+        helo: String::new(),
+        tls: conn.is_tls(),
+        auth_user: None,
+        hostname: shared.hostname.clone(),
+    });
     let mut st = State {
         helo: String::new(),
         esmtp: false,
@@ -137,7 +193,24 @@ pub async fn run(
         txn: Txn::default(),
         session_id,
         messages: 0,
+        checks,
     };
+    if st.checks.is_active() {
+        let outcome = st.checks.connect().await;
+        if let Some(v) = outcome.refusal() {
+            // Refused at connect: the verdict's code instead of the 220
+            // greeting (554 or 421, RFC 5321 3.1), then close.
+            let reply = match &v.action {
+                Action::TempFail { enhanced, text, .. } => r(421, *enhanced, text),
+                _ => refusal_reply(v),
+            };
+            tracing::info!(check = v.check, code = reply.code, "refused at connect");
+            let _ = conn.write_all(&reply.encode()).await;
+            let _ = conn.shutdown().await;
+            st.checks.close().await;
+            return;
+        }
+    }
     if conn
         .write_all(&Reply::greeting(&shared.hostname, "ESMTP postern").encode())
         .await
@@ -179,11 +252,13 @@ pub async fn run(
             return;
         }
         if session.is_closed() {
+            st.checks.close().await;
             let _ = conn.shutdown().await;
             tracing::info!(
                 user = st.auth_user.as_deref().unwrap_or("-"),
                 "disconnected"
             );
+            postern_common::metrics::session_outcome("quit");
             return;
         }
         let wait = if session.in_message() {
@@ -193,6 +268,7 @@ pub async fn run(
         };
         let n = tokio::select! {
             _ = shutdown.triggered() => {
+                postern_common::metrics::session_outcome("shutdown");
                 let _ = conn.write_all(&Reply::shutting_down(&shared.hostname).encode()).await;
                 return;
             }
@@ -201,6 +277,7 @@ pub async fn run(
                 Ok(Ok(n)) => n,
                 Err(_) => {
                     tracing::info!(in_message = session.in_message(), "timeout");
+                    postern_common::metrics::session_outcome("timeout");
                     let _ = conn.write_all(&r(421, (4, 4, 2), "Timeout, closing connection").encode()).await;
                     return;
                 }
@@ -226,6 +303,9 @@ async fn handle(
                 Command::Ehlo(d) | Command::Lhlo(d) => {
                     st.helo = d;
                     st.esmtp = true;
+                    if let Some(reply) = helo_checks(st, tls).await {
+                        return Some(reply);
+                    }
                     let mut caps = vec![
                         Capability::Pipelining,
                         Capability::Size(Some(shared.message_size_limit)),
@@ -246,6 +326,9 @@ async fn handle(
                 Command::Helo(d) => {
                     st.helo = d;
                     st.esmtp = false;
+                    if let Some(reply) = helo_checks(st, tls).await {
+                        return Some(reply);
+                    }
                     Reply::helo(&shared.hostname)
                 }
                 _ => Reply::ok(),
@@ -338,6 +421,14 @@ async fn handle(
                 ));
             }
             st.txn = Txn::default();
+            if st.checks.is_active() {
+                st.sync_checks(tls);
+                st.checks.reset().await;
+                let outcome = st.checks.mail(&sender).await;
+                if let Some(v) = outcome.refusal() {
+                    return Some(refusal_reply(v));
+                }
+            }
             let e = &mut st.txn.envelope;
             e.sender = sender;
             e.body = match params.body {
@@ -386,6 +477,15 @@ async fn handle(
                 tracing::info!(rcpt = %addr, code, "recipient refused");
                 return Some(r(code, enh, text));
             }
+            if st.checks.is_active() {
+                st.sync_checks(tls);
+                let sender = st.txn.envelope.sender.clone();
+                let outcome = st.checks.rcpt(&sender, &addr).await;
+                if let Some(v) = outcome.refusal() {
+                    tracing::info!(rcpt = %addr, check = v.check, "recipient refused by check");
+                    return Some(refusal_reply(v));
+                }
+            }
             let notify = params.notify.unwrap_or_default();
             st.txn.envelope.recipients.push(qpb::Recipient {
                 address: addr,
@@ -430,6 +530,9 @@ async fn handle(
                         date: &date,
                         session: &trace_id,
                     });
+                    if st.checks.is_active() {
+                        st.txn.copy = Some(header.clone().into_bytes());
+                    }
                     if s.chunk(header.into_bytes()).await.is_err() {
                         st.txn.failed = true;
                     }
@@ -457,6 +560,9 @@ async fn handle(
                 Some(f) => f.feed(&chunk),
                 None => chunk,
             };
+            if let Some(copy) = st.txn.copy.as_mut() {
+                copy.extend_from_slice(&chunk);
+            }
             if !chunk.is_empty()
                 && let Some(s) = st.txn.stream.as_mut()
                 && !st.txn.failed
@@ -473,6 +579,9 @@ async fn handle(
             };
             if let Some(f) = txn.fixer.as_mut() {
                 let rest = f.finish();
+                if let Some(copy) = txn.copy.as_mut() {
+                    copy.extend_from_slice(&rest);
+                }
                 if !rest.is_empty() && !txn.failed && s.chunk(rest).await.is_err() {
                     txn.failed = true;
                 }
@@ -482,9 +591,44 @@ async fn handle(
                     tracing::info!(added = ?f.added, "missing header fields added");
                 }
             }
-            match s.finish().await {
+            let mut end = qpb::End::default();
+            let mut applied = Vec::new();
+            if let Some(copy) = txn.copy.take() {
+                st.sync_checks(tls);
+                let envelope = postern_checks::Envelope {
+                    sender: txn.envelope.sender.clone(),
+                    recipients: txn
+                        .envelope
+                        .recipients
+                        .iter()
+                        .map(|r| r.address.clone())
+                        .collect(),
+                };
+                let outcome = st.checks.data(&envelope, &copy).await;
+                st.checks.reset().await;
+                if let Some(v) = outcome.refusal() {
+                    s.abort();
+                    tracing::info!(check = v.check, sender = %txn.envelope.sender, "message refused by check");
+                    return Some(refusal_reply(v));
+                }
+                if outcome.discard() {
+                    s.abort();
+                    tracing::info!(sender = %txn.envelope.sender, verdicts = ?outcome.verdicts, "message discarded by check");
+                    return Some(r(250, (2, 0, 0), "Ok: discarded"));
+                }
+                end.prepend = outcome.headers();
+                end.hold_reason = outcome.hold().unwrap_or_default();
+                end.redirect_to = outcome.redirect().map(str::to_string).into_iter().collect();
+                end.archive_to = outcome.archive();
+                applied = outcome.verdicts;
+            }
+            match s.finish_with(end).await {
                 Ok(id) if !txn.failed => {
                     tracing::info!(queue_id = %id, sender = %txn.envelope.sender, rcpts = txn.envelope.recipients.len(), "queued");
+                    postern_common::metrics::message_received();
+                    for v in &applied {
+                        tracing::info!(queue_id = %id, check = v.check, action = v.action.name(), reason = %v.reason, "check verdict applied");
+                    }
                     Reply::queued(&id)
                 }
                 Ok(id) => {
@@ -510,6 +654,9 @@ async fn handle(
                 if let Some(s) = std::mem::take(&mut st.txn).stream {
                     s.abort();
                 }
+                if st.checks.is_active() {
+                    st.checks.reset().await;
+                }
                 Reply::ok()
             }
             Command::Vrfy(arg) if !shared.cfg.disable_vrfy_command => vrfy(shared, &arg).await,
@@ -534,6 +681,16 @@ fn message_id(session: &str, n: u32, host: &str) -> String {
 }
 
 /// VRFY when enabled (`disable_vrfy_command = false`): look the address up.
+/// Run the HELO checks after `st.helo` was set; `Some` = refused.
+async fn helo_checks(st: &mut State, tls: bool) -> Option<Reply> {
+    if !st.checks.is_active() {
+        return None;
+    }
+    st.sync_checks(tls);
+    let outcome = st.checks.helo().await;
+    outcome.refusal().map(refusal_reply)
+}
+
 async fn vrfy(shared: &Shared, arg: &str) -> Reply {
     let addr = arg
         .trim()
