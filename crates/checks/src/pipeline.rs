@@ -1,4 +1,8 @@
 //! Stages, verdicts and the pipeline that runs the checks.
+//!
+//! Every verdict is logged (`check verdict`, with the session id, stage,
+//! check, action and reason) and counted in
+//! `postern_smtpd_check_verdicts_total{check,action}`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -327,6 +331,7 @@ impl PipelineSession {
                 StageArgs::Data(env, msg) => check.data(conn, env, msg).await,
             };
             for v in &verdicts {
+                postern_common::metrics::check_verdict(v.check, v.action.name());
                 tracing::info!(
                     session = %conn.session_id,
                     stage = stage.as_str(),
