@@ -74,8 +74,23 @@ pub fn mechanisms(secured: bool) -> Vec<&'static str> {
 }
 
 impl Core {
-    /// Run one exchange to its end.
+    /// Run one exchange to its end (counted in `postern_authd_auth_attempts_total`).
     pub async fn run(&self, start: Start, io: &mut impl Io) -> Outcome {
+        use postern_common::metrics::{AuthResult, auth_attempt};
+        let (service, mechanism) = (start.service.clone(), start.mechanism.clone());
+        let outcome = self.exchange(start, io).await;
+        let result = match &outcome {
+            Outcome::Ok { .. } => AuthResult::Success,
+            Outcome::Fail {
+                temporary: true, ..
+            } => AuthResult::Temporary,
+            Outcome::Fail { .. } => AuthResult::Failure,
+        };
+        auth_attempt(&service, &mechanism, result);
+        outcome
+    }
+
+    async fn exchange(&self, start: Start, io: &mut impl Io) -> Outcome {
         let ip = start.remote_ip.as_str();
         let Some(mech) = Mechanism::from_name(&start.mechanism) else {
             return self

@@ -143,7 +143,16 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         req: Request<pb::LookupUserRequest>,
     ) -> Result<Response<pb::LookupUserResponse>, Status> {
-        match self.core.dir.lookup_user(&req.get_ref().user).await {
+        let found = self.core.dir.lookup_user(&req.get_ref().user).await;
+        postern_common::metrics::lookup(
+            "user",
+            match &found {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(_) => "error",
+            },
+        );
+        match found {
             Ok(Some(u)) => Ok(Response::new(pb::LookupUserResponse {
                 found: true,
                 info: Some(user_info(&u)),
@@ -204,6 +213,15 @@ impl pb::auth_server::Auth for AuthService {
                 out.status = S::TempFail as i32;
             }
         }
+        postern_common::metrics::lookup(
+            "recipient",
+            match S::try_from(out.status) {
+                Ok(S::Local) => "local",
+                Ok(S::NotOurs) => "not_ours",
+                Ok(S::TempFail) => "error",
+                _ => "not_found",
+            },
+        );
         if let Some((_, domain)) = address.rsplit_once('@')
             && let Ok(Some(t)) = self.core.dir.transport(domain).await
         {

@@ -35,7 +35,9 @@ pub struct TlsInfo {
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Implicit TLS: handshake first.
     pub async fn accept_tls(stream: S, acceptor: &TlsAcceptor) -> io::Result<Self> {
-        Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
+        let tls = acceptor.accept(stream).await;
+        crate::metrics::tls_handshake(tls.is_ok());
+        Ok(Conn::Tls(Box::new(tls?)))
     }
 
     /// STARTTLS: upgrade a plaintext connection. Fails if already TLS.

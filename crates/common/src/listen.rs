@@ -134,7 +134,7 @@ pub async fn accept_tcp<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    shutdown.spawn(session(stream, peer));
+                    shutdown.spawn(crate::metrics::track_session(&name, session(stream, peer)));
                 }
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "accept failed");
@@ -161,7 +161,7 @@ pub async fn accept_unix<F, Fut>(
             _ = shutdown.triggered() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    shutdown.spawn(session(stream));
+                    shutdown.spawn(crate::metrics::track_session(&name, session(stream)));
                 }
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "accept failed");

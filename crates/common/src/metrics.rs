@@ -140,7 +140,6 @@ struct Metrics {
     tls_handshakes: CounterFamily,
     auth_attempts: CounterFamily,
     messages_received: CounterFamily,
-    received_bytes: CounterFamily,
     messages_enqueued: CounterFamily,
     messages_delivered: CounterFamily,
     messages_deferred: CounterFamily,
@@ -162,7 +161,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     tls_handshakes: Default::default(),
     auth_attempts: Default::default(),
     messages_received: Default::default(),
-    received_bytes: Default::default(),
     messages_enqueued: Default::default(),
     messages_delivered: Default::default(),
     messages_deferred: Default::default(),
@@ -200,7 +198,6 @@ fn groups(daemon: &str) -> Groups {
     match daemon {
         "smtpd" => Groups {
             network: true,
-            auth: true,
             received: true,
             checks: true,
             ..none
@@ -224,7 +221,6 @@ fn groups(daemon: &str) -> Groups {
         },
         "pop3d" | "imapd" => Groups {
             network: true,
-            auth: true,
             mailstore: true,
             ..none
         },
@@ -300,27 +296,21 @@ fn build_registry(daemon: &str) -> Registry {
     if g.auth {
         r.register(
             "auth_attempts",
-            "Authentication attempts, by mechanism and result (success, failure, temporary)",
+            "Authentication exchanges, by service, mechanism and result (success, failure, temporary)",
             m.auth_attempts.clone(),
         );
     }
     if g.received {
         r.register(
             "messages_received",
-            "Messages accepted from clients (250 after DATA/BDAT or LMTP per recipient)",
+            "Messages accepted from clients (250 after DATA/BDAT), by listener",
             m.messages_received.clone(),
-        );
-        r.register_with_unit(
-            "received",
-            "Bytes of accepted message content",
-            Unit::Bytes,
-            m.received_bytes.clone(),
         );
     }
     if g.queue {
         r.register(
             "messages_enqueued",
-            "Messages written to the spool, by source (smtpd, sendmail, bounce, ...)",
+            "Messages written to the spool through the queue API, by socket (private: smtpd and daemons; public: sendmail)",
             m.messages_enqueued.clone(),
         );
         r.register(
@@ -340,7 +330,8 @@ fn build_registry(daemon: &str) -> Registry {
         );
         for queue in ["incoming", "active", "deferred", "hold"] {
             m.queue_messages
-                .get_or_create(&vec![("queue", queue.to_string())]);
+                .get_or_create(&vec![("queue", queue.to_string())])
+                .set(0);
         }
         r.register(
             "queue_messages",
@@ -378,8 +369,25 @@ fn build_registry(daemon: &str) -> Registry {
     r
 }
 
-/// The current values in the Prometheus text format.
+type Hook = Box<dyn Fn() + Send + Sync>;
+static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+/// Run `hook` before every scrape, to refresh gauges that are cheaper to
+/// read on demand than to keep current (queue-manager counts its spool
+/// directories). Hooks run on a blocking thread.
+pub fn on_scrape(hook: impl Fn() + Send + Sync + 'static) {
+    HOOKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Box::new(hook));
+}
+
+/// The current values in the Prometheus text format (runs the
+/// [`on_scrape`] hooks first; may block on them).
 pub fn render() -> String {
+    for hook in HOOKS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        hook();
+    }
     let mut out = String::new();
     if let Some(r) = REGISTRY.get() {
         let r = r.lock().unwrap_or_else(|p| p.into_inner());
@@ -420,6 +428,56 @@ fn inc(family: &CounterFamily, pairs: &[(&'static str, &str)]) {
     family.get_or_create(&bounded(family, pairs)).inc();
 }
 
+/// What [`track_session`] knows about the session its task runs.
+struct SessionCtx {
+    listener: String,
+    outcome: Mutex<&'static str>,
+}
+
+tokio::task_local! {
+    static SESSION: std::sync::Arc<SessionCtx>;
+}
+
+/// Run one connection's session `fut` accepted on `listener` (done by
+/// [`crate::listen::accept_tcp`] and [`crate::listen::accept_unix`]): counts
+/// the connection in `connections_total` and `connections_active`, and when
+/// it ends, the session in `sessions_total` with the outcome the daemon set
+/// with [`session_outcome`] (default `disconnect`: the client went away).
+pub fn track_session<F: std::future::Future<Output = ()>>(
+    listener: &str,
+    fut: F,
+) -> impl std::future::Future<Output = ()> + use<F> {
+    let guard = connection_opened(listener);
+    let ctx = std::sync::Arc::new(SessionCtx {
+        listener: guard
+            .labels
+            .first()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        outcome: Mutex::new("disconnect"),
+    });
+    async move {
+        SESSION.scope(ctx.clone(), fut).await;
+        let outcome = *ctx.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        session_ended(&ctx.listener, outcome);
+        drop(guard);
+    }
+}
+
+/// The listener of the session this task runs, or `-` outside one.
+fn current_listener() -> String {
+    SESSION
+        .try_with(|c| c.listener.clone())
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// Set how the current session ended (`quit`, `timeout`, `refused`,
+/// `tls_failed`, `shutdown`, `error`, ...); the last call wins. Does
+/// nothing outside a session task.
+pub fn session_outcome(outcome: &'static str) {
+    let _ = SESSION.try_with(|c| *c.outcome.lock().unwrap_or_else(|p| p.into_inner()) = outcome);
+}
+
 /// An open client connection: counted in `connections_total` and
 /// `connections_active` until dropped.
 #[must_use = "the connection counts as active until the guard is dropped"]
@@ -442,13 +500,16 @@ pub fn connection_opened(listener: &str) -> ConnectionGuard {
     ConnectionGuard { labels }
 }
 
-/// A connection on `listener` was refused by a limit (`reason`: e.g.
-/// `max_connections`, `per_ip`, `rate`).
-pub fn connection_refused(listener: &str, reason: &str) {
+/// The current session's connection was refused by a limit (`reason`:
+/// e.g. `max_connections`, `per_ip`, `rate`); also sets the session outcome
+/// `refused`.
+pub fn connection_refused(reason: &str) {
+    let listener = current_listener();
     inc(
         &METRICS.connections_refused,
-        &[("listener", listener), ("reason", reason)],
+        &[("listener", &listener), ("reason", reason)],
     );
+    session_outcome("refused");
 }
 
 /// A session on `listener` ended with `outcome` (e.g. `quit`, `timeout`,
@@ -460,13 +521,19 @@ pub fn session_ended(listener: &str, outcome: &str) {
     );
 }
 
-/// A TLS handshake on `listener` finished (`ok = false`: failed or timed out).
-pub fn tls_handshake(listener: &str, ok: bool) {
+/// A TLS handshake in the current session finished (counted by
+/// [`crate::conn::Conn::accept_tls`]; a handshake cut by the caller's
+/// timeout is not counted); a failure sets the outcome `tls_failed`.
+pub fn tls_handshake(ok: bool) {
+    let listener = current_listener();
     let result = if ok { "success" } else { "failure" };
     inc(
         &METRICS.tls_handshakes,
-        &[("listener", listener), ("result", result)],
+        &[("listener", &listener), ("result", result)],
     );
+    if !ok {
+        session_outcome("tls_failed");
+    }
 }
 
 /// Result of an authentication attempt.
@@ -489,26 +556,31 @@ impl AuthResult {
     }
 }
 
-/// An authentication attempt with SASL `mechanism` (`PLAIN`, `LOGIN`, ...;
-/// `USER` for POP3 USER/PASS, `LOGIN` for IMAP LOGIN) ended with `result`.
-pub fn auth_attempt(mechanism: &str, result: AuthResult) {
+/// authd finished an authentication exchange for `service` (`smtp`,
+/// `submission`, `pop3`, `imap`, ... as the client daemon says) with SASL
+/// `mechanism` (`PLAIN`, `LOGIN`, `SCRAM-SHA-256`; IMAP LOGIN and POP3
+/// USER/PASS arrive as `PLAIN`).
+pub fn auth_attempt(service: &str, mechanism: &str, result: AuthResult) {
     let mechanism = mechanism.to_ascii_uppercase();
     inc(
         &METRICS.auth_attempts,
-        &[("mechanism", &mechanism), ("result", result.as_str())],
+        &[
+            ("service", service),
+            ("mechanism", &mechanism),
+            ("result", result.as_str()),
+        ],
     );
 }
 
-/// A message of `bytes` bytes was accepted on `listener`.
-pub fn message_received(listener: &str, bytes: u64) {
-    let m = &*METRICS;
-    inc(&m.messages_received, &[("listener", listener)]);
-    m.received_bytes
-        .get_or_create(&bounded(&m.received_bytes, &[("listener", listener)]))
-        .inc_by(bytes);
+/// The current session's client handed over a message and got its `250`
+/// (smtpd: queued; lmtp-delivery: accepted for at least one recipient).
+pub fn message_received() {
+    let listener = current_listener();
+    inc(&METRICS.messages_received, &[("listener", &listener)]);
 }
 
-/// queue-manager wrote a message to the spool; `source` says who handed it in.
+/// queue-manager wrote a message to the spool; `source` is the socket it
+/// came through (`private`, `public`).
 pub fn message_enqueued(source: &str) {
     inc(&METRICS.messages_enqueued, &[("source", source)]);
 }
@@ -643,7 +715,12 @@ async fn handle(mut stream: TcpStream) -> std::io::Result<()> {
     if !complete {
         return Ok(());
     }
-    let (status, content_type, body) = respond(&head);
+    let (status, content_type, mut body) = respond(&head);
+    if content_type == CONTENT_TYPE {
+        body = tokio::task::spawn_blocking(render)
+            .await
+            .unwrap_or_default();
+    }
     let reply = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -670,7 +747,7 @@ fn respond(head: &[u8]) -> (&'static str, &'static str, String) {
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
-        "/metrics" => ("200 OK", CONTENT_TYPE, render()),
+        "/metrics" => ("200 OK", CONTENT_TYPE, String::new()),
         "/" => ("200 OK", TEXT, "postern metrics: GET /metrics\n".into()),
         _ => ("404 Not Found", TEXT, "not found; try /metrics\n".into()),
     }

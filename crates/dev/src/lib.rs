@@ -517,6 +517,20 @@ pipeline (SPF/DKIM/DMARC, greylisting, milters) and metrics.
             domain = g.mydomain,
         );
     }
+    let metrics: Vec<String> = cfg
+        .metrics
+        .entries()
+        .into_iter()
+        .filter(|(_, a)| !a.is_empty())
+        .map(|(d, a)| format!("  {d:<14} http://{a}/metrics"))
+        .collect();
+    if !metrics.is_empty() {
+        eprintln!(
+            "Prometheus metrics (docs/METRICS.md):\n{}\nHealth of the stack: mailctl --config {} status\n",
+            metrics.join("\n"),
+            config_path.display(),
+        );
+    }
 }
 
 #[cfg(test)]

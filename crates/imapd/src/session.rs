@@ -1332,7 +1332,9 @@ impl Session {
         if !dir.join("cur").is_dir() {
             return None;
         }
-        let mb = tokio::task::block_in_place(|| Mailbox::open(&dir)).ok()?;
+        let mb = tokio::task::block_in_place(|| Mailbox::open(&dir));
+        postern_common::metrics::mailstore_op("open", mb.is_ok());
+        let mb = mb.ok()?;
         Some((canonical, mb))
     }
 
@@ -1632,7 +1634,9 @@ impl Session {
             .filter(|m| m.flags.contains('T') && only.is_none_or(|o| o.contains(&m.uid)))
             .map(|m| m.uid)
             .collect();
-        if let Err(e) = tokio::task::block_in_place(|| sel.mb.expunge(&gone)) {
+        let expunged = tokio::task::block_in_place(|| sel.mb.expunge(&gone));
+        postern_common::metrics::mailstore_op("expunge", expunged.is_ok());
+        if let Err(e) = expunged {
             tracing::error!(error = %e, "expunge failed");
         }
         let mut msns = Vec::new();
@@ -2111,8 +2115,9 @@ impl Session {
             sorted.sort_unstable();
             sorted.dedup();
             let new: String = sorted.into_iter().collect();
-            tokio::task::block_in_place(|| sel.mb.set_flags(uid, &new))
-                .map_err(|e| format!("NO [SERVERBUG] {e}"))?;
+            let stored = tokio::task::block_in_place(|| sel.mb.set_flags(uid, &new));
+            postern_common::metrics::mailstore_op("store_flags", stored.is_ok());
+            stored.map_err(|e| format!("NO [SERVERBUG] {e}"))?;
             if !silent {
                 let uidpart = if uid_mode {
                     format!("UID {uid} ")

@@ -163,7 +163,11 @@ where
                     .await;
                     match results {
                         Ok(results) => {
+                            if results.iter().any(|(_, _, r)| r.is_ok()) {
+                                postern_common::metrics::message_received();
+                            }
                             for (rcpt, owner, r) in results {
+                                postern_common::metrics::mailstore_op("deliver", r.is_ok());
                                 let uid = match owner {
                                     Owner::Daemon => None,
                                     Owner::User { uid, .. } => Some(uid),

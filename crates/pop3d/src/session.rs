@@ -356,7 +356,9 @@ impl Conversation {
                         .map(|n| n as usize - 1)
                         .collect();
                     let count = gone.len();
-                    match tokio::task::block_in_place(|| store.expunge(&gone)) {
+                    let expunged = tokio::task::block_in_place(|| store.expunge(&gone));
+                    postern_common::metrics::mailstore_op("expunge", expunged.is_ok());
+                    match expunged {
                         Ok(()) => {
                             tracing::info!(
                                 user = self.user.as_deref().unwrap_or("-"),
@@ -410,7 +412,9 @@ impl Conversation {
                 return Ok(Flow::Continue);
             }
         };
-        let mut reader = match tokio::task::block_in_place(|| store.read(msg as usize - 1)) {
+        let read = tokio::task::block_in_place(|| store.read(msg as usize - 1));
+        postern_common::metrics::mailstore_op("read", read.is_ok());
+        let mut reader = match read {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(msg, error = %e, "cannot read message");
@@ -544,6 +548,7 @@ impl Conversation {
         let opened = tokio::task::spawn_blocking(move || store.open(&path))
             .await
             .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        postern_common::metrics::mailstore_op("open", opened.is_ok());
         match opened {
             Ok(md) => {
                 let view =

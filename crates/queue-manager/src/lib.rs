@@ -142,6 +142,7 @@
 
 pub mod bounce;
 pub mod lmtp;
+pub mod metrics;
 pub mod mx;
 pub mod route;
 pub mod scheduler;
@@ -380,6 +381,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open spool {}", cfg.queue.spool_directory.display()))?;
     tracing::info!(ready = ready.len(), "spool recovered");
+    let spool_root = cfg.queue.spool_directory.clone();
+    postern_common::metrics::on_scrape(move || metrics::count_queues(&spool_root));
     let private = Config::socket_uri(&cfg.queue.socket);
     let public = Config::socket_uri(&cfg.queue.public_socket);
     let private_l = ctx.listeners.unix("queue", &private, 0o660)?;

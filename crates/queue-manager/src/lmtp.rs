@@ -391,6 +391,12 @@ impl Transport for LmtpTransport {
             })
             .collect();
         let target = LmtpTarget::Unix(self.socket.clone());
-        deliver_to(&target, &self.helo_name, None, m, content, &list).await
+        let started = std::time::Instant::now();
+        let out = deliver_to(&target, &self.helo_name, None, m, content, &list).await;
+        crate::metrics::attempt("lmtp", started.elapsed());
+        for (r, o) in list.iter().zip(&out) {
+            crate::metrics::record("lmtp", crate::metrics::domain_of(&r.address), o);
+        }
+        out
     }
 }

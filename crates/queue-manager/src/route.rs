@@ -567,7 +567,11 @@ impl Transport for Router {
         let mut expand: Vec<(usize, Vec<String>)> = Vec::new();
         for (k, &i) in rcpts.iter().enumerate() {
             match self.plan(m, i).await {
-                Plan::Done(o) => out[k] = Some(o),
+                Plan::Done(o) => {
+                    let address = &m.envelope.recipients[i].address;
+                    crate::metrics::record("none", crate::metrics::domain_of(address), &o);
+                    out[k] = Some(o)
+                }
                 Plan::Send(d, r) => match groups.iter_mut().find(|(g, _)| *g == d) {
                     Some((_, v)) => v.push((k, r)),
                     None => groups.push((d, vec![(k, r)])),
@@ -597,7 +601,17 @@ impl Transport for Router {
         for (dest, list) in groups {
             let rc: Vec<RcptTo> = list.iter().map(|(_, r)| r.clone()).collect();
             tracing::debug!(queue_id = %m.id, destination = %dest, n = rc.len(), "delivering");
+            let started = std::time::Instant::now();
             let res = self.deliver_group(&dest, m, content, &rc).await;
+            let (transport, hop) = match &dest {
+                Dest::Lmtp(_) => ("lmtp", None),
+                Dest::Smtp { host, .. } => ("smtp", Some(host.as_str())),
+            };
+            crate::metrics::attempt(transport, started.elapsed());
+            for ((_, r), o) in list.iter().zip(&res) {
+                let domain = hop.unwrap_or_else(|| crate::metrics::domain_of(&r.address));
+                crate::metrics::record(transport, domain, o);
+            }
             for ((k, r), o) in list.iter().zip(res) {
                 if o == Outcome::Delivered {
                     tracing::info!(queue_id = %m.id, to = %r.address, relay = %dest, "sent");

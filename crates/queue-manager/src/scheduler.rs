@@ -204,6 +204,11 @@ impl Scheduler {
                 }
                 Outcome::TempFail(r) if expired => {
                     tracing::error!(queue_id = %id, to = %rcpt, reply = %r, "bounced: maximal_queue_lifetime exceeded");
+                    postern_common::metrics::delivery(
+                        postern_common::metrics::DeliveryOutcome::Bounced,
+                        "expired",
+                        crate::metrics::domain_of(rcpt),
+                    );
                     RcptStatus {
                         state: RcptState::Bounced,
                         attempts,

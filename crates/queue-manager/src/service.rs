@@ -323,6 +323,7 @@ impl pb::queue_server::Queue for QueueService {
             .map_err(status_of)?;
         tracing::info!(queue_id = %id, from = %from, nrcpt, public = self.public, "queued");
         self.wake.notify_one();
+        postern_common::metrics::message_enqueued(if self.public { "public" } else { "private" });
         Ok(Response::new(pb::EnqueueResponse {
             queue_id: id.to_string(),
         }))
