@@ -8,7 +8,8 @@ PIPELINING, SIZE 100000, 8BITMIME, DSN, SMTPUTF8 and STARTTLS with
 CERT/KEY before TLS, AUTH PLAIN (accepting relayuser/relaypass, 535
 otherwise) after it. Recipients whose local part starts with "reject" get
 550 5.1.1; those starting with "defer" get 451 4.2.0 while OUTDIR/defer
-exists; every other recipient is accepted. A message with a recipient
+exists; every other recipient is accepted. While OUTDIR/nodsn exists, EHLO
+does not offer DSN. A message with a recipient
 starting with "slow" gets its final reply after 0.5 s. Each accepted
 message is written to OUTDIR/msg-N.eml (via a temporary name) with
 X-Sink-Mail (the MAIL command line), X-Sink-Tls (yes/no), X-Sink-Auth (the
@@ -87,6 +88,8 @@ def handle(sock):
             cmd = line[:4].upper()
             if cmd == "EHLO":
                 ext = ["mx.remote.test", "PIPELINING", "SIZE 100000", "8BITMIME", "DSN", "SMTPUTF8"]
+                if os.path.exists(os.path.join(outdir, "nodsn")):
+                    ext.remove("DSN")
                 if not tls:
                     ext.append("STARTTLS")
                 else:

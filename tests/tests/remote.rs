@@ -353,13 +353,24 @@ fn temporary_failure_defers_then_flush_delivers() {
         "later",
     );
     wait_log(&st, "deferred");
-    let entries = list(&st.env);
+    // The status is logged before the file moves to deferred/: poll.
+    let end = Instant::now() + Duration::from_secs(30);
+    let entries = loop {
+        let entries = list(&st.env);
+        if entries.len() == 1 && entries[0].queue == "deferred" || Instant::now() > end {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(entries.len(), 1, "{entries:?}");
     let e = &entries[0];
     assert_eq!(e.queue, "deferred");
     assert_eq!(e.recipients[0].status, "deferred");
+    // Postfix's wording: which host said what.
     assert!(
-        e.recipients[0].last_reply.starts_with("451 4.2.0"),
+        e.recipients[0]
+            .last_reply
+            .starts_with("host mx.remote.test[127.0.0.1] said: 451 4.2.0"),
         "{:?}",
         e.recipients[0]
     );
@@ -464,6 +475,91 @@ s.quit()
         );
     }
     assert!(all.contains("multipart/report"), "{all}");
+    // The refusal came from the MX: the DSN names it (RFC 3464 2.3.5) and
+    // keeps its reply as the diagnostic.
+    assert!(all.contains("Remote-MTA: dns; mx.remote.test"), "{all}");
+    assert!(
+        all.contains("Diagnostic-Code: smtp; 550 5.1.1 <reject-me@remote.test>"),
+        "{all}"
+    );
+}
+
+/// Send with NOTIFY=SUCCESS,FAILURE on the recipient.
+fn send_notify_success(st: &Stack, from: &str, to: &str, subject: &str) {
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.example.org")
+refused = s.sendmail({from:?}, [{to:?}], b"Subject: {subject}\r\n\r\nhello\r\n", rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+assert not refused, refused
+s.quit()
+"#,
+        port = st.env.ports["smtp"],
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// NOTIFY=SUCCESS to a remote MX that offers DSN: the RCPT carries NOTIFY
+/// on and the MX reports success itself, so we send no report (RFC 3461
+/// 5.2.2).
+#[test]
+fn a_dsn_capable_next_hop_reports_success_itself() {
+    let st = start("");
+    send_notify_success(&st, "alice@example.test", "dsn@remote.test", "dsn next hop");
+    wait_sink(&st, 1);
+    let log = sink_log(&st);
+    assert!(
+        log.lines().any(
+            |l| l.contains("RCPT TO:<dsn@remote.test>") && l.contains("NOTIFY=SUCCESS,FAILURE")
+        ),
+        "{log}"
+    );
+    // A local recipient with NOTIFY=SUCCESS still gets "delivered": the
+    // report for it is the only one in the sender's mailbox.
+    send_notify_success(&st, "alice@example.test", "bob@example.test", "local");
+    let reports = wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let report = std::fs::read_to_string(&reports[0]).unwrap();
+    assert!(report.contains("Action: delivered"), "{report}");
+    assert!(!report.contains("dsn@remote.test"), "{report}");
+    assert_eq!(files(&maildir(&st.env, "alice")).len(), 1);
+}
+
+/// NOTIFY=SUCCESS to a remote MX without DSN: we send a `relayed` report
+/// naming it (RFC 3461 5.2.2).
+#[test]
+fn a_next_hop_without_dsn_gets_a_relayed_report() {
+    let st = start("");
+    std::fs::write(st.sink_dir.join("nodsn"), b"").unwrap();
+    send_notify_success(
+        &st,
+        "alice@example.test",
+        "plain@remote.test",
+        "plain next hop",
+    );
+    wait_sink(&st, 1);
+    assert!(!sink_log(&st).contains("NOTIFY="), "{}", sink_log(&st));
+    let reports = wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let report = std::fs::read_to_string(&reports[0]).unwrap();
+    for needle in [
+        "Subject: Successful Mail Delivery Report",
+        "Final-Recipient: rfc822; plain@remote.test",
+        "Action: relayed",
+        "Remote-MTA: dns; mx.remote.test",
+    ] {
+        assert!(report.contains(needle), "{needle:?} in\n{report}");
+    }
 }
 
 #[test]
@@ -508,6 +604,30 @@ fn alias_with_a_local_and_a_remote_target_reaches_both() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(files(&maildir(&st.env, "alice")).len(), 1);
     assert_eq!(sink_messages(&st.sink_dir).len(), 1);
+
+    // NOTIFY=SUCCESS to the alias: the sender gets one "expanded" report for
+    // the alias, and the copies go on without SUCCESS (RFC 3461 6.2.7).
+    send_notify_success(&st, "bob@example.test", "team@example.test", "team notify");
+    wait_sink(&st, 2);
+    wait_for_messages(&maildir(&st.env, "alice"), 2, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let reports = wait_for_messages(&maildir(&st.env, "bob"), 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", st.queue_log()));
+    let report = std::fs::read_to_string(&reports[0]).unwrap();
+    for needle in [
+        "Final-Recipient: rfc822; team@example.test",
+        "Action: expanded",
+    ] {
+        assert!(report.contains(needle), "{needle:?} in\n{report}");
+    }
+    let log = sink_log(&st);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("RCPT TO:<friend@remote.test> NOTIFY=FAILURE ORCPT=")),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(files(&maildir(&st.env, "bob")).len(), 1, "one report only");
 }
 
 #[test]

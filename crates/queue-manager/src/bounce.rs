@@ -52,16 +52,18 @@
 //!   also from the null sender, sent when the sender gets a non-delivery
 //!   report (not for NOTIFY=NEVER, nor for a failed bounce).
 //!
-//! Not yet: `Remote-MTA` is never filled in (the transports' outcomes do
-//! not name the host that answered; [`Report::remote_mta`] is ready for
-//! it), and a success report says `delivered` for every successful
-//! delivery, also to a remote SMTP server, where RFC 3461 5.2.2 wants
-//! `relayed` when that server does not offer DSN and no report at all when
-//! it does (it reports itself) — so NOTIFY=SUCCESS mail to a remote DSN
-//! server may produce two success reports. Likewise an alias whose
-//! targets were re-queued counts as delivered: with NOTIFY=SUCCESS the
-//! sender gets a `delivered` report for the alias (RFC 3461 6.2.7 would
-//! have `expanded`, or nothing) besides those of its targets. For SMTPUTF8
+//! * Success (NOTIFY=SUCCESS): `delivered` for a mailbox (LMTP);
+//!   `relayed` for a remote SMTP server without DSN; **no report** for a
+//!   remote server that offers DSN — the RCPT carried NOTIFY/ORCPT (and
+//!   MAIL the ENVID/RET), so it reports itself (RFC 3461 5.2.2);
+//!   `expanded` for an alias with several targets, whose copies then go
+//!   out without SUCCESS (as Postfix; a single-target alias passes NOTIFY
+//!   on and the target's report carries the ORCPT).
+//! * `Remote-MTA: dns; <host>` names the SMTP server whose reply is
+//!   reported (the reply is kept as `host NAME[IP] said: REPLY`, Postfix's
+//!   wording, in the recipient's status and in mailq).
+//!
+//! Not yet: for SMTPUTF8
 //! mail the report stays `message/delivery-status` + `message/rfc822` with
 //! `utf-8;` address types, not RFC 6533's `message/global-delivery-status`
 //! and `message/global`. No `Will-Retry-Until` in delay warnings.
@@ -92,11 +94,18 @@ const MAX_DIAGNOSTIC: usize = 900;
 const MAX_RETURNED_HEADERS: usize = 64 * 1024;
 
 /// What happened to a recipient (RFC 3464 2.3.3 `Action`).
+/// RFC 3464 2.3.3 `Action` of one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Failed,
     Delayed,
+    /// Put into the recipient's mailbox.
     Delivered,
+    /// Handed to an SMTP server that does not offer DSN (RFC 3461 5.2.2):
+    /// no more reports will come.
+    Relayed,
+    /// An alias expanded into several recipients (RFC 3461 6.2.7).
+    Expanded,
 }
 
 impl Action {
@@ -105,16 +114,59 @@ impl Action {
             Self::Failed => "failed",
             Self::Delayed => "delayed",
             Self::Delivered => "delivered",
+            Self::Relayed => "relayed",
+            Self::Expanded => "expanded",
         }
     }
 
     fn notify_bit(self) -> u8 {
-        match self {
+        match self.class() {
             Self::Failed => NOTIFY_FAILURE,
             Self::Delayed => NOTIFY_DELAY,
-            Self::Delivered => NOTIFY_SUCCESS,
+            _ => NOTIFY_SUCCESS,
         }
     }
+
+    /// The kind of report it goes in: failure, delay, or success
+    /// (delivered, relayed and expanded share the success report).
+    fn class(self) -> Self {
+        match self {
+            Self::Relayed | Self::Expanded => Self::Delivered,
+            a => a,
+        }
+    }
+}
+
+/// `last_reply` of a recipient accepted by a remote SMTP server that offers
+/// DSN: it reports success itself (RFC 3461 5.2.2), so we send none.
+pub const RELAYED_DSN_PREFIX: &str = "relayed (next hop reports): ";
+/// `last_reply` of a recipient accepted by a remote SMTP server without
+/// DSN: our success report says `relayed`.
+pub const RELAYED_PREFIX: &str = "relayed: ";
+/// `last_reply` of an alias expanded into several recipients.
+pub const EXPANDED: &str = "expanded";
+/// `last_reply` of an alias with one target: NOTIFY went on with the copy,
+/// whose report (with the ORCPT) is the one the sender gets.
+pub const FORWARDED: &str = "forwarded";
+
+/// A reply that came from a remote host, as Postfix words it:
+/// `host NAME[IP] said: REPLY`. [`split_remote`] takes it apart again for
+/// the DSN's `Remote-MTA` and `Diagnostic-Code`.
+pub fn from_remote(host: &str, reply: &str) -> String {
+    format!("host {host} said: {reply}")
+}
+
+/// `(reply, remote host)` of a recipient's last reply; the host is empty
+/// when the reply did not come from a remote host.
+pub fn split_remote(s: &str) -> (&str, &str) {
+    if let Some(rest) = s.strip_prefix("host ")
+        && let Some((host, reply)) = rest.split_once(" said: ")
+    {
+        // "name[ip]": Remote-MTA names the host (RFC 3464 2.3.5, dns type).
+        let name = host.split('[').next().unwrap_or(host);
+        return (reply, name);
+    }
+    (s, "")
 }
 
 /// Whether the sender asked for a DSN of this kind for a recipient with
@@ -192,10 +244,10 @@ pub fn status_of(diagnostic: &str, action: Action) -> String {
             return format!("{class}.0.0");
         }
     }
-    match action {
+    match action.class() {
         Action::Failed => "5.0.0",
         Action::Delayed => "4.0.0",
-        Action::Delivered => "2.0.0",
+        _ => "2.0.0",
     }
     .to_string()
 }
@@ -310,9 +362,12 @@ pub fn build(
         .filter(|r| wanted(r.recipient.notify, r.action))
         .collect();
     let first = reports.first()?;
-    let action = first.action;
+    let action = first.action.class();
     // One kind of report per DSN: the caller groups them.
-    let reports: Vec<&Report> = reports.into_iter().filter(|r| r.action == action).collect();
+    let reports: Vec<&Report> = reports
+        .into_iter()
+        .filter(|r| r.action.class() == action)
+        .collect();
     let to = match copy {
         Copy::Sender => env.sender.clone(),
         Copy::Postmaster => {
@@ -327,7 +382,7 @@ pub fn build(
         (Copy::Postmaster, _) => "Postmaster Copy: Undelivered Mail",
         (_, Action::Failed) => "Undelivered Mail Returned to Sender",
         (_, Action::Delayed) => "Delayed Mail (still being retried)",
-        (_, Action::Delivered) => "Successful Mail Delivery Report",
+        (_, _) => "Successful Mail Delivery Report",
     };
     let full = copy == Copy::Sender
         && action == Action::Failed
@@ -397,7 +452,7 @@ pub fn build(
              It will be retried until it is too old; you do not need to\r\n\
              send it again. The report below says why.\r\n\r\n"
         }
-        Action::Delivered => {
+        _ => {
             "Your message was successfully delivered to the destination(s)\r\n\
              listed below, as you asked with a delivery status notification\r\n\
              request.\r\n\r\n"
@@ -480,9 +535,9 @@ pub fn build(
         }
     } else {
         let desc = match action {
-            Action::Delivered => "Message Headers",
             Action::Delayed => "Delayed Message Headers",
             Action::Failed => "Undelivered Message Headers",
+            _ => "Message Headers",
         };
         write_part_head(&mut out, &boundary, desc, "text/rfc822-headers");
         let h = header_section(content);
@@ -564,16 +619,30 @@ pub fn notify(
     let retry_after = policy.minimal_backoff.as_secs() as i64;
     let env = &msg.envelope;
     let report = |i: usize, st: &RcptStatus, action: Action| {
-        let (diagnostic, status) = match st.last_reply.strip_prefix(EXPIRED_PREFIX) {
-            Some(r) => (r.to_string(), "4.4.7".to_string()),
-            None => (st.last_reply.clone(), String::new()),
+        let (reply, status) = match st.last_reply.strip_prefix(EXPIRED_PREFIX) {
+            Some(r) => (r, "4.4.7".to_string()),
+            None => (st.last_reply.as_str(), String::new()),
+        };
+        let (action, reply) = match action {
+            Action::Delivered if reply == EXPANDED => (Action::Expanded, ""),
+            Action::Delivered => match reply.strip_prefix(RELAYED_PREFIX) {
+                Some(r) => (Action::Relayed, r),
+                None => (action, reply),
+            },
+            a => (a, reply),
+        };
+        let (diagnostic, remote) = split_remote(reply);
+        let diagnostic = if diagnostic == "delivered" {
+            ""
+        } else {
+            diagnostic
         };
         Report {
             recipient: env.recipients[i].clone(),
             action,
-            diagnostic,
+            diagnostic: diagnostic.to_string(),
             status,
-            remote_mta: String::new(),
+            remote_mta: remote.to_string(),
         }
     };
     let failed: Vec<Report> = updates
@@ -581,9 +650,14 @@ pub fn notify(
         .filter(|(_, s)| s.state == RcptState::Bounced)
         .map(|(i, s)| report(*i, s, Action::Failed))
         .collect();
+    // A next hop that offers DSN reports success itself (RFC 3461 5.2.2).
     let delivered: Vec<Report> = updates
         .iter()
-        .filter(|(_, s)| s.state == RcptState::Delivered)
+        .filter(|(_, s)| {
+            s.state == RcptState::Delivered
+                && !s.last_reply.starts_with(RELAYED_DSN_PREFIX)
+                && s.last_reply != FORWARDED
+        })
         .map(|(i, s)| report(*i, s, Action::Delivered))
         .collect();
     let delayed: Vec<Report> = updates

@@ -469,9 +469,17 @@ impl Router {
                 if recipients.iter().any(|r| r.address.eq_ignore_ascii_case(t)) {
                     continue;
                 }
+                // Several targets: the alias gets an `expanded` success
+                // report and its copies go out without SUCCESS (RFC 3461
+                // 6.2.7, as Postfix); one target passes NOTIFY on.
+                let notify = if targets.len() > 1 {
+                    orig.notify & !crate::bounce::NOTIFY_SUCCESS
+                } else {
+                    orig.notify
+                };
                 recipients.push(Recipient {
                     address: t.clone(),
-                    notify: orig.notify,
+                    notify,
                     orcpt: if orig.orcpt.is_empty() {
                         format!("rfc822;{}", orig.address)
                     } else {
@@ -582,20 +590,18 @@ impl Transport for Router {
         if !expand.is_empty() {
             let with_idx: Vec<(usize, Vec<String>)> =
                 expand.iter().map(|(k, t)| (rcpts[*k], t.clone())).collect();
-            let o = match self.requeue(m, content, &with_idx).await {
-                Ok(id) => {
-                    for (k, t) in &expand {
+            let queued = self.requeue(m, content, &with_idx).await;
+            for (k, t) in &expand {
+                out[*k] = Some(match &queued {
+                    Ok(id) => {
                         tracing::info!(queue_id = %m.id, to = %m.envelope.recipients[rcpts[*k]].address, targets = t.len(), new_queue_id = %id, "alias expanded, re-queued");
+                        Outcome::Expanded { targets: t.len() }
                     }
-                    Outcome::Delivered
-                }
-                Err(e) => {
-                    tracing::error!(queue_id = %m.id, error = %e, "cannot re-queue an alias expansion");
-                    Outcome::TempFail("451 4.3.0 cannot queue the alias expansion".into())
-                }
-            };
-            for (k, _) in &expand {
-                out[*k] = Some(o.clone());
+                    Err(e) => {
+                        tracing::error!(queue_id = %m.id, error = %e, "cannot re-queue an alias expansion");
+                        Outcome::TempFail("451 4.3.0 cannot queue the alias expansion".into())
+                    }
+                });
             }
         }
         for (dest, list) in groups {
@@ -613,7 +619,7 @@ impl Transport for Router {
                 crate::metrics::record(transport, domain, o);
             }
             for ((k, r), o) in list.iter().zip(res) {
-                if o == Outcome::Delivered {
+                if o.is_success() {
                     tracing::info!(queue_id = %m.id, to = %r.address, relay = %dest, "sent");
                 }
                 out[*k] = Some(o);

@@ -16,10 +16,31 @@ use crate::spool::{self, Message, QueueId, RcptState, RcptStatus, Spool, SpoolEr
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
+    /// Accepted by a remote SMTP server `remote` ("name[ip]") with `reply`;
+    /// `dsn`: it offered DSN (it then reports success itself).
+    Relayed {
+        remote: String,
+        reply: String,
+        dsn: bool,
+    },
+    /// An alias expanded into `targets` recipients, queued anew.
+    Expanded {
+        targets: usize,
+    },
     /// 4xx or connection trouble: try again later.
     TempFail(String),
     /// 5xx: give up on this recipient.
     PermFail(String),
+}
+
+impl Outcome {
+    /// Delivered, relayed or expanded.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Delivered | Outcome::Relayed { .. } | Outcome::Expanded { .. }
+        )
+    }
 }
 
 /// A way to deliver a message (LMTP, SMTP, ...). `recipients` are indexes
@@ -191,6 +212,36 @@ impl Scheduler {
                         attempts,
                         next_attempt_unix: 0,
                         last_reply: "delivered".into(),
+                    }
+                }
+                Outcome::Relayed { remote, reply, dsn } => {
+                    tracing::info!(queue_id = %id, to = %rcpt, relay = %remote, dsn, "delivered");
+                    let prefix = if dsn {
+                        crate::bounce::RELAYED_DSN_PREFIX
+                    } else {
+                        crate::bounce::RELAYED_PREFIX
+                    };
+                    RcptStatus {
+                        state: RcptState::Delivered,
+                        attempts,
+                        next_attempt_unix: 0,
+                        last_reply: format!(
+                            "{prefix}{}",
+                            crate::bounce::from_remote(&remote, &reply)
+                        ),
+                    }
+                }
+                Outcome::Expanded { targets } => {
+                    tracing::info!(queue_id = %id, to = %rcpt, targets, "expanded");
+                    RcptStatus {
+                        state: RcptState::Delivered,
+                        attempts,
+                        next_attempt_unix: 0,
+                        last_reply: if targets > 1 {
+                            crate::bounce::EXPANDED.into()
+                        } else {
+                            crate::bounce::FORWARDED.into()
+                        },
                     }
                 }
                 Outcome::PermFail(r) => {

@@ -12,7 +12,8 @@
 //! when the peer offers DSN), pipelined when it offers PIPELINING, `DATA`
 //! with dot-stuffing, `QUIT`.
 //!
-//! Results per recipient: 2xx delivered, 4xx temporary (retry later), 5xx
+//! Results per recipient: 2xx relayed (the success DSN says `relayed`, or
+//! there is none when the server offers DSN and so reports itself), 4xx temporary (retry later), 5xx
 //! permanent (bounce). A message larger than the peer's `SIZE` is refused
 //! before it is sent (`552 5.3.4`); a message that needs SMTPUTF8 (non-ASCII
 //! addresses or headers) to a peer without it bounces (`550 5.6.7`, RFC 6531
@@ -456,13 +457,19 @@ fn notify_param(bits: u8) -> Option<String> {
     (!v.is_empty()).then(|| v.join(","))
 }
 
-/// Outcome of a reply for a recipient.
-pub fn outcome_of(r: &Reply) -> Outcome {
+/// Outcome of a reply from `remote` ("name[ip]") for a recipient; `dsn`:
+/// the server offered DSN. Failures keep Postfix's wording
+/// (`host NAME[IP] said: REPLY`), which the DSN turns into `Remote-MTA`.
+pub fn outcome_of(r: &Reply, remote: &str, dsn: bool) -> Outcome {
     let s = format!("{} {}", r.code, r.text);
     match r.code {
-        200..=299 => Outcome::Delivered,
-        500..=599 => Outcome::PermFail(s),
-        _ => Outcome::TempFail(s),
+        200..=299 => Outcome::Relayed {
+            remote: remote.to_string(),
+            reply: s,
+            dsn,
+        },
+        500..=599 => Outcome::PermFail(crate::bounce::from_remote(remote, &s)),
+        _ => Outcome::TempFail(crate::bounce::from_remote(remote, &s)),
     }
 }
 
@@ -685,7 +692,11 @@ impl SmtpClient {
             let _ = c.cmd("QUIT").await;
             return;
         }
-        match self.transaction(c, &ext, m, content, rcpts, out).await {
+        let remote = format!("{}[{}]", t.name, t.addr.ip());
+        match self
+            .transaction(c, &ext, &remote, m, content, rcpts, out)
+            .await
+        {
             Ok(true) => {
                 cached.uses += 1;
                 cached.idle_since = Instant::now();
@@ -728,10 +739,12 @@ impl SmtpClient {
     /// MAIL, RCPT, DATA. `Ok(true)`: the transaction reached the
     /// end-of-data reply and the connection may be reused; `Ok(false)`: it
     /// was ended with QUIT.
+    #[allow(clippy::too_many_arguments)]
     async fn transaction(
         &self,
         c: &mut Conn,
         ext: &Extensions,
+        remote: &str,
         m: &Message,
         content: &[u8],
         rcpts: &[RcptTo],
@@ -799,7 +812,7 @@ impl SmtpClient {
             }
         }
         if mail_reply.code / 100 != 2 {
-            let o = outcome_of(&mail_reply);
+            let o = outcome_of(&mail_reply, remote, ext.dsn);
             for x in out.iter_mut() {
                 *x = Some(o.clone());
             }
@@ -811,7 +824,7 @@ impl SmtpClient {
             if r.code / 100 == 2 {
                 accepted.push(k);
             } else {
-                out[k] = Some(outcome_of(r));
+                out[k] = Some(outcome_of(r, remote, ext.dsn));
             }
         }
         if accepted.is_empty() {
@@ -820,7 +833,7 @@ impl SmtpClient {
         }
         let r = c.cmd("DATA").await?;
         if r.code != 354 {
-            let o = outcome_of(&r);
+            let o = outcome_of(&r, remote, ext.dsn);
             for &k in &accepted {
                 out[k] = Some(o.clone());
             }
@@ -833,7 +846,7 @@ impl SmtpClient {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout"))??;
         w.flush().await?;
         let r = c.reply(DATA_TIMEOUT).await?;
-        let o = outcome_of(&r);
+        let o = outcome_of(&r, remote, ext.dsn);
         for &k in &accepted {
             out[k] = Some(o.clone());
         }
@@ -928,14 +941,34 @@ mod tests {
             code,
             text: text.into(),
         };
-        assert_eq!(outcome_of(&r(250, "ok")), Outcome::Delivered);
+        let host = "mx.example[192.0.2.1]";
         assert_eq!(
-            outcome_of(&r(451, "4.3.0 later")),
-            Outcome::TempFail("451 4.3.0 later".into())
+            outcome_of(&r(250, "ok"), host, true),
+            Outcome::Relayed {
+                remote: host.into(),
+                reply: "250 ok".into(),
+                dsn: true
+            }
         );
         assert_eq!(
-            outcome_of(&r(550, "5.1.1 unknown")),
-            Outcome::PermFail("550 5.1.1 unknown".into())
+            outcome_of(&r(451, "4.3.0 later"), host, false),
+            Outcome::TempFail("host mx.example[192.0.2.1] said: 451 4.3.0 later".into())
+        );
+        let perm = outcome_of(&r(550, "5.1.1 unknown"), host, false);
+        assert_eq!(
+            perm,
+            Outcome::PermFail("host mx.example[192.0.2.1] said: 550 5.1.1 unknown".into())
+        );
+        let Outcome::PermFail(text) = perm else {
+            unreachable!()
+        };
+        assert_eq!(
+            crate::bounce::split_remote(&text),
+            ("550 5.1.1 unknown", "mx.example")
+        );
+        assert_eq!(
+            crate::bounce::split_remote("552 5.2.2 full"),
+            ("552 5.2.2 full", "")
         );
     }
 }
