@@ -22,9 +22,10 @@ set -euo pipefail
 #                 remote-delivery tests
 #   bind9-utils   named-checkzone/named-compilezone load `mailctl dns`'s zone fragment
 #                 with BIND's integrity checks (tests/tests/dns.rs)
+#   prometheus    promtool check rules on deploy/prometheus/postern-rules.yml (tests/tests/metrics.rs)
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
   postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
-  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base bind9-utils)
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

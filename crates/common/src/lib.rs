@@ -14,6 +14,7 @@ pub mod duration;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 pub mod shutdown;
 pub mod systemd;
 pub mod tls;

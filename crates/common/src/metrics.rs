@@ -204,8 +204,6 @@ fn groups(daemon: &str) -> Groups {
         },
         "queue-manager" => Groups {
             queue: true,
-            received: true,
-            checks: true,
             ..none
         },
         "lmtp-delivery" => Groups {

@@ -129,6 +129,8 @@ pub enum Command {
     /// Export a user's folder as a Maildir or an mbox.
     #[command(subcommand)]
     Export(cmd::import::ExportCmd),
+    /// Each daemon's state, version, uptime, listeners and protocol checks.
+    Status(cmd::status::StatusCmd),
 }
 
 /// Parse the command line and run. Called as `sendmail`, `newaliases` or
@@ -167,6 +169,7 @@ pub fn main() -> ExitCode {
         Command::Dns(c) => ExitCode::from(cmd::dns::run(&args.config, c)),
         Command::Import(c) => ExitCode::from(cmd::import::run_import(&args.config, c)),
         Command::Export(c) => ExitCode::from(cmd::import::run_export(&args.config, c)),
+        Command::Status(c) => ExitCode::from(cmd::status::run(&args.config, c)),
     }
 }
 

@@ -10,4 +10,5 @@ pub mod password;
 pub mod pw;
 pub mod queue;
 pub mod sendmail;
+pub mod status;
 pub mod user;

@@ -1,0 +1,256 @@
+//! Health probes that speak the real protocol: connect, read the greeting,
+//! send one harmless command, check the answer, say goodbye. Used by
+//! `mailctl status`.
+//!
+//! | protocol | greeting | command | expected |
+//! | --- | --- | --- | --- |
+//! | SMTP / LMTP | `220` | `NOOP` | `250`, then `QUIT` |
+//! | POP3 | `+OK` | `CAPA` | `+OK` (RFC 1939 allows NOOP only after login) |
+//! | IMAP | `* OK` | `a NOOP` | `a OK`, then `b LOGOUT` |
+//! | HTTP | — | `GET / HTTP/1.1` | an `HTTP/1.x` status line |
+//!
+//! Implicit-TLS listeners (465, 995, 993, HTTPS) are probed over TLS. The
+//! server certificate is *not* verified: a probe checks that the service
+//! answers, not who it is (`mailctl doctor` checks certificates). Every read
+//! is bounded ([`MAX_LINE`]) and the whole probe by a timeout.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Longest reply line read from a probed server.
+pub const MAX_LINE: usize = 4096;
+
+/// Which protocol to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Lmtp,
+    Pop3,
+    Imap,
+    Http,
+}
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub enum Target<'a> {
+    Tcp { address: &'a str, tls: bool },
+    Unix(&'a Path),
+}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected answer {0:?}")]
+    Unexpected(String),
+}
+
+/// What a successful probe saw.
+#[derive(Debug, Clone)]
+pub struct ProbeOk {
+    /// The greeting line (for HTTP: the status line).
+    pub banner: String,
+    /// Time from connect to the answer of the command.
+    pub elapsed: Duration,
+}
+
+/// Probe `target` with `protocol` within `timeout`.
+pub async fn probe(
+    target: Target<'_>,
+    protocol: Protocol,
+    timeout: Duration,
+) -> Result<ProbeOk, ProbeError> {
+    let started = Instant::now();
+    let run = async {
+        match target {
+            Target::Unix(path) => {
+                let s = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(ProbeError::Connect)?;
+                converse(s, protocol).await
+            }
+            Target::Tcp { address, tls } => {
+                let s = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(ProbeError::Connect)?;
+                if tls {
+                    let name =
+                        rustls::pki_types::ServerName::try_from("localhost").expect("literal name");
+                    let s = connector()
+                        .connect(name, s)
+                        .await
+                        .map_err(ProbeError::Tls)?;
+                    converse(s, protocol).await
+                } else {
+                    converse(s, protocol).await
+                }
+            }
+        }
+    };
+    let banner = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| ProbeError::Timeout(timeout))??;
+    Ok(ProbeOk {
+        banner,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    protocol: Protocol,
+) -> Result<String, ProbeError> {
+    let mut s = BufReader::new(stream);
+    match protocol {
+        Protocol::Smtp | Protocol::Lmtp => {
+            let banner = reply(&mut s).await?;
+            expect(&banner, "220")?;
+            s.get_mut().write_all(b"NOOP\r\n").await?;
+            expect(&reply(&mut s).await?, "250")?;
+            s.get_mut().write_all(b"QUIT\r\n").await?;
+            let _ = reply(&mut s).await;
+            Ok(banner)
+        }
+        Protocol::Pop3 => {
+            let banner = line(&mut s).await?;
+            expect(&banner, "+OK")?;
+            s.get_mut().write_all(b"CAPA\r\n").await?;
+            expect(&line(&mut s).await?, "+OK")?;
+            loop {
+                if line(&mut s).await? == "." {
+                    break;
+                }
+            }
+            s.get_mut().write_all(b"QUIT\r\n").await?;
+            let _ = line(&mut s).await;
+            Ok(banner)
+        }
+        Protocol::Imap => {
+            let banner = line(&mut s).await?;
+            expect(&banner, "* OK")?;
+            s.get_mut().write_all(b"a NOOP\r\n").await?;
+            loop {
+                let l = line(&mut s).await?;
+                if l.starts_with("a ") {
+                    expect(&l, "a OK")?;
+                    break;
+                }
+            }
+            s.get_mut().write_all(b"b LOGOUT\r\n").await?;
+            let _ = line(&mut s).await;
+            Ok(banner)
+        }
+        Protocol::Http => {
+            s.get_mut()
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await?;
+            let status = line(&mut s).await?;
+            expect(&status, "HTTP/1.")?;
+            Ok(status)
+        }
+    }
+}
+
+fn expect(line: &str, prefix: &str) -> Result<(), ProbeError> {
+    if line.starts_with(prefix) {
+        Ok(())
+    } else {
+        Err(ProbeError::Unexpected(line.chars().take(200).collect()))
+    }
+}
+
+/// One line without its line end, at most [`MAX_LINE`] bytes.
+async fn line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, ProbeError> {
+    let mut buf = Vec::new();
+    let n = (&mut *r)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Err(ProbeError::Unexpected("connection closed".into()));
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// An SMTP/LMTP reply (last line of a multi-line one).
+async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, ProbeError> {
+    for _ in 0..100 {
+        let l = line(r).await?;
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return Ok(l);
+        }
+    }
+    Err(ProbeError::Unexpected("reply with too many lines".into()))
+}
+
+use tokio::io::AsyncReadExt as _;
+
+fn connector() -> tokio_rustls::TlsConnector {
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(crate::tls::provider())))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Accepts any certificate (signatures are still checked): liveness, not identity.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
