@@ -78,6 +78,10 @@ fn dnsmasq(dir: &Path, port: u16) -> Guard {
             "--host-record=mx.other.test,127.0.0.1",
             "--mx-host=pf.test,mx.pf.test,10",
             "--host-record=mx.pf.test,127.0.0.1",
+            // We (mail.example.test) are the best MX; the worse one must
+            // not get the mail (backup-MX cut-off).
+            "--mx-host=ownbest.test,mail.example.test,10",
+            "--mx-host=ownbest.test,mx.remote.test,20",
         ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -844,6 +848,11 @@ fn a_next_hop_that_is_ourselves_is_a_loop_and_bounces() {
         1,
         "{smtpd}"
     );
+    // We are the best MX of ownbest.test: never to the worse MX (which the
+    // sink would accept), a loop instead.
+    send(&st.env, "alice@example.test", &["y@ownbest.test"], "own mx");
+    wait_log(&st, "554 5.4.6 mail for ownbest.test loops back to myself");
+    assert!(!sink_log(&st).contains("ownbest.test"), "{}", sink_log(&st));
 }
 
 #[test]

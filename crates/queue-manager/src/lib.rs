@@ -77,10 +77,7 @@
 //! SMTP keyed by host name, address and AUTH, see [`smtp_client`] and
 //! [`lmtp::LmtpPool`]; `"lmtp"` mode uses one connection per message).
 //! **Not yet:** BDAT/BINARYMIME towards the next hop (8-bit
-//! bodies go with DATA), DANE/MTA-STS, skipping MX hosts of lower
-//! preference than this host when it is a backup MX (only its own
-//! addresses are skipped: `554 5.4.6 ... loops back to myself` when nothing
-//! else is left), alias targets that are commands or files (authd logs and drops them); messages
+//! bodies go with DATA), DANE/MTA-STS, alias targets that are commands or files (authd logs and drops them); messages
 //! are buffered in memory while streamed in and read whole for delivery and
 //! Inspect (bounded by `message_size_limit`). Hold/Delete skip a message
 //! that is in `active/` (being delivered).
@@ -297,7 +294,9 @@ fn router(
         .map(|s| mx::parse_dns_server(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("queue.dns_servers: {e}"))?;
-    let dns = mx::Dns::new(&servers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dns = mx::Dns::new(&servers)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_own_names(std::slice::from_ref(&cfg.global.myhostname));
     let auth = postern_ipc::dial(
         &Config::socket_uri(&cfg.authd.socket),
         &postern_ipc::DialOptions::default(),

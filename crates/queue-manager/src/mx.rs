@@ -1,7 +1,10 @@
 //! Next-hop lookup for SMTP delivery with hickory-resolver: MX records in
 //! preference order (equal preferences shuffled, RFC 5321 5.1), the domain's
 //! own A/AAAA records when it has no MX (the "implicit MX"), null MX
-//! (RFC 7505: a single `MX 0 .`) as a permanent failure.
+//! (RFC 7505: a single `MX 0 .`) as a permanent failure. When this host is
+//! itself one of the domain's MX hosts (a backup MX), only the hosts of
+//! better (lower) preference are used, as in Postfix; when it is the best
+//! one, the mail loops back to itself (`554 5.4.6`).
 //!
 //! The resolver reads the system configuration (`/etc/resolv.conf`) unless
 //! `queue.dns_servers` names servers (UDP and TCP to each, in order).
@@ -30,6 +33,9 @@ pub enum DnsError {
     /// The name does not exist, or has neither MX nor address records.
     #[error("550 5.1.2 host or domain name not found: {0}")]
     NotFound(String),
+    /// This host is the best MX of the domain: the mail would come back.
+    #[error("554 5.4.6 mail for {0} loops back to myself")]
+    Loop(String),
     /// The lookup failed temporarily (timeout, SERVFAIL, no server).
     #[error("451 4.4.3 DNS lookup of {name} failed: {reason}")]
     Temporary { name: String, reason: String },
@@ -72,6 +78,26 @@ pub fn order_mx<R: rand::Rng>(mut records: Vec<(u16, String)>, rng: &mut R) -> O
     Some(hosts)
 }
 
+/// Backup-MX cut-off: when one of `own` (our host names, lower case) is
+/// among the MX `records`, keep only the records of lower preference than
+/// our best one (RFC 5321 5.1: an MX never relays to hosts of its own or
+/// worse preference). `None` = we are the best MX: nothing is left.
+pub fn cut_at_self(records: Vec<(u16, String)>, own: &[String]) -> Option<Vec<(u16, String)>> {
+    let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+    let mine = records
+        .iter()
+        .filter(|(_, h)| own.contains(&norm(h)))
+        .map(|(p, _)| *p)
+        .min();
+    match mine {
+        None => Some(records),
+        Some(p) => {
+            let better: Vec<_> = records.into_iter().filter(|(q, _)| *q < p).collect();
+            (!better.is_empty()).then_some(better)
+        }
+    }
+}
+
 /// Parse `queue.dns_servers` entries: `ip` (port 53) or `ip:port` /
 /// `[v6]:port`.
 pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
@@ -88,6 +114,8 @@ pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    /// Our own host names (lower case), for the backup-MX cut-off.
+    own_names: Vec<String>,
 }
 
 impl Dns {
@@ -123,7 +151,18 @@ impl Dns {
         *builder.options_mut() = opts;
         Ok(Self {
             resolver: builder.build(),
+            own_names: Vec::new(),
         })
+    }
+
+    /// Name this host (`global.myhostname`) for the backup-MX cut-off.
+    pub fn with_own_names(mut self, names: &[String]) -> Self {
+        self.own_names = names
+            .iter()
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        self
     }
 
     fn fqdn(name: &str) -> String {
@@ -183,6 +222,8 @@ impl Dns {
                 if records.is_empty() {
                     return Ok(vec![domain.to_ascii_lowercase()]);
                 }
+                let records = cut_at_self(records, &self.own_names)
+                    .ok_or_else(|| DnsError::Loop(domain.to_string()))?;
                 order_mx(records, &mut rand::thread_rng())
                     .ok_or_else(|| DnsError::NullMx(domain.to_string()))
             }
@@ -287,6 +328,44 @@ mod tests {
             order_mx(recs(&[(10, "mx.test."), (20, "MX.test")]), &mut rng).unwrap(),
             ["mx.test"]
         );
+    }
+
+    #[test]
+    fn backup_mx_uses_only_better_hosts() {
+        let own = vec!["mx2.example".to_string()];
+        let table: &[(&[(u16, &str)], Option<&[(u16, &str)]>)] = &[
+            // Not an MX of the domain: unchanged.
+            (
+                &[(10, "a.test"), (20, "b.test")],
+                Some(&[(10, "a.test"), (20, "b.test")]),
+            ),
+            // Backup MX at 20: only the better one is left, equal and worse go.
+            (
+                &[
+                    (10, "mx1.example."),
+                    (20, "MX2.example."),
+                    (20, "peer.test"),
+                    (30, "c.test"),
+                ],
+                Some(&[(10, "mx1.example.")]),
+            ),
+            // Best MX: nothing left (a loop).
+            (&[(10, "mx2.example"), (20, "mx3.example")], None),
+            // Listed twice: the best of our preferences counts.
+            (
+                &[(5, "a.test"), (10, "mx2.example"), (30, "mx2.example")],
+                Some(&[(5, "a.test")]),
+            ),
+        ];
+        for (records, want) in table {
+            let got = cut_at_self(recs(records), &own);
+            assert_eq!(got, want.map(recs), "{records:?}");
+        }
+        assert_eq!(
+            DnsError::Loop("example".into()).to_string(),
+            "554 5.4.6 mail for example loops back to myself"
+        );
+        assert!(DnsError::Loop("x".into()).is_permanent());
     }
 
     #[test]

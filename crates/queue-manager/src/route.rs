@@ -30,8 +30,9 @@
 //! 3. SMTP next hops that are this host's own SMTP listeners (an MX or
 //!    transport pointing back at us) are skipped; when nothing else is
 //!    left the recipient bounces with `554 5.4.6 mail for ... loops back
-//!    to myself`, as in Postfix (which also skips MX hosts of lower
-//!    preference than itself; here only our own addresses are skipped).
+//!    to myself`, as in Postfix. When `global.myhostname` is one of the
+//!    domain's MX hosts (we are a backup MX), only MX hosts of better
+//!    preference are tried ([`crate::mx::cut_at_self`]).
 //! 4. Recipients with the same next hop share one LMTP/SMTP transaction.
 //!    At most `queue.default_destination_concurrency_limit` transactions run
 //!    at the same time per next hop.
