@@ -506,3 +506,68 @@ os.execvp(sys.argv[1], sys.argv[1:])
     assert_eq!(r, ["bob@example.test 250"]);
     assert!(!acct.home.join("Maildir").exists());
 }
+
+/// pop3d serves a system user's `~/Maildir` with the user's own identity:
+/// the user logs in with the Unix password, reads what lmtp-delivery wrote
+/// byte-exact, deletes one message; everything pop3d created or renamed in
+/// the Maildir (index, lock, the expunge) is the user's, not the daemon's.
+#[test]
+fn pop3d_uses_a_system_users_maildir_as_the_user() {
+    let acct = account();
+    let env = TestEnv::new();
+    let mut text = env.config_text("level = \"info\"");
+    text.push_str(
+        "\n[authd.directory]\nbackend = \"system\"\nmydestination = [\"sys.example.test\"]\n\
+         myorigin = \"sys.example.test\"\ncache_ttl_secs = 1\n",
+    );
+    std::fs::write(&env.config_path, text).unwrap();
+    let _authd = Daemon::start(&env, "authd");
+    let lmtpd = Daemon::start(&env, "lmtp-delivery");
+    let pop3d = Daemon::start(&env, "pop3d");
+    assert_ne!((acct.uid, acct.gid), daemon_ids());
+    let addr = format!("{}@sys.example.test", acct.name);
+    for msg in [MSG1, MSG2] {
+        let r = lmtp(&env, "carol@example.org", &[&addr], msg, &lmtpd);
+        assert_eq!(r, [format!("{addr} 250")]);
+    }
+    let md = acct.home.join("Maildir");
+    assert_eq!(files(&md).len(), 2);
+    let want = expected(&addr, MSG1);
+    let py = format!(
+        r#"
+import poplib, ssl
+p = poplib.POP3("127.0.0.1", {port}, timeout=30)
+p.stls(ssl.create_default_context(cafile={ca:?}))
+p.user({user:?})
+p.pass_("Sys-pw 9")
+assert p.stat()[0] == 2, p.stat()
+resp, lines, _ = p.retr(1)
+got = b"\n".join(lines) + b"\n"
+want = bytes.fromhex({want:?})
+assert got == want, (got, want)
+p.dele(2)
+p.quit()
+"#,
+        port = env.ports["pop3"],
+        ca = env.cert.ca_file.display().to_string(),
+        user = acct.name,
+        want = want.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
+    let out = Command::new("python3").arg("-c").arg(&py).output().unwrap();
+    assert!(
+        out.status.success(),
+        "poplib: {}\n--- pop3d ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        pop3d.output()
+    );
+    assert_eq!(files(&md).len(), 1, "DELE + QUIT expunged one message");
+    for p in walk(&md) {
+        assert_eq!(
+            owner(&p),
+            (acct.uid, acct.gid),
+            "{} not owned by the user\n--- pop3d ---\n{}",
+            p.display(),
+            pop3d.output()
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod daemon;
 pub mod devcert;
 pub mod duration;
+pub mod identity;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

@@ -116,7 +116,8 @@
 
 pub mod dedupe;
 pub mod deliver;
-pub mod identity;
+/// The file-system identity switch (shared with pop3d, in `postern-common`).
+pub use postern_common::identity;
 pub mod session;
 
 use std::path::Path;

@@ -31,7 +31,12 @@
 //! minutes, RFC 1939) get `-ERR Autologout` and are closed.
 //! `pop3d.login_delay` refuses a user's login that comes sooner than that
 //! after the previous one (`-ERR [LOGIN-DELAY]`). Runs as `vmail`, the
-//! owner of the mailboxes.
+//! owner of the mailboxes. A system user's `~/Maildir` (authd gives its
+//! uid:gid) is opened, read and expunged with that user's file-system
+//! identity (`postern_common::identity`: per-thread `setfsuid`/`setfsgid`
+//! on the blocking call, restored after it), which needs `CAP_SETUID` and
+//! `CAP_SETGID` (the systemd drop-in in the README's "System users'
+//! mail"); without them the login gets `-ERR [SYS/TEMP]`.
 //!
 //! Listing a mailbox (STAT, LIST, UIDL) never reads message bodies: sizes
 //! come from the `S=`/`W=` parts of the file names and UIDs from the mail

@@ -1,6 +1,7 @@
 //! One POP3 connection: read commands, answer them in order, flush when the
 //! input is drained (RFC 2449 PIPELINING).
 
+use postern_common::identity::{Owner, as_owner};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +92,9 @@ struct Conversation {
     session: ProtoSession,
     user: Option<String>,
     drop_: Option<(Box<dyn Maildrop>, ProtoMaildrop)>,
+    /// Whose file-system identity the maildrop is used with (a system
+    /// user's own; the daemon's for virtual users).
+    owner: Owner,
 }
 
 /// Serve one connection until QUIT, timeout, error or shutdown.
@@ -135,6 +139,7 @@ pub async fn run(
         session: ProtoSession::new(tls, shared.allow_plaintext),
         user: None,
         drop_: None,
+        owner: Owner::Daemon,
     };
     tracing::info!(tls, "connected");
     Response::ok(format!("{} POP3 ready", shared.hostname)).encode(&mut c.out);
@@ -146,6 +151,7 @@ pub async fn run(
         let n = tokio::select! {
             _ = shutdown.triggered() => {
                 Response::err_code(RespCode::SysTemp, "Server shutting down").encode(&mut c.out);
+                postern_common::metrics::session_outcome("shutdown");
                 let _ = c.flush().await;
                 break;
             }
@@ -154,6 +160,7 @@ pub async fn run(
                 Ok(Ok(n)) => n,
                 Err(_) => {
                     Response::err("Autologout: idle for too long").encode(&mut c.out);
+                    postern_common::metrics::session_outcome("timeout");
                     let _ = c.flush().await;
                     break;
                 }
@@ -347,6 +354,7 @@ impl Conversation {
                     .await;
             }
             Command::Quit => {
+                postern_common::metrics::session_outcome("quit");
                 if self.session.quit() == State::Update
                     && let Some((store, view)) = self.drop_.as_mut()
                 {
@@ -356,7 +364,11 @@ impl Conversation {
                         .map(|n| n as usize - 1)
                         .collect();
                     let count = gone.len();
-                    let expunged = tokio::task::block_in_place(|| store.expunge(&gone));
+                    let owner = self.owner;
+                    let expunged = tokio::task::block_in_place(|| {
+                        as_owner(owner, || store.expunge(&gone))
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    });
                     postern_common::metrics::mailstore_op("expunge", expunged.is_ok());
                     match expunged {
                         Ok(()) => {
@@ -412,7 +424,11 @@ impl Conversation {
                 return Ok(Flow::Continue);
             }
         };
-        let read = tokio::task::block_in_place(|| store.read(msg as usize - 1));
+        let owner = self.owner;
+        let read = tokio::task::block_in_place(|| {
+            as_owner(owner, || store.read(msg as usize - 1))
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        });
         postern_common::metrics::mailstore_op("read", read.is_ok());
         let mut reader = match read {
             Ok(r) => r,
@@ -543,11 +559,25 @@ impl Conversation {
                 return Ok(Flow::Continue);
             }
         };
+        // A system user's Maildir is used with the user's own file-system
+        // identity (files pop3d creates or renames stay the user's).
+        let owner = match Owner::for_process(info.uid, info.gid) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(user = %user, uid = info.uid, gid = info.gid, error = %e, "mailbox owner refused");
+                Response::err_code(RespCode::SysPerm, "Mailbox is not usable")
+                    .encode(&mut self.out);
+                return Ok(Flow::Close);
+            }
+        };
         let store = shared.store.clone();
         let path = std::path::PathBuf::from(&info.mailbox);
-        let opened = tokio::task::spawn_blocking(move || store.open(&path))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        let opened = tokio::task::spawn_blocking(move || {
+            as_owner(owner, || store.open(&path))
+                .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())))
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
         postern_common::metrics::mailstore_op("open", opened.is_ok());
         match opened {
             Ok(md) => {
@@ -557,6 +587,7 @@ impl Conversation {
                     Ok(view) => {
                         tracing::info!(user = %user, messages = view.len(), "logged in");
                         self.user = Some(user);
+                        self.owner = owner;
                         self.drop_ = Some((md, view));
                         self.session.logged_in();
                         Response::ok("Logged in").encode(&mut self.out);

@@ -1,4 +1,6 @@
-//! Delivering as the mailbox's owner: the file-system identity of one thread.
+//! Working as the mailbox's owner: the file-system identity of one thread
+//! (lmtp-delivery writes a system user's copy with it, pop3d reads and
+//! changes the user's Maildir with it).
 //!
 //! authd's `UserInfo` carries the uid and gid that own a mailbox (`0` = the
 //! daemon's own: virtual users under `vmail`). System users (`backend =
@@ -191,6 +193,19 @@ impl FsIdentity {
             });
         }
         Ok(guard)
+    }
+}
+
+/// Run `f` with `owner`'s file-system identity on this thread (a blocking
+/// thread: never a tokio worker that may start threads meanwhile), restoring
+/// it afterwards. `Owner::Daemon` runs `f` as is.
+pub fn as_owner<T>(owner: Owner, f: impl FnOnce() -> T) -> Result<T, IdentityError> {
+    match owner {
+        Owner::Daemon => Ok(f()),
+        Owner::User { uid, gid } => {
+            let _guard = FsIdentity::switch(uid, gid)?;
+            Ok(f())
+        }
     }
 }
 
