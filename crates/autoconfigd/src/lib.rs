@@ -181,8 +181,14 @@ async fn connection(
 ) {
     match acceptor {
         Some(a) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, a.accept(stream)).await {
-            Ok(Ok(tls)) => serve(TokioIo::new(tls), peer, config, shutdown).await,
-            Ok(Err(e)) => tracing::debug!(remote = %peer, error = %e, "TLS handshake failed"),
+            Ok(Ok(tls)) => {
+                postern_common::metrics::tls_handshake(true);
+                serve(TokioIo::new(tls), peer, config, shutdown).await
+            }
+            Ok(Err(e)) => {
+                postern_common::metrics::tls_handshake(false);
+                tracing::debug!(remote = %peer, error = %e, "TLS handshake failed")
+            }
             Err(_) => tracing::debug!(remote = %peer, "TLS handshake timed out"),
         },
         None => serve(TokioIo::new(stream), peer, config, shutdown).await,

@@ -227,6 +227,7 @@ pub async fn run(
             limit = shared.max_per_ip,
             "refused: client_connection_count_limit"
         );
+        postern_common::metrics::connection_refused("client_connection_count");
         let mut stream = stream;
         let _ = tokio::time::timeout(
             TLS_HANDSHAKE_TIMEOUT,
@@ -298,6 +299,7 @@ pub async fn run(
         }
         if shutdown.is_triggered() {
             s.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+            postern_common::metrics::session_outcome("shutdown");
             break;
         }
     }
@@ -759,6 +761,7 @@ impl Session {
             Err(_) => {
                 self.out
                     .extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+                postern_common::metrics::session_outcome("timeout");
                 Ok(false)
             }
         }
@@ -868,6 +871,7 @@ impl Session {
             }
             ("LOGOUT", _) => {
                 self.out.extend_from_slice(b"* BYE Logging out\r\n");
+                postern_common::metrics::session_outcome("quit");
                 self.reply(&tag, "OK LOGOUT completed");
                 return Ok(Flow::Close);
             }
@@ -2840,10 +2844,12 @@ impl Session {
             tokio::select! {
                 _ = shutdown.triggered() => {
                     self.out.extend_from_slice(b"* BYE Server shutting down\r\n");
+                    postern_common::metrics::session_outcome("shutdown");
                     return Ok(Flow::Close);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+                    postern_common::metrics::session_outcome("timeout");
                     return Ok(Flow::Close);
                 }
                 r = self.conn.read(&mut buf) => match r {
