@@ -118,9 +118,9 @@ fn expected(rcpt: &str, msg: &[u8]) -> Vec<u8> {
     v
 }
 
-#[test]
-fn system_user_mail_is_written_as_the_user() {
-    let acct = account();
+/// A test environment whose directory is the system's users
+/// (`sys.example.test`).
+fn system_env() -> TestEnv {
     let env = TestEnv::new();
     let mut text = env.config_text("level = \"info\"");
     text.push_str(
@@ -128,6 +128,13 @@ fn system_user_mail_is_written_as_the_user() {
          myorigin = \"sys.example.test\"\ncache_ttl_secs = 1\n",
     );
     std::fs::write(&env.config_path, text).unwrap();
+    env
+}
+
+#[test]
+fn system_user_mail_is_written_as_the_user() {
+    let acct = account();
+    let env = system_env();
     let _authd = Daemon::start(&env, "authd");
     let lmtpd = Daemon::start(&env, "lmtp-delivery");
     assert_ne!(
@@ -514,13 +521,7 @@ os.execvp(sys.argv[1], sys.argv[1:])
 #[test]
 fn pop3d_uses_a_system_users_maildir_as_the_user() {
     let acct = account();
-    let env = TestEnv::new();
-    let mut text = env.config_text("level = \"info\"");
-    text.push_str(
-        "\n[authd.directory]\nbackend = \"system\"\nmydestination = [\"sys.example.test\"]\n\
-         myorigin = \"sys.example.test\"\ncache_ttl_secs = 1\n",
-    );
-    std::fs::write(&env.config_path, text).unwrap();
+    let env = system_env();
     let _authd = Daemon::start(&env, "authd");
     let lmtpd = Daemon::start(&env, "lmtp-delivery");
     let pop3d = Daemon::start(&env, "pop3d");

@@ -197,13 +197,18 @@ fn start_with(queue_extra: &str, mx_cert: bool) -> Stack {
 
 /// Send one message with smtplib to our MX port; returns the DATA reply code.
 fn send(env: &TestEnv, from: &str, to: &[&str], subject: &str) {
+    send_with(env, from, to, subject, &[]);
+}
+
+/// [`send`] with ESMTP options on every RCPT.
+fn send_with(env: &TestEnv, from: &str, to: &[&str], subject: &str, rcpt_options: &[&str]) {
     let rcpts: Vec<String> = to.iter().map(|t| format!("{t:?}")).collect();
     let script = format!(
         r#"
 import smtplib
 s = smtplib.SMTP("127.0.0.1", {port})
 s.ehlo("client.example.org")
-refused = s.sendmail({from:?}, [{rcpts}], b"From: <{from}>\r\nSubject: {subject}\r\n\r\nhello\r\n.dot line\r\n")
+refused = s.sendmail({from:?}, [{rcpts}], b"From: <{from}>\r\nSubject: {subject}\r\n\r\nhello\r\n.dot line\r\n", rcpt_options={rcpt_options:?})
 assert not refused, refused
 s.quit()
 "#,
@@ -490,27 +495,7 @@ s.quit()
 
 /// Send with NOTIFY=SUCCESS,FAILURE on the recipient.
 fn send_notify_success(st: &Stack, from: &str, to: &str, subject: &str) {
-    let script = format!(
-        r#"
-import smtplib
-s = smtplib.SMTP("127.0.0.1", {port})
-s.ehlo("client.example.org")
-refused = s.sendmail({from:?}, [{to:?}], b"Subject: {subject}\r\n\r\nhello\r\n", rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
-assert not refused, refused
-s.quit()
-"#,
-        port = st.env.ports["smtp"],
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_with(&st.env, from, &[to], subject, &["NOTIFY=SUCCESS,FAILURE"]);
 }
 
 /// NOTIFY=SUCCESS to a remote MX that offers DSN: the RCPT carries NOTIFY

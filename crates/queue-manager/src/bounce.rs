@@ -569,6 +569,7 @@ pub fn build(
         auth_user: String::new(),
         origin: "bounce".to_string(),
         session_id: queue_id.to_string(),
+        hold_reason: String::new(),
     };
     Some(Dsn {
         envelope,

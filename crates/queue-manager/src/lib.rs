@@ -15,6 +15,15 @@
 //! ([`spool::Committer`]): each file is still fsynced, the directory fsync is
 //! shared by up to 64 messages.
 //! A stream that ends without `End` or a client that goes away leaves no file.
+//! `End` also carries what smtpd's check pipeline decided (accepted on the
+//! private socket only; PERMISSION_DENIED on the public one): `prepend`
+//! (header fields, validated as such, bounded by
+//! [`service::MAX_PREPEND`]) is put in front of the content, `redirect_to`
+//! replaces the recipients, `archive_to` adds recipients with NOTIFY=NEVER
+//! (same queue file, so the archive copy is byte-identical), and a
+//! non-empty `hold_reason` writes the message straight into `hold/` (never
+//! through `incoming/`/`active/`) with the reason in a HOLD REASON record,
+//! shown by List/Inspect; Release moves it to `deferred/`, due at once.
 //! On start, `tmp/` leftovers are removed, `active/` goes back to
 //! `incoming/`, and files in `incoming/` without a valid END record are moved
 //! to `corrupt/` (logged at error level with `queue_id`), never delivered.

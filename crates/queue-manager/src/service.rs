@@ -5,7 +5,22 @@ use std::sync::Arc;
 use postern_ipc::queue::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::spool::{self, Envelope, QUEUES, QueueId, RcptStatus, Recipient, Spool, SpoolError};
+use crate::spool::{
+    self, Envelope, Landing, QUEUES, QueueId, RcptStatus, Recipient, Spool, SpoolError,
+};
+
+/// Bound on `End.prepend` (header lines from smtpd's checks), bytes: a
+/// few `Authentication-Results`/`X-*` fields; not counted in
+/// `message_size_limit`.
+pub const MAX_PREPEND: usize = 64 * 1024;
+/// Bound on `End.redirect_to` and on `End.archive_to`, addresses each.
+pub const MAX_END_RECIPIENTS: usize = 100;
+/// Bound on one address of `redirect_to`/`archive_to`, octets (RFC 5321
+/// 4.5.3.1.3: a path is at most 256 octets including the brackets).
+const MAX_ADDRESS: usize = 254;
+/// NOTIFY=NEVER: an archive copy that fails never bounces to the sender
+/// (who must not learn about the audit mailbox).
+const NOTIFY_NEVER: u8 = 1;
 
 /// The gRPC service. `public` = served on the public (sendmail) socket:
 /// administration calls (List, Inspect, Hold, Release, Delete, Flush) are
@@ -84,7 +99,127 @@ fn envelope_from(e: pb::Envelope) -> Envelope {
         auth_user: e.auth_user,
         origin: e.origin,
         session_id: e.session_id,
+        hold_reason: String::new(),
     }
+}
+
+/// `prepend` must be complete header fields: `Name: value` lines with
+/// CRLF ends, continuation lines starting with a space or tab, no NUL and
+/// no bare CR or LF, so it cannot end the header section or smuggle a body.
+fn check_prepend(p: &[u8]) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Ok(());
+    }
+    if p.len() > MAX_PREPEND {
+        return Err("End.prepend too long");
+    }
+    let Some(body) = p.strip_suffix(b"\r\n") else {
+        return Err("End.prepend must end with CRLF");
+    };
+    let mut first = true;
+    let mut rest = body;
+    loop {
+        let (line, next) = match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => (&rest[..i], Some(&rest[i + 2..])),
+            None => (rest, None),
+        };
+        if line.is_empty() || line.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+            return Err("End.prepend has an empty line, a bare CR or LF, or a NUL");
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if first {
+                return Err("End.prepend starts with a continuation line");
+            }
+        } else {
+            let colon = line.iter().position(|&b| b == b':');
+            match colon {
+                Some(c) if c > 0 && line[..c].iter().all(|&b| (33..=126).contains(&b)) => {}
+                _ => return Err("End.prepend has a line that is not a header field"),
+            }
+        }
+        first = false;
+        match next {
+            Some(n) => rest = n,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// An address of `redirect_to`/`archive_to`: bounded, no spaces, controls or
+/// angle brackets (it is written into LMTP/SMTP commands).
+fn check_address(a: &str) -> Result<(), String> {
+    if a.is_empty()
+        || a.len() > MAX_ADDRESS
+        || a.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+    {
+        return Err(format!(
+            "bad address in End: {:?}",
+            a.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Apply what smtpd's check pipeline decided (`End`'s optional fields) to a
+/// message about to be stored: headers put in front of the content, the
+/// recipients replaced (redirect) and extended (archive copies), and where
+/// it lands (`hold/` with a reason). Refuses malformed values as a whole.
+pub fn apply_end(
+    end: &pb::End,
+    envelope: &mut Envelope,
+    content: &mut Vec<u8>,
+) -> Result<Landing, Status> {
+    check_prepend(&end.prepend).map_err(Status::invalid_argument)?;
+    if end.redirect_to.len() > MAX_END_RECIPIENTS || end.archive_to.len() > MAX_END_RECIPIENTS {
+        return Err(Status::invalid_argument("too many End recipients"));
+    }
+    for a in end.redirect_to.iter().chain(&end.archive_to) {
+        check_address(a).map_err(Status::invalid_argument)?;
+    }
+    if !end.prepend.is_empty() {
+        let mut v = Vec::with_capacity(end.prepend.len() + content.len());
+        v.extend_from_slice(&end.prepend);
+        v.append(content);
+        *content = v;
+    }
+    if !end.redirect_to.is_empty() {
+        // The envelope's recipients are replaced; the DSN parameters they
+        // carried belonged to them, so the new ones get the defaults.
+        envelope.recipients.clear();
+        for a in &end.redirect_to {
+            if !envelope
+                .recipients
+                .iter()
+                .any(|r| r.address.eq_ignore_ascii_case(a))
+            {
+                envelope.recipients.push(Recipient {
+                    address: a.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for a in &end.archive_to {
+        if !envelope
+            .recipients
+            .iter()
+            .any(|r| r.address.eq_ignore_ascii_case(a))
+        {
+            envelope.recipients.push(Recipient {
+                address: a.clone(),
+                notify: NOTIFY_NEVER,
+                orcpt: String::new(),
+            });
+        }
+    }
+    let reason = spool::clean_hold_reason(&end.hold_reason);
+    Ok(if reason.is_empty() {
+        Landing::Incoming
+    } else {
+        envelope.hold_reason = reason;
+        Landing::Hold
+    })
 }
 
 fn entry(m: &spool::Message) -> pb::QueueEntry {
@@ -106,6 +241,7 @@ fn entry(m: &spool::Message) -> pb::QueueEntry {
                 next_attempt_unix: s.next_attempt_unix,
             })
             .collect(),
+        hold_reason: m.envelope.hold_reason.clone(),
     }
 }
 
@@ -279,9 +415,9 @@ impl pb::queue_server::Queue for QueueService {
                 "message size exceeds fixed limit",
             ));
         }
-        let envelope = envelope_from(env);
+        let mut envelope = envelope_from(env);
         let mut content = Vec::new();
-        loop {
+        let end = loop {
             let msg = stream.message().await?.ok_or_else(|| {
                 Status::invalid_argument("Enqueue stream ended without End: message discarded")
             })?;
@@ -304,7 +440,7 @@ impl pb::queue_server::Queue for QueueService {
                             content.len()
                         )));
                     }
-                    break;
+                    break end;
                 }
                 Some(Part::Envelope(_)) => {
                     return Err(Status::invalid_argument(
@@ -313,16 +449,34 @@ impl pb::queue_server::Queue for QueueService {
                 }
                 None => return Err(Status::invalid_argument("empty Enqueue message")),
             }
+        };
+        // The check pipeline's decisions come from smtpd only: a local
+        // user on the public socket may not park mail in hold/ or add
+        // recipients behind the envelope's back.
+        let decided = !end.prepend.is_empty()
+            || !end.hold_reason.is_empty()
+            || !end.redirect_to.is_empty()
+            || !end.archive_to.is_empty();
+        if decided && self.public {
+            return Err(Status::permission_denied(
+                "End's check fields are not accepted on the public socket",
+            ));
         }
+        let landing = apply_end(&end, &mut envelope, &mut content)?;
         let nrcpt = envelope.recipients.len();
         let from = envelope.sender.clone();
+        let hold_reason = envelope.hold_reason.clone();
         let id = self
             .committer
-            .enqueue(envelope, content)
+            .enqueue_to(envelope, content, landing)
             .await
             .map_err(status_of)?;
-        tracing::info!(queue_id = %id, from = %from, nrcpt, public = self.public, "queued");
-        self.wake.notify_one();
+        if landing == Landing::Hold {
+            tracing::info!(queue_id = %id, from = %from, nrcpt, public = self.public, reason = %hold_reason, "queued on hold");
+        } else {
+            tracing::info!(queue_id = %id, from = %from, nrcpt, public = self.public, "queued");
+            self.wake.notify_one();
+        }
         postern_common::metrics::message_enqueued(if self.public { "public" } else { "private" });
         Ok(Response::new(pb::EnqueueResponse {
             queue_id: id.to_string(),
@@ -424,5 +578,170 @@ impl pb::queue_server::Queue for QueueService {
             ids = all.into_iter().map(|i| i.to_string()).collect();
         }
         self.each(ids, op_flush).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            sender: "a@x.test".into(),
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: a.to_string(),
+                    notify: 4,
+                    orcpt: format!("rfc822;{a}"),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prepend_must_be_header_fields() {
+        for ok in [
+            &b""[..],
+            b"X-A: 1\r\n",
+            b"X-A: 1\r\nX-B: 2\r\n",
+            b"Authentication-Results: mx;\r\n\tspf=pass\r\n",
+        ] {
+            assert_eq!(
+                check_prepend(ok),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b"X-A: 1"[..],            // no CRLF
+            b"X-A: 1\n",               // bare LF at the end
+            b"X-A: 1\nX-B: 2\r\n",     // bare LF inside
+            b"X-A: 1\rX-B: 2\r\n",     // bare CR
+            b"X-A: 1\r\n\r\nbody\r\n", // ends the header section
+            b"\r\n",                   // empty line
+            b" cont\r\n",              // starts with a continuation
+            b"no colon\r\n",           // not a field
+            b": empty name\r\n",       // empty name
+            b"Bad Name: x\r\n",        // space in the name
+            b"X-A: a\0b\r\n",          // NUL
+        ] {
+            assert!(
+                check_prepend(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut long = b"X-A: ".to_vec();
+        long.resize(MAX_PREPEND + 1, b'a');
+        long.extend_from_slice(b"\r\n");
+        assert!(check_prepend(&long).is_err());
+    }
+
+    #[test]
+    fn end_fields_change_content_recipients_and_landing() {
+        // Nothing set: nothing changes.
+        let mut e = env(&["b@x.test"]);
+        let mut c = b"Subject: s\r\n\r\nhi\r\n".to_vec();
+        let l = apply_end(&pb::End::default(), &mut e, &mut c).unwrap();
+        assert_eq!(l, Landing::Incoming);
+        assert_eq!(e, env(&["b@x.test"]));
+        assert_eq!(c, b"Subject: s\r\n\r\nhi\r\n");
+
+        // Prepend, archive (deduplicated, NOTIFY=NEVER), hold.
+        let end = pb::End {
+            prepend: b"X-Audit: r1\r\n".to_vec(),
+            hold_reason: "audit: rule r1\nmatched".into(),
+            archive_to: vec![
+                "audit@x.test".into(),
+                "B@x.test".into(),
+                "audit@x.test".into(),
+            ],
+            ..Default::default()
+        };
+        let l = apply_end(&end, &mut e, &mut c).unwrap();
+        assert_eq!(l, Landing::Hold);
+        assert_eq!(c, b"X-Audit: r1\r\nSubject: s\r\n\r\nhi\r\n");
+        let addrs: Vec<_> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["b@x.test", "audit@x.test"]);
+        assert_eq!(e.recipients[0].notify, 4);
+        assert_eq!(e.recipients[1].notify, NOTIFY_NEVER);
+        assert_eq!(e.hold_reason, "audit: rule r1 matched");
+
+        // Redirect replaces every recipient (and their DSN parameters);
+        // archive copies are added after it.
+        let mut e = env(&["b@x.test", "c@x.test"]);
+        let end = pb::End {
+            redirect_to: vec!["quarantine@x.test".into()],
+            archive_to: vec!["audit@x.test".into()],
+            ..Default::default()
+        };
+        assert_eq!(apply_end(&end, &mut e, &mut c).unwrap(), Landing::Incoming);
+        let addrs: Vec<_> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        assert_eq!(addrs, ["quarantine@x.test", "audit@x.test"]);
+        assert_eq!(e.recipients[0].orcpt, "");
+
+        // A reason of only control characters is no reason.
+        let mut e = env(&["b@x.test"]);
+        let end = pb::End {
+            hold_reason: "\r\n".into(),
+            ..Default::default()
+        };
+        assert_eq!(apply_end(&end, &mut e, &mut c).unwrap(), Landing::Incoming);
+    }
+
+    #[test]
+    fn bad_end_fields_are_refused_whole() {
+        let c0 = b"Subject: s\r\n\r\nhi\r\n".to_vec();
+        for end in [
+            pb::End {
+                redirect_to: vec!["a b@x.test".into()],
+                ..Default::default()
+            },
+            pb::End {
+                archive_to: vec!["<a@x.test>".into()],
+                ..Default::default()
+            },
+            pb::End {
+                archive_to: vec!["a@x.test\r\nRCPT TO:<e@x.test>".into()],
+                ..Default::default()
+            },
+            pb::End {
+                redirect_to: vec![String::new()],
+                ..Default::default()
+            },
+            pb::End {
+                redirect_to: vec![format!("{}@x.test", "a".repeat(300))],
+                ..Default::default()
+            },
+            pb::End {
+                archive_to: (0..=MAX_END_RECIPIENTS)
+                    .map(|i| format!("a{i}@x.test"))
+                    .collect(),
+                ..Default::default()
+            },
+            pb::End {
+                prepend: b"X-A: 1\r\n\r\n".to_vec(),
+                hold_reason: "r".into(),
+                ..Default::default()
+            },
+        ] {
+            let mut e = env(&["b@x.test"]);
+            let mut c = c0.clone();
+            let err = apply_end(&end, &mut e, &mut c).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert_eq!(e, env(&["b@x.test"]), "envelope changed by a refused End");
+            assert_eq!(c, c0);
+        }
+    }
+
+    #[test]
+    fn long_hold_reasons_are_cut_at_a_character_boundary() {
+        let r = spool::clean_hold_reason(&"机".repeat(1000));
+        assert!(r.len() <= spool::MAX_HOLD_REASON);
+        assert!(r.chars().all(|c| c == '机'));
+        assert_eq!(r.chars().count(), spool::MAX_HOLD_REASON / 3);
     }
 }

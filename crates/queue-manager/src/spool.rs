@@ -21,10 +21,14 @@
 //! | `R` | RECIPIENT (one per recipient) | fields: address, notify bits (1 byte: never=1, success=2, failure=4, delay=8), orcpt |
 //! | `E` | ENVELOPE params | fields: body (1 byte), smtputf8 (1 byte), ret (1 byte), size hint (u64 BE), envid |
 //! | `P` | PROVENANCE | fields: helo, client address, client hostname, auth user, origin, session id |
+//! | `H` | HOLD REASON (optional, at most one) | UTF-8 text: why the message was put in `hold/` on arrival (smtpd's check pipeline) |
 //! | `C` | CONTENT (zero or more chunks) | message bytes |
 //! | `X` | END | u64 BE total content bytes |
 //!
-//! "fields" = a sequence of (u32 BE length, bytes). A file whose last record
+//! "fields" = a sequence of (u32 BE length, bytes). Optional records are
+//! written only when they carry something, so files written before a record
+//! type existed still read (the HOLD REASON record came with the check
+//! pipeline; a file without it has no reason). A file whose last record
 //! is not a valid END (or whose END total does not match the content, or
 //! that has bytes after END) is corrupt: it goes to `corrupt/` and is never
 //! delivered.
@@ -59,6 +63,9 @@ const FORMAT_VERSION: u8 = 1;
 const MAX_RECORD: usize = 64 * 1024;
 /// Bound on one content chunk record.
 const MAX_CHUNK: usize = 1 << 20;
+/// Bound on a stored hold reason (bytes): the joined reasons of the checks
+/// that asked for the hold; longer ones are cut at a character boundary.
+pub const MAX_HOLD_REASON: usize = 1000;
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +176,45 @@ pub struct Envelope {
     pub auth_user: String,
     pub origin: String,
     pub session_id: String,
+    /// Why the message was put in `hold/` when it arrived (empty = it was
+    /// not). Kept after a release, as history; where the message lands is
+    /// the caller's choice ([`Landing`]), not derived from this field, so an
+    /// alias expansion copying the envelope is not held again.
+    pub hold_reason: String,
+}
+
+/// Make a hold reason safe to store and show: control characters become
+/// spaces, and it is cut to [`MAX_HOLD_REASON`] bytes at a character
+/// boundary.
+pub fn clean_hold_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_HOLD_REASON));
+    for c in reason.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_HOLD_REASON {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim().to_string()
+}
+
+/// Where a newly committed message lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    /// `incoming/`: delivered at once.
+    Incoming,
+    /// `hold/`: kept for review until `mailctl queue release`; never passes
+    /// through `incoming/` or `active/`.
+    Hold,
+}
+
+impl Landing {
+    pub fn queue(self) -> &'static str {
+        match self {
+            Landing::Incoming => "incoming",
+            Landing::Hold => "hold",
+        }
+    }
 }
 
 fn put_record(out: &mut Vec<u8>, t: u8, payload: &[u8]) {
@@ -240,6 +286,9 @@ pub fn encode(env: &Envelope, content: &[u8]) -> Vec<u8> {
             env.session_id.as_bytes(),
         ]),
     );
+    if !env.hold_reason.is_empty() {
+        put_record(&mut out, b'H', env.hold_reason.as_bytes());
+    }
     for chunk in content.chunks(MAX_CHUNK) {
         put_record(&mut out, b'C', chunk);
     }
@@ -322,6 +371,12 @@ pub fn decode(data: &[u8], with_content: bool) -> Result<(Envelope, Vec<u8>, u64
                 env.auth_user = string(f[3])?;
                 env.origin = string(f[4])?;
                 env.session_id = string(f[5])?;
+            }
+            b'H' => {
+                if !env.hold_reason.is_empty() || payload.is_empty() {
+                    return Err(bad("HOLD REASON"));
+                }
+                env.hold_reason = string(payload)?;
             }
             b'C' => {
                 total += len as u64;
@@ -464,28 +519,55 @@ impl Spool {
     /// result per message, in order; an id is returned only for a message
     /// whose file and directory entry are both on disk.
     pub fn enqueue_batch(&self, msgs: &[(&Envelope, &[u8])]) -> Vec<Result<QueueId, SpoolError>> {
+        let msgs: Vec<(&Envelope, &[u8], Landing)> = msgs
+            .iter()
+            .map(|(e, c)| (*e, *c, Landing::Incoming))
+            .collect();
+        self.enqueue_batch_to(&msgs)
+    }
+
+    /// Store a message durably where `landing` says (`hold/` for a message
+    /// a check put on hold), as [`Spool::enqueue`].
+    pub fn enqueue_to(
+        &self,
+        env: &Envelope,
+        content: &[u8],
+        landing: Landing,
+    ) -> Result<QueueId, SpoolError> {
+        self.enqueue_batch_to(&[(env, content, landing)])
+            .pop()
+            .expect("one result per message")
+    }
+
+    /// [`Spool::enqueue_batch`] with a landing queue per message: each
+    /// queue directory that received a file is fsynced once.
+    pub fn enqueue_batch_to(
+        &self,
+        msgs: &[(&Envelope, &[u8], Landing)],
+    ) -> Vec<Result<QueueId, SpoolError>> {
         // Each message is written and fsynced on its own thread: fsyncs
         // issued together are merged by the file system's journal (one
         // commit for many files), where one after the other each would
         // wait for its own. Then every file is renamed into incoming/ and
         // the directory fsynced once for the batch.
-        let write_one = |(env, content): &(&Envelope, &[u8])| -> Result<QueueId, SpoolError> {
-            let id = QueueId::generate();
-            let tmp = self.root.join("tmp").join(id.as_str());
-            let r = (|| -> io::Result<()> {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                f.write_all(&encode(env, content))?;
-                f.sync_all()?;
-                fs::rename(&tmp, self.path("incoming", &id))
-            })();
-            match r {
-                Ok(()) => Ok(id),
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    Err(e.into())
+        let write_one =
+            |(env, content, landing): &(&Envelope, &[u8], Landing)| -> Result<QueueId, SpoolError> {
+                let id = QueueId::generate();
+                let tmp = self.root.join("tmp").join(id.as_str());
+                let r = (|| -> io::Result<()> {
+                    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                    f.write_all(&encode(env, content))?;
+                    f.sync_all()?;
+                    fs::rename(&tmp, self.path(landing.queue(), &id))
+                })();
+                match r {
+                    Ok(()) => Ok(id),
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        Err(e.into())
+                    }
                 }
-            }
-        };
+            };
         let mut results: Vec<Result<QueueId, SpoolError>> = if msgs.len() == 1 {
             vec![write_one(&msgs[0])]
         } else {
@@ -512,15 +594,25 @@ impl Spool {
                     .collect()
             })
         };
-        if results.iter().any(Result::is_ok)
-            && let Err(e) = fsync_dir(&self.root.join("incoming"))
-        {
-            // Not durable: none of them may be acknowledged. Remove them
-            // (best effort) so they are not delivered unacknowledged.
-            for r in results.iter_mut() {
-                if let Ok(id) = r {
-                    let _ = fs::remove_file(self.path("incoming", id));
-                    *r = Err(io::Error::new(e.kind(), e.to_string()).into());
+        for landing in [Landing::Incoming, Landing::Hold] {
+            let landed = |i: usize| msgs[i].2 == landing;
+            if !results
+                .iter()
+                .enumerate()
+                .any(|(i, r)| r.is_ok() && landed(i))
+            {
+                continue;
+            }
+            if let Err(e) = fsync_dir(&self.root.join(landing.queue())) {
+                // Not durable: none of them may be acknowledged. Remove them
+                // (best effort) so they are not delivered unacknowledged.
+                for (i, r) in results.iter_mut().enumerate() {
+                    if let Ok(id) = r
+                        && landed(i)
+                    {
+                        let _ = fs::remove_file(self.path(landing.queue(), id));
+                        *r = Err(io::Error::new(e.kind(), e.to_string()).into());
+                    }
                 }
             }
         }
@@ -734,6 +826,7 @@ const MAX_WRITER_THREADS: usize = 16;
 type Job = (
     Envelope,
     Vec<u8>,
+    Landing,
     tokio::sync::oneshot::Sender<Result<QueueId, SpoolError>>,
 );
 
@@ -760,11 +853,13 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    let msgs: Vec<(&Envelope, &[u8])> =
-                        batch.iter().map(|(e, c, _)| (e, c.as_slice())).collect();
-                    let results = spool.enqueue_batch(&msgs);
+                    let msgs: Vec<(&Envelope, &[u8], Landing)> = batch
+                        .iter()
+                        .map(|(e, c, l, _)| (e, c.as_slice(), *l))
+                        .collect();
+                    let results = spool.enqueue_batch_to(&msgs);
                     tracing::debug!(batch = batch.len(), "group commit");
-                    for ((_, _, reply), r) in batch.into_iter().zip(results) {
+                    for ((_, _, _, reply), r) in batch.into_iter().zip(results) {
                         if let Err(Ok(id)) = reply.send(r) {
                             // The caller went away after the commit: the
                             // message is queued but nobody got its id.
@@ -779,9 +874,133 @@ impl Committer {
 
     /// Store a message durably; the id comes back after the fsyncs.
     pub async fn enqueue(&self, env: Envelope, content: Vec<u8>) -> Result<QueueId, SpoolError> {
+        self.enqueue_to(env, content, Landing::Incoming).await
+    }
+
+    /// Store a message durably in the queue `landing` says.
+    pub async fn enqueue_to(
+        &self,
+        env: Envelope,
+        content: Vec<u8>,
+        landing: Landing,
+    ) -> Result<QueueId, SpoolError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gone = || SpoolError::Io(io::Error::other("spool writer thread is gone"));
-        self.tx.send((env, content, tx)).map_err(|_| gone())?;
+        self.tx
+            .send((env, content, landing, tx))
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Envelope {
+        Envelope {
+            arrival_micros: 1_700_000_000_000_000,
+            sender: "a@x.test".into(),
+            recipients: vec![Recipient {
+                address: "b@x.test".into(),
+                notify: 0,
+                orcpt: String::new(),
+            }],
+            session_id: "S1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hold_reason_record_round_trips_and_is_optional() {
+        let mut e = env();
+        // Without a reason no HOLD REASON record is written: the file is
+        // byte for byte what the format wrote before the record existed.
+        let plain = encode(&e, b"m\r\n");
+        assert!(
+            !plain
+                .windows(5)
+                .any(|w| w[0] == b'H' && w[1..] == [0, 0, 0, 0])
+        );
+        let (d, _, _) = decode(&plain, true).unwrap();
+        assert_eq!(d.hold_reason, "");
+
+        e.hold_reason = "audit: rule secret matched in body".into();
+        let held = encode(&e, b"m\r\n");
+        assert_eq!(held.len(), plain.len() + 5 + e.hold_reason.len());
+        let (d, c, _) = decode(&held, true).unwrap();
+        assert_eq!(d, e);
+        assert_eq!(c, b"m\r\n");
+    }
+
+    /// A version-1 file as written before the HOLD REASON record existed
+    /// (built record by record here, not with `encode`) still reads.
+    #[test]
+    fn a_file_from_before_the_hold_record_reads() {
+        let mut f = MAGIC.to_vec();
+        put_record(&mut f, b'V', &[1]);
+        put_record(&mut f, b'A', &7i64.to_be_bytes());
+        put_record(&mut f, b'S', b"a@x.test");
+        put_record(&mut f, b'R', &fields(&[b"b@x.test", &[0], b""]));
+        put_record(
+            &mut f,
+            b'E',
+            &fields(&[&[0], &[0], &[0], &0u64.to_be_bytes(), b""]),
+        );
+        put_record(
+            &mut f,
+            b'P',
+            &fields(&[b"h", b"192.0.2.1", b"", b"", b"smtpd", b"S1"]),
+        );
+        put_record(&mut f, b'C', b"m\r\n");
+        put_record(&mut f, b'X', &3u64.to_be_bytes());
+        let (d, c, n) = decode(&f, true).unwrap();
+        assert_eq!(
+            (d.sender.as_str(), d.hold_reason.as_str(), n),
+            ("a@x.test", "", 3)
+        );
+        assert_eq!(c, b"m\r\n");
+    }
+
+    #[test]
+    fn duplicate_or_empty_hold_records_are_corrupt() {
+        let mut e = env();
+        e.hold_reason = "r".into();
+        let held = encode(&e, b"m\r\n");
+        // Insert a second H record right after the first.
+        let at = held.windows(6).position(|w| w == b"H\0\0\0\x01r").unwrap() + 6;
+        let mut twice = held[..at].to_vec();
+        put_record(&mut twice, b'H', b"again");
+        twice.extend_from_slice(&held[at..]);
+        assert!(decode(&twice, false).unwrap_err().contains("HOLD REASON"));
+        let mut empty = held[..at].to_vec();
+        empty.truncate(at - 6);
+        put_record(&mut empty, b'H', b"");
+        empty.extend_from_slice(&held[at..]);
+        assert!(decode(&empty, false).is_err());
+    }
+
+    #[test]
+    fn enqueue_to_hold_never_touches_incoming() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path()).unwrap();
+        let mut e = env();
+        e.hold_reason = "audit: r".into();
+        let held = s.enqueue_to(&e, b"m\r\n", Landing::Hold).unwrap();
+        let plain = s.enqueue(&env(), b"m\r\n").unwrap();
+        assert_eq!(s.locate(&held), Some("hold"));
+        assert_eq!(s.locate(&plain), Some("incoming"));
+        assert_eq!(s.list("incoming").unwrap(), vec![plain]);
+        assert_eq!(s.read(&held).unwrap().envelope.hold_reason, "audit: r");
+        // Recovery leaves hold/ alone.
+        assert!(!s.recover().unwrap().contains(&held));
+        assert_eq!(s.locate(&held), Some("hold"));
+        // A batch mixing both lands each where asked.
+        let r = s.enqueue_batch_to(&[
+            (&e, b"1\r\n", Landing::Hold),
+            (&env(), b"2\r\n", Landing::Incoming),
+        ]);
+        assert_eq!(s.locate(r[0].as_ref().unwrap()), Some("hold"));
+        assert_eq!(s.locate(r[1].as_ref().unwrap()), Some("incoming"));
     }
 }

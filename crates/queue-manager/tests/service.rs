@@ -310,3 +310,103 @@ async fn admin_calls_work_on_private_and_are_refused_on_public() {
             .is_empty()
     );
 }
+
+/// End's check fields (what smtpd's pipeline decided): the held message is
+/// in hold/ at once with its reason listed, carries the prepended headers
+/// and the archive recipient; the public socket may not set them.
+#[tokio::test]
+async fn end_with_check_decisions_lands_in_hold_with_its_reason() {
+    let mut e = start(1_000_000).await;
+    let body = b"Subject: x\r\n\r\nhi\r\n";
+    let decided = |n: u64| pb::EnqueueRequest {
+        part: Some(Part::End(pb::End {
+            total_bytes: n,
+            prepend: b"X-Postern-Audit: secret\r\n".to_vec(),
+            hold_reason: "audit: rule secret matched in body".into(),
+            archive_to: vec!["audit@example.test".into()],
+            ..Default::default()
+        })),
+    };
+    let id = enqueue(
+        &mut e.private,
+        vec![envelope(&["bob@example.test"]), chunk(body), decided(18)],
+    )
+    .await
+    .unwrap();
+    let qid = QueueId::parse(&id).unwrap();
+    assert_eq!(e.spool.locate(&qid), Some("hold"));
+    assert_eq!(files(&e, "incoming"), 0);
+    assert_eq!(
+        e.spool.read_content(&qid).unwrap(),
+        b"X-Postern-Audit: secret\r\nSubject: x\r\n\r\nhi\r\n"
+    );
+    let list = e
+        .private
+        .list(pb::ListRequest {
+            queues: vec!["hold".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.entries.len(), 1);
+    let en = &list.entries[0];
+    assert_eq!(en.hold_reason, "audit: rule secret matched in body");
+    let rcpts: Vec<_> = en.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(rcpts, ["bob@example.test", "audit@example.test"]);
+    // The size is what is stored (with the prepended header).
+    assert_eq!(en.size, 18 + 25);
+
+    // Release: deferred and due now; the reason stays as history.
+    let ids = pb::QueueIds {
+        queue_ids: vec![id.clone()],
+    };
+    assert_eq!(
+        e.private.release(ids).await.unwrap().into_inner().affected,
+        1
+    );
+    assert_eq!(e.spool.locate(&qid), Some("deferred"));
+    let ins = e
+        .private
+        .inspect(pb::InspectRequest {
+            queue_id: id.clone(),
+            with_body: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ins.entry.unwrap().hold_reason,
+        "audit: rule secret matched in body"
+    );
+
+    // Not on the public (sendmail) socket; nothing is stored.
+    let err = enqueue(
+        &mut e.public,
+        vec![envelope(&["bob@example.test"]), chunk(body), decided(18)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // A malformed prepend is refused and leaves nothing behind.
+    let err = enqueue(
+        &mut e.private,
+        vec![
+            envelope(&["bob@example.test"]),
+            chunk(body),
+            pb::EnqueueRequest {
+                part: Some(Part::End(pb::End {
+                    total_bytes: 18,
+                    prepend: b"X-A: 1\r\n\r\nsmuggled body\r\n".to_vec(),
+                    ..Default::default()
+                })),
+            },
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        files(&e, "incoming") + files(&e, "hold") + files(&e, "tmp"),
+        0
+    );
+}

@@ -27,6 +27,7 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         auth_user: "alice".into(),
         origin: "smtpd".into(),
         session_id: "S1".into(),
+        hold_reason: String::new(),
     }
 }
 

@@ -22,7 +22,10 @@
 //! recipients without a reason after that; an empty line; and a total
 //! `-- N Kbytes in M Requests.` — or `Mail queue is empty`. Recipients
 //! already delivered or bounced are not shown (Postfix removes them from
-//! the queue file). `mailq` lists incoming, active, deferred and hold;
+//! the queue file). A message that smtpd's check pipeline put on hold
+//! shows its hold reason in the same place a deferral reason goes,
+//! `(held: <reason>)` (Postfix has no stored reason: this line is ours);
+//! `show` prints it as `hold_reason:` (also after a release, as history). `mailq` lists incoming, active, deferred and hold;
 //! `corrupt/` only when asked with `mailctl queue list corrupt`.
 //!
 //! `ALL` takes every message of the queues the operation applies to
@@ -248,6 +251,12 @@ pub fn format_mailq(entries: &[pb::QueueEntry]) -> String {
                 plain.push(addr);
             }
         }
+        if e.queue == "hold" && !e.hold_reason.is_empty() {
+            by_reason.insert(
+                usize::MAX,
+                (format!("held: {}", printable(&e.hold_reason)), Vec::new()),
+            );
+        }
         for (reason, rcpts) in by_reason.into_values() {
             let width = reason.chars().count() + 2;
             out.push_str(&format!(
@@ -332,6 +341,9 @@ pub fn format_envelope(e: &pb::QueueEntry, full: Option<&pb::Envelope>) -> Strin
         arrival(e.arrival_unix)
     ));
     out.push_str(&format!("sender: {}\n", printable(&e.sender)));
+    if !e.hold_reason.is_empty() {
+        out.push_str(&format!("hold_reason: {}\n", printable(&e.hold_reason)));
+    }
     if let Some(f) = full {
         let ret = match f.ret {
             1 => "FULL",
@@ -579,6 +591,7 @@ mod tests {
                     rcpt("dave@example.org", "deferred", refused),
                     rcpt("new@example.org", "pending", ""),
                 ],
+                hold_reason: String::new(),
             },
             pb::QueueEntry {
                 queue_id: "0123456789ABCDEG".into(),
@@ -587,6 +600,7 @@ mod tests {
                 arrival_unix: 1_796_284_813,
                 sender: String::new(),
                 recipients: vec![rcpt("bob@example.org", "pending", "")],
+                hold_reason: String::new(),
             },
             pb::QueueEntry {
                 queue_id: "0123456789ABCDEH".into(),
@@ -595,6 +609,7 @@ mod tests {
                 arrival_unix: 1_796_284_813,
                 sender: "x\u{1b}[2J@example.test".into(),
                 recipients: vec![rcpt("eve@example.org", "pending", "")],
+                hold_reason: String::new(),
             },
         ];
         let expected = "\
@@ -632,6 +647,7 @@ mod tests {
                 last_reply: "451 4.3.0 later".into(),
                 next_attempt_unix: 1_796_285_113,
             }],
+            hold_reason: String::new(),
         };
         let full = pb::Envelope {
             recipients: vec![pb::Recipient {
@@ -665,6 +681,38 @@ mod tests {
         );
         // An older server without the envelope: the basic lines only.
         assert!(!format_envelope(&e, None).contains("notify:"));
+    }
+
+    /// A message the check pipeline held: mailq shows the reason where a
+    /// deferral reason goes, `show` as `hold_reason:`; a message in another
+    /// queue (released) keeps it in `show` only.
+    #[test]
+    fn hold_reason_in_mailq_and_show() {
+        let mut e = pb::QueueEntry {
+            queue_id: "0123456789ABCDEG".into(),
+            queue: "hold".into(),
+            size: 1800,
+            arrival_unix: 1_796_284_813,
+            sender: "alice@example.test".into(),
+            recipients: vec![rcpt("bob@example.org", "pending", "")],
+            hold_reason: "audit: rule secret\u{1b}[2J matched in body".into(),
+        };
+        let expected = "\
+----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------
+0123456789ABCDEG!     1800 Thu Dec  3 08:00:13 alice@example.test
+                                (held: audit: rule secret?[2J matched in body)
+                                               bob@example.org
+
+-- 1 Kbytes in 1 Request.
+";
+        assert_eq!(format_mailq(std::slice::from_ref(&e)), expected);
+        assert!(
+            format_envelope(&e, None)
+                .contains("\nhold_reason: audit: rule secret?[2J matched in body\n")
+        );
+        e.queue = "deferred".into();
+        assert!(!format_mailq(std::slice::from_ref(&e)).contains("held:"));
+        assert!(format_envelope(&e, None).contains("\nhold_reason: "));
     }
 
     #[test]
