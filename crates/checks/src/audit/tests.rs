@@ -214,6 +214,18 @@ fn rules_match_after_mime_and_charset_decoding() {
             vec![("secret", Body)],
         ),
         (
+            "a forwarded message (message/rfc822): its header fields and GBK body",
+            with_attachment(
+                "Content-Type: message/rfc822\r\n",
+                &format!(
+                    "From: x@example.net\r\nSubject: =?GBK?B?{}?=\r\nContent-Type: text/plain; charset=GBK\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+                    b64(&gbk("绝密")),
+                    b64(&gbk("附件：机密名单"))
+                ),
+            ),
+            vec![("secret", Body), ("subject", Headers)],
+        ),
+        (
             "no false positive: near words, other words, base64 noise",
             single(
                 "Subject: confidence and 机会\r\nContent-Type: text/plain; charset=GBK\r\nContent-Transfer-Encoding: base64\r\n",
