@@ -77,6 +77,8 @@ struct State {
     messages: u32,
     /// This connection's side of the check pipeline.
     checks: PipelineSession,
+    /// Error replies (4xx/5xx) given by `handle`, for the tarpit.
+    errors: u32,
 }
 
 impl State {
@@ -194,6 +196,7 @@ pub async fn run(
         session_id,
         messages: 0,
         checks,
+        errors: 0,
     };
     if st.checks.is_active() {
         let outcome = st.checks.connect().await;
@@ -211,6 +214,32 @@ pub async fn run(
             return;
         }
     }
+    // Flood check: a client that talks before the greeting is refused
+    // (postscreen greet_wait); the wait overlaps the connect-stage lookups.
+    let flood = postern_checks::reputation::flood::hooks();
+    if !conn.is_tls()
+        && let Some(wait) = flood
+            .as_ref()
+            .and_then(|h| h.greet_wait(st.checks.conn.role, peer.ip()))
+    {
+        use postern_checks::reputation::flood::{Pregreet, watch_pregreet};
+        match watch_pregreet(&mut conn, wait).await {
+            Pregreet::Quiet => {}
+            Pregreet::Gone => {
+                st.checks.close().await;
+                return;
+            }
+            Pregreet::Talked { bytes, preview } => {
+                tracing::warn!(bytes, preview = %preview, "pregreet: client talked before the greeting");
+                postern_common::metrics::check_verdict("flood", "reject");
+                let reply = r(554, (5, 5, 1), "Protocol error: talked before the greeting");
+                let _ = conn.write_all(&reply.encode()).await;
+                let _ = conn.shutdown().await;
+                st.checks.close().await;
+                return;
+            }
+        }
+    }
     if conn
         .write_all(&Reply::greeting(&shared.hostname, "ESMTP postern").encode())
         .await
@@ -224,6 +253,21 @@ pub async fn run(
             let starttls = matches!(ev, Event::StartTls);
             let reply = handle(&shared, &mut st, &conn, peer, submission, ev).await;
             if let Some(reply) = reply {
+                // Flood check: tarpit after smtpd_soft_error_limit errors.
+                if reply.code >= 400 {
+                    st.errors += 1;
+                    if let Some(d) = flood
+                        .as_ref()
+                        .and_then(|h| h.error_delay(st.checks.conn.role, peer.ip(), st.errors))
+                    {
+                        tracing::debug!(
+                            errors = st.errors,
+                            delay_ms = d.as_millis() as u64,
+                            "tarpit"
+                        );
+                        tokio::time::sleep(d).await;
+                    }
+                }
                 let accepted_tls = starttls && reply.code == 220;
                 session.reply(reply);
                 if accepted_tls {
