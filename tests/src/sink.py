@@ -9,7 +9,8 @@ CERT/KEY before TLS, AUTH PLAIN (accepting relayuser/relaypass, 535
 otherwise) after it. Recipients whose local part starts with "reject" get
 550 5.1.1; those starting with "defer" get 451 4.2.0 while OUTDIR/defer
 exists; every other recipient is accepted. While OUTDIR/nodsn exists, EHLO
-does not offer DSN. A message with a recipient
+does not offer DSN; while OUTDIR/chunking exists, it offers CHUNKING and
+BINARYMIME and takes BDAT (the message is stored as the chunks carried it). A message with a recipient
 starting with "slow" gets its final reply after 0.5 s. Each accepted
 message is written to OUTDIR/msg-N.eml (via a temporary name) with
 X-Sink-Mail (the MAIL command line), X-Sink-Tls (yes/no), X-Sink-Auth (the
@@ -60,6 +61,15 @@ class Conn:
         line, self.buf = self.buf.split(b"\n", 1)
         return line + b"\n"
 
+    def read(self, n):
+        while len(self.buf) < n:
+            d = self.sock.recv(65536)
+            if not d:
+                raise EOFError
+            self.buf += d
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
     def send(self, s):
         self.sock.sendall(s.encode() + b"\r\n")
 
@@ -80,6 +90,7 @@ def handle(sock):
     user = "-"
     mail = None
     rcpts = []
+    bdat = None
     c.send("220 mx.remote.test ESMTP test sink")
     try:
         while True:
@@ -90,6 +101,8 @@ def handle(sock):
                 ext = ["mx.remote.test", "PIPELINING", "SIZE 100000", "8BITMIME", "DSN", "SMTPUTF8"]
                 if os.path.exists(os.path.join(outdir, "nodsn")):
                     ext.remove("DSN")
+                if os.path.exists(os.path.join(outdir, "chunking")):
+                    ext += ["CHUNKING", "BINARYMIME"]
                 if not tls:
                     ext.append("STARTTLS")
                 else:
@@ -130,21 +143,37 @@ def handle(sock):
                 else:
                     rcpts.append(addr)
                     c.send("250 2.1.5 ok")
-            elif cmd == "DATA":
-                if not rcpts or mail is None:
-                    c.send("554 5.5.1 no valid recipients")
-                    continue
-                c.send("354 go ahead")
-                data = b""
-                while True:
-                    l = c.readline()
-                    if l in (b".\r\n", b".\n"):
-                        break
-                    if l.startswith(b"."):
-                        l = l[1:]
-                    data += l
-                    if len(data) > MAX_MSG:
+            elif cmd in ("DATA", "BDAT"):
+                if cmd == "BDAT":
+                    words = line.split()
+                    size = int(words[1])
+                    if size > MAX_MSG:
                         return
+                    data = c.read(size)
+                    if len(words) < 3 or words[2].upper() != "LAST":
+                        c.send("250 2.0.0 %d octets received" % size)
+                        bdat = (bdat or b"") + data
+                        continue
+                    data = (bdat or b"") + data
+                    bdat = None
+                    if not rcpts or mail is None:
+                        c.send("554 5.5.1 no valid recipients")
+                        continue
+                else:
+                    if not rcpts or mail is None:
+                        c.send("554 5.5.1 no valid recipients")
+                        continue
+                    c.send("354 go ahead")
+                    data = b""
+                    while True:
+                        l = c.readline()
+                        if l in (b".\r\n", b".\n"):
+                            break
+                        if l.startswith(b"."):
+                            l = l[1:]
+                        data += l
+                        if len(data) > MAX_MSG:
+                            return
                 with lock:
                     counter[0] += 1
                     n = counter[0]

@@ -1004,3 +1004,82 @@ fn bad_routing_settings_are_configuration_errors() {
         assert!(err.contains(key), "{extra}: {err}");
     }
 }
+
+/// Send a `BODY=BINARYMIME` message with BDAT over a raw socket (smtplib
+/// has no BDAT); the body holds a NUL and a bare CR.
+fn send_binarymime(env: &TestEnv, to: &str) {
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("127.0.0.1", {port}))
+f = s.makefile("rb")
+def reply():
+    while True:
+        l = f.readline()
+        if l[3:4] != b"-":
+            return l
+assert reply().startswith(b"220")
+body = b"Subject: binary\r\n\r\nbytes \x00 and \r bare CR\r\n"
+s.sendall(b"EHLO client.example.org\r\n")
+assert reply().startswith(b"250")
+s.sendall(b"MAIL FROM:<alice@example.test> BODY=BINARYMIME\r\n")
+assert reply().startswith(b"250")
+s.sendall(b"RCPT TO:<{to}>\r\n")
+assert reply().startswith(b"250")
+s.sendall(b"BDAT %d LAST\r\n" % len(body) + body)
+r = reply()
+assert r.startswith(b"250"), r
+s.sendall(b"QUIT\r\n")
+"#,
+        port = env.ports["smtp"],
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// RFC 3030 towards the next hop: BDAT when it offers CHUNKING (content as
+/// it is, no dot stuffing), BINARYMIME content only to a next hop that
+/// offers CHUNKING and BINARYMIME, a bounce (5.6.3) otherwise.
+#[test]
+fn bdat_and_binarymime_to_the_next_hop() {
+    let st = start("");
+    // 1. No CHUNKING at the MX: binary content cannot go, it bounces.
+    send_binarymime(&st.env, "bin1@remote.test");
+    wait_log(&st, "554 5.6.3 mx.remote.test does not support BINARYMIME");
+    assert!(!sink_log(&st).contains("bin1@remote.test"));
+    // 2. CHUNKING: an ordinary message goes with BDAT, byte-exact (the
+    //    ".dot line" is not stuffed).
+    std::fs::write(st.sink_dir.join("chunking"), b"").unwrap();
+    send(
+        &st.env,
+        "alice@example.test",
+        &["plain@remote.test"],
+        "chunked",
+    );
+    let msgs = wait_sink(&st, 1);
+    assert!(msgs[0].contains("\r\n.dot line\r\n"), "{}", msgs[0]);
+    let log = sink_log(&st);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("BDAT ") && l.ends_with(" LAST")),
+        "{log}"
+    );
+    assert!(!log.lines().any(|l| l.trim() == "tls DATA"), "{log}");
+    // 3. BINARYMIME goes as such, NUL and bare CR intact.
+    send_binarymime(&st.env, "bin2@remote.test");
+    let msgs = wait_sink(&st, 2);
+    let bin = msgs
+        .iter()
+        .find(|m| m.contains("X-Sink-Rcpt: bin2@remote.test"))
+        .unwrap_or_else(|| panic!("{msgs:?}"));
+    assert!(bin.contains("BODY=BINARYMIME"), "{bin}");
+    assert!(bin.contains("bytes \0 and \r bare CR\r\n"), "{bin:?}");
+}

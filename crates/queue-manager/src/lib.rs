@@ -85,8 +85,9 @@
 //! STARTTLS). SMTP and LMTP connections are kept for reuse (idle 2 s;
 //! SMTP keyed by host name, address and AUTH, see [`smtp_client`] and
 //! [`lmtp::LmtpPool`]; `"lmtp"` mode uses one connection per message).
-//! **Not yet:** BDAT/BINARYMIME towards the next hop (8-bit
-//! bodies go with DATA), DANE/MTA-STS, alias targets that are commands or files (authd logs and drops them); messages
+//! BDAT to a next hop that offers CHUNKING (BINARYMIME content only to
+//! one that also offers BINARYMIME, `5.6.3` otherwise).
+//! **Not yet:** DANE/MTA-STS, alias targets that are commands or files (authd logs and drops them); messages
 //! are buffered in memory while streamed in and read whole for delivery and
 //! Inspect (bounded by `message_size_limit`). Hold/Delete skip a message
 //! that is in `active/` (being delivered).
