@@ -333,7 +333,8 @@ mod tests {
     #[test]
     fn backup_mx_uses_only_better_hosts() {
         let own = vec!["mx2.example".to_string()];
-        let table: &[(&[(u16, &str)], Option<&[(u16, &str)]>)] = &[
+        type Records<'a> = &'a [(u16, &'a str)];
+        let table: &[(Records, Option<Records>)] = &[
             // Not an MX of the domain: unchanged.
             (
                 &[(10, "a.test"), (20, "b.test")],
