@@ -23,9 +23,17 @@ set -euo pipefail
 #   bind9-utils   named-checkzone/named-compilezone load `mailctl dns`'s zone fragment
 #                 with BIND's integrity checks (tests/tests/dns.rs)
 #   prometheus    promtool check rules on deploy/prometheus/postern-rules.yml (tests/tests/metrics.rs)
+#   clamav-daemon clamd on a private socket with a test signature database
+#                 (tests/tests/checks_scan.rs; freshclam is never run)
+#   opendkim, opendkim-tools
+#                 OpenDKIM as a signing milter, keys from opendkim-genkey
+#   python3-milter, python3-dkim
+#                 a test milter on pymilter (tests/src/test_milter.py); dkimpy
+#                 verifies the signatures (Debian's /usr/bin/python3)
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
   postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
-  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils)
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils
+  clamav-daemon opendkim opendkim-tools python3-milter python3-dkim)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
