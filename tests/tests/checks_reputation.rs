@@ -559,3 +559,33 @@ fn helo_sanity_and_forward_confirmed_reverse_dns() {
     );
     assert_eq!(rcpt("127.0.0.1", "client.example.org").0.0, 250);
 }
+
+const TARPIT: &str = r#"
+[checks.flood]
+enabled = true
+smtpd_soft_error_limit = 2
+smtpd_error_sleep_time = "1s"
+"#;
+
+#[test]
+fn error_replies_beyond_the_soft_limit_are_delayed() {
+    let st = start(TARPIT, false);
+    let (mut s, code, text) = Smtp::connect("127.0.0.3", st.port("smtp"));
+    assert_eq!(code, 220, "{text}");
+    assert_eq!(s.cmd("EHLO client.example.org").0, 250);
+    assert_eq!(s.cmd("MAIL FROM:<x@example.org>").0, 250);
+    // Errors 1 and 2 are answered at once; 3 and 4 each wait 1s first.
+    for i in 1..=4 {
+        let t0 = Instant::now();
+        let (code, text) = s.cmd(&format!("RCPT TO:<nobody{i}@example.test>"));
+        let took = t0.elapsed();
+        assert_eq!(code, 550, "{text}");
+        if i > 2 {
+            assert!(took >= Duration::from_secs(1), "error {i} took {took:?}");
+        }
+    }
+    // A good recipient is not delayed by the tarpit (only error replies are)
+    // and the session goes on.
+    assert_eq!(s.cmd("RCPT TO:<alice@example.test>").0, 250);
+    assert_eq!(s.cmd("QUIT").0, 221);
+}

@@ -262,9 +262,11 @@ impl Hooks {
     }
 
     /// How long to wait for a client's silence before the greeting; `None`:
-    /// greet at once.
+    /// greet at once. MX listeners only, like postscreen: submission
+    /// clients are our users' programs, which wait for the greeting anyway.
     pub fn greet_wait(&self, role: Role, ip: IpAddr) -> Option<Duration> {
-        (!self.greet_wait.is_zero() && self.applies(role, ip)).then_some(self.greet_wait)
+        (!self.greet_wait.is_zero() && role == Role::Mx && self.applies(role, ip))
+            .then_some(self.greet_wait)
     }
 
     /// The delay before an error reply when the session has made `errors`
@@ -449,6 +451,15 @@ mod tests {
             h.error_delay(Role::Mx, out, 3),
             Some(Duration::from_secs(1))
         );
+        let both = Hooks::new(
+            &FloodConfig {
+                greet_wait: Duration::from_secs(2),
+                ..FloodConfig::default()
+            },
+            Vec::new(),
+        );
+        assert_eq!(both.greet_wait(Role::Submission, out), None);
+        assert_eq!(both.greet_wait(Role::Mx, out), Some(Duration::from_secs(2)));
         let off = Hooks::new(&FloodConfig::default(), Vec::new());
         assert_eq!(off.greet_wait(Role::Mx, out), None);
     }

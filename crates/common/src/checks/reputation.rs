@@ -33,7 +33,7 @@ pub struct FloodConfig {
     pub roles: Vec<CheckRole>,
     /// Wait this long before the greeting; a client that talks first is
     /// refused with `554 5.5.1` (postscreen `greet_wait` with the `enforce`
-    /// action). Plain-text listeners only. Default `0s`: off.
+    /// action). MX listeners only. Default `0s`: off.
     #[serde(with = "crate::duration")]
     pub greet_wait: Duration,
     /// Messages (MAIL FROM) per `rate_time_unit` per sender address; 0 = off.
