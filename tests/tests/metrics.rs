@@ -240,7 +240,7 @@ fn every_daemon_serves_metrics_and_counters_move() {
          except imaplib.IMAP4.error:\n    pass\nm.logout()\n\
          p = poplib.POP3_SSL('localhost', {pop3s}, context=ctx)\np.user('alice@example.test')\n\
          try:\n    p.pass_('wrong')\n    raise SystemExit('pop3 login worked')\n\
-         except poplib.error_proto:\n    pass\n"
+         except poplib.error_proto:\n    pass\np.quit()\n"
     ));
     assert!(ok, "imaplib/poplib: {out}");
     st.wait_value(
@@ -268,6 +268,16 @@ fn every_daemon_serves_metrics_and_counters_move() {
         "postern_pop3d_connections_total{listener=\"pop3s\"}",
         1.0,
     );
+    st.wait_value(
+        "imapd",
+        "postern_imapd_sessions_total{listener=\"imaps\",outcome=\"quit\"}",
+        1.0,
+    );
+    st.wait_value(
+        "pop3d",
+        "postern_pop3d_sessions_total{listener=\"pop3s\",outcome=\"quit\"}",
+        1.0,
+    );
     drop(st.daemons);
 }
 
@@ -284,6 +294,7 @@ fn status(env: &TestEnv, json: bool) -> (i32, String, String) {
 fn mailctl_status_green_then_red_naming_the_stopped_daemon() {
     let mut st = Stack::start();
     let (code, out, err) = status(&st.env, false);
+    eprintln!("{out}");
     assert_eq!(code, 0, "{out}{err}");
     for d in ALL {
         let line = out
@@ -324,6 +335,7 @@ fn mailctl_status_green_then_red_naming_the_stopped_daemon() {
     let (_, mut imapd) = st.daemons.remove(i);
     imapd.stop();
     let (code, out, err) = status(&st.env, false);
+    eprintln!("{out}{err}");
     assert_ne!(code, 0, "{out}{err}");
     let line = out
         .lines()
@@ -446,4 +458,55 @@ fn dashboard_and_alert_rules_use_documented_metrics() {
             eprintln!("promtool not installed (Debian: prometheus); rules only checked for names")
         }
     }
+}
+
+#[test]
+fn connections_refused_by_a_limit_are_counted() {
+    let env = TestEnv::new();
+    let metrics = free_port();
+    // config_text already has an [smtpd] section: add the key to it.
+    let mut text = env.config_text("level = \"info\"").replacen(
+        "[smtpd]\n",
+        "[smtpd]\nmax_connections = 1\n",
+        1,
+    );
+    text.push_str(&format!("\n[metrics]\nsmtpd = \"127.0.0.1:{metrics}\"\n"));
+    std::fs::write(&env.config_path, text).unwrap();
+    let _smtpd = Daemon::start(&env, "smtpd");
+    let port = env.ports["smtp"];
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 3];
+    first.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220");
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = second.read_to_string(&mut reply);
+    assert!(reply.starts_with("421 4.7.0"), "{reply:?}");
+    let scrape = || http_get(metrics, "/metrics").2;
+    let end = Instant::now() + Duration::from_secs(20);
+    let series = [
+        "postern_smtpd_connections_refused_total{listener=\"smtp\",reason=\"max_connections\"}",
+        "postern_smtpd_sessions_total{listener=\"smtp\",outcome=\"refused\"}",
+        "postern_smtpd_connections_active{listener=\"smtp\"}",
+    ];
+    loop {
+        let text = scrape();
+        let v: Vec<f64> = series
+            .iter()
+            .map(|s| value(&text, s).unwrap_or(-1.0))
+            .collect();
+        // Refused once, counted as a refused session; the first connection is still open.
+        if v == [1.0, 1.0, 1.0] {
+            break;
+        }
+        assert!(Instant::now() < end, "{v:?}\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(first);
 }

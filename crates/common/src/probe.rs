@@ -254,3 +254,113 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A one-connection server that answers each line it reads with the
+    /// next scripted answer (the first answer is sent at once).
+    async fn server(script: Vec<&'static str>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            let mut answers = script.into_iter();
+            if let Some(a) = answers.next() {
+                w.write_all(a.as_bytes()).await.unwrap();
+            }
+            for a in answers {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = w.write_all(a.as_bytes()).await;
+            }
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest).await;
+        });
+        address
+    }
+
+    async fn run(address: &str, protocol: Protocol) -> Result<ProbeOk, ProbeError> {
+        let target = Target::Tcp {
+            address,
+            tls: false,
+        };
+        probe(target, protocol, Duration::from_secs(10)).await
+    }
+
+    #[tokio::test]
+    async fn protocols_that_answer_pass() {
+        let a = server(vec![
+            "220-mx.test hi\r\n220 ready\r\n",
+            "250 ok\r\n",
+            "221 bye\r\n",
+        ])
+        .await;
+        assert_eq!(run(&a, Protocol::Smtp).await.unwrap().banner, "220 ready");
+        let a = server(vec!["+OK ready\r\n", "+OK\r\nUSER\r\n.\r\n", "+OK bye\r\n"]).await;
+        assert_eq!(run(&a, Protocol::Pop3).await.unwrap().banner, "+OK ready");
+        let a = server(vec![
+            "* OK ready\r\n",
+            "* 3 EXISTS\r\na OK done\r\n",
+            "* BYE\r\n",
+        ])
+        .await;
+        assert_eq!(run(&a, Protocol::Imap).await.unwrap().banner, "* OK ready");
+        let a = server(vec!["", "HTTP/1.1 404 Not Found\r\n\r\n"]).await;
+        assert!(
+            run(&a, Protocol::Http)
+                .await
+                .unwrap()
+                .banner
+                .starts_with("HTTP/1.1 404")
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_answers_and_dead_servers_fail() {
+        let a = server(vec!["554 go away\r\n"]).await;
+        assert!(
+            matches!(run(&a, Protocol::Smtp).await, Err(ProbeError::Unexpected(l)) if l == "554 go away")
+        );
+        let a = server(vec!["* OK ready\r\n", "a NO busy\r\n"]).await;
+        assert!(matches!(
+            run(&a, Protocol::Imap).await,
+            Err(ProbeError::Unexpected(_))
+        ));
+        let a = server(vec!["+OK\r\n", "-ERR no\r\n"]).await;
+        assert!(matches!(
+            run(&a, Protocol::Pop3).await,
+            Err(ProbeError::Unexpected(_))
+        ));
+        // A line longer than MAX_LINE is cut, never buffered without bound.
+        let long: &'static str =
+            Box::leak(format!("220 {}\r\n", "x".repeat(MAX_LINE * 2)).into_boxed_str());
+        let a = server(vec![long, "250 ok\r\n"]).await;
+        assert!(run(&a, Protocol::Smtp).await.is_err());
+        // Nothing listens: a connect error.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(matches!(
+            run(&free.to_string(), Protocol::Smtp).await,
+            Err(ProbeError::Connect(_))
+        ));
+        // Silent server: the probe's own timeout ends it.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = l.local_addr().unwrap().to_string();
+        let target = Target::Tcp {
+            address: &silent,
+            tls: false,
+        };
+        let r = probe(target, Protocol::Imap, Duration::from_millis(100)).await;
+        assert!(matches!(r, Err(ProbeError::Timeout(_))), "{r:?}");
+        drop(l);
+    }
+}
