@@ -311,6 +311,11 @@ pub fn build(cfg: &Config, p: &mut Pipeline) -> anyhow::Result<()> {
         return Ok(());
     }
     let audit = Audit::new(a)?;
+    if audit.log.is_none() && audit.rules.iter().any(|r| r.action == AuditAction::Log) {
+        tracing::warn!(
+            "content audit: rules with action \"log\" but no checks.audit.log_path: their matches are not recorded anywhere"
+        );
+    }
     tracing::info!(
         rules = audit.rules.len(),
         log = ?audit.log,
