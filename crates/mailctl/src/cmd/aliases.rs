@@ -135,6 +135,15 @@ pub fn newaliases(args: &[OsString]) -> u8 {
 /// The configuration file for `newaliases`: `-C FILE`, `--config FILE`,
 /// `$POSTERN_CONFIG`, the default path.
 pub fn newaliases_config(args: &[OsString]) -> Result<PathBuf, String> {
+    // sendmail -bi compatibility: harmless flags.
+    entry_point_config(args, &["-bi", "-oi", "-v"])
+}
+
+/// The configuration file named by a Postfix-style entry point's arguments
+/// (`-C file`, `-Cfile`, `-c file`, `--config[=]file`), else
+/// `$POSTERN_CONFIG`, else the default path; `harmless` flags are accepted
+/// and ignored, anything else is an error.
+pub fn entry_point_config(args: &[OsString], harmless: &[&str]) -> Result<PathBuf, String> {
     let mut file = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -144,8 +153,7 @@ pub fn newaliases_config(args: &[OsString]) -> Result<PathBuf, String> {
                 let v = it.next().ok_or(format!("option {a} needs a value"))?;
                 file = Some(PathBuf::from(v));
             }
-            // sendmail -bi compatibility: harmless flags.
-            "-bi" | "-oi" | "-v" => {}
+            _ if harmless.contains(&a) => {}
             _ => {
                 if let Some(v) = a.strip_prefix("--config=") {
                     file = Some(PathBuf::from(v));

@@ -531,30 +531,7 @@ pub fn mailq(args: &[OsString]) -> u8 {
 /// The configuration file for `mailq`: `-C FILE`, `--config FILE`,
 /// `$POSTERN_CONFIG`, the default path. `-v` and `-bp` are accepted.
 pub fn mailq_config(args: &[OsString]) -> Result<PathBuf, String> {
-    let mut file = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let a = a.to_str().ok_or("arguments must be UTF-8")?;
-        match a {
-            "-C" | "-c" | "--config" => {
-                let v = it.next().ok_or(format!("option {a} needs a value"))?;
-                file = Some(PathBuf::from(v));
-            }
-            "-v" | "-bp" => {}
-            _ => {
-                if let Some(v) = a.strip_prefix("--config=") {
-                    file = Some(PathBuf::from(v));
-                } else if let Some(v) = a.strip_prefix("-C").filter(|v| !v.is_empty()) {
-                    file = Some(PathBuf::from(v));
-                } else {
-                    return Err(format!("unknown argument {a:?}"));
-                }
-            }
-        }
-    }
-    Ok(file
-        .or_else(|| std::env::var_os(postern_common::config::CONFIG_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(postern_common::config::DEFAULT_CONFIG_PATH)))
+    super::aliases::entry_point_config(args, &["-v", "-bp"])
 }
 
 #[cfg(test)]
