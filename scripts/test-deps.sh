@@ -22,6 +22,7 @@ set -euo pipefail
 #                 remote-delivery tests
 #   bind9-utils   named-checkzone/named-compilezone load `mailctl dns`'s zone fragment
 #                 with BIND's integrity checks (tests/tests/dns.rs)
+#   bind9         named serves `mailctl dns`'s records to `mailctl doctor` (tests/tests/doctor.rs)
 #   prometheus    promtool check rules on deploy/prometheus/postern-rules.yml (tests/tests/metrics.rs)
 #   clamav-daemon clamd on a private socket with a test signature database
 #                 (tests/tests/checks_scan.rs; freshclam is never run)
@@ -32,7 +33,7 @@ set -euo pipefail
 #                 verifies the signatures (Debian's /usr/bin/python3)
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
   postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
-  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils bind9
   clamav-daemon opendkim opendkim-tools python3-milter python3-dkim)
 
 missing=()

@@ -323,3 +323,184 @@ fn export_then_import_round_trips_byte_exact() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not a Maildir"), "{err}");
 }
+
+/// Per folder of `user` through imapd (imaplib over IMAPS): UIDVALIDITY,
+/// UIDs in order and message count, plus the LIST names.
+fn imap_uids(env: &TestEnv, user: &str, folders: &[&str]) -> Value {
+    let script = r#"
+import imaplib, json, ssl, sys
+port, ca, user, pw = sys.argv[1:5]
+folders = sys.argv[5:]
+ctx = ssl.create_default_context(cafile=ca)
+m = imaplib.IMAP4_SSL("127.0.0.1", int(port), ssl_context=ctx, timeout=20)
+m.login(user, pw)
+out = {"list": []}
+typ, data = m.list('""', "*")
+for line in data:
+    out["list"].append(line.decode().rsplit(' ', 1)[1].strip('"'))
+for f in folders:
+    typ, data = m.select(f, readonly=True)
+    assert typ == "OK", (f, typ, data)
+    count = int(data[0])
+    uidvalidity = int(m.untagged_responses["UIDVALIDITY"][0])
+    uids = []
+    if count:
+        typ, data = m.uid("FETCH", "1:*", "(FLAGS)")
+        for d in data:
+            s = d.decode()
+            uids.append(int(s.split("UID ")[1].split()[0].rstrip(")")))
+    typ, st = m.status(f, "(MESSAGES)")
+    out[f] = {"uidvalidity": uidvalidity, "uids": uids, "count": count, "status": st[0].decode()}
+m.logout()
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(env.ports["imaps"].to_string())
+        .arg(&env.cert.ca_file)
+        .args([user, PASSWORD])
+        .args(folders)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dovecot_maildir_keeps_uids_and_subfolders_land_in_their_folders() {
+    let env = env();
+    mailctl(&env, &["domain", "add", "example.test"]);
+    add_user(&env, "alice@example.test");
+    let md = env.path().join("src/Maildir");
+    let put = |rel: &str, body: &str, mtime: u64| {
+        let p = md.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
+            .unwrap();
+    };
+    for d in ["", ".Sent/", ".Archive.2024/"] {
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(md.join(format!("{d}{sub}"))).unwrap();
+        }
+    }
+    // INBOX: two messages Dovecot numbered 5 and 9 (UIDVALIDITY 1234567),
+    // one it never saw (gets the next UID after them).
+    put(
+        "cur/1700000000.M1P1.old,S=20:2,S",
+        "Subject: a\n\none\n",
+        1_700_000_000,
+    );
+    put(
+        "new/1700000100.M2P1.old",
+        "Subject: b\n\ntwo\n",
+        1_700_000_100,
+    );
+    put(
+        "cur/1700000200.M3P1.old:2,",
+        "Subject: c\n\nthree\n",
+        1_700_000_200,
+    );
+    std::fs::write(
+        md.join("dovecot-uidlist"),
+        "3 V1234567 N12 G3085f01b7f11094c501100008c4a11c1\n\
+         5 :1700000000.M1P1.old,S=20\n\
+         9 W18 :1700000100.M2P1.old\n",
+    )
+    .unwrap();
+    // Sent: format 1 list, UIDVALIDITY 777.
+    put(
+        ".Sent/cur/1700000300.M4P1.old:2,S",
+        "Subject: s1\n\nsent\n",
+        1_700_000_300,
+    );
+    put(
+        ".Sent/cur/1700000400.M5P1.old:2,S",
+        "Subject: s2\n\nsent\n",
+        1_700_000_400,
+    );
+    std::fs::write(
+        md.join(".Sent/dovecot-uidlist"),
+        "1 777 5\n3 1700000300.M4P1.old\n4 1700000400.M5P1.old\n",
+    )
+    .unwrap();
+    // A nested folder without a UID list.
+    put(
+        ".Archive.2024/cur/1700000500.M6P1.old:2,",
+        "Subject: old\n\nold\n",
+        1_700_000_500,
+    );
+
+    let (_, err) = mailctl(
+        &env,
+        &[
+            "import",
+            "maildir",
+            md.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+        ],
+    );
+    assert!(
+        err.contains("imported 6 message(s) in 3 folder(s)"),
+        "{err}"
+    );
+    assert!(err.contains("UIDs kept for 4, new UIDs for 0"), "{err}");
+
+    let _authd = Daemon::start(&env, "authd");
+    let _imapd = Daemon::start(&env, "imapd");
+    let v = imap_uids(
+        &env,
+        "alice@example.test",
+        &["INBOX", "Sent", "Archive.2024"],
+    );
+    assert_eq!(v["INBOX"]["uidvalidity"], 1_234_567, "{v}");
+    assert_eq!(v["INBOX"]["uids"], serde_json::json!([5, 9, 10]), "{v}");
+    assert_eq!(v["Sent"]["uidvalidity"], 777, "{v}");
+    assert_eq!(v["Sent"]["uids"], serde_json::json!([3, 4]), "{v}");
+    assert_eq!(v["Archive.2024"]["count"], 1, "{v}");
+    assert!(
+        v["Archive.2024"]["status"]
+            .as_str()
+            .unwrap()
+            .contains("MESSAGES 1"),
+        "{v}"
+    );
+    let list: Vec<&str> = v["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    for f in ["INBOX", "Sent", "Archive", "Archive.2024"] {
+        assert!(list.contains(&f), "{f} not in LIST {list:?}");
+    }
+
+    // Imported again into folders that already numbered messages: the
+    // UIDs cannot be reused, new ones follow.
+    let (_, err) = mailctl(
+        &env,
+        &[
+            "import",
+            "maildir",
+            md.to_str().unwrap(),
+            "--user",
+            "alice@example.test",
+        ],
+    );
+    assert!(err.contains("UIDs kept for 0, new UIDs for 4"), "{err}");
+    let v = imap_uids(&env, "alice@example.test", &["INBOX", "Sent"]);
+    assert_eq!(v["INBOX"]["uidvalidity"], 1_234_567, "{v}");
+    assert_eq!(
+        v["INBOX"]["uids"],
+        serde_json::json!([5, 9, 10, 11, 12, 13]),
+        "{v}"
+    );
+    assert_eq!(v["Sent"]["uids"], serde_json::json!([3, 4, 5, 6]), "{v}");
+}

@@ -782,6 +782,45 @@ impl Directory {
         r
     }
 
+    /// Add a user whose password is already hashed (`mailctl config
+    /// apply`, `restore`): the `{SCHEME}` hash is stored as given. The
+    /// mailbox is stored only when it differs from `mailbox_template`'s.
+    pub async fn user_add_hashed(&self, user: &User) -> Result<(), DirectoryError> {
+        let store = self.sql()?;
+        let addr = SqlStore::parse_address(&user.address)?;
+        let mut user = user.clone();
+        user.address = addr.to_string();
+        user.login = user.address.clone();
+        let templated = mailbox_path(&self.cfg.mailbox_template, &user.address);
+        let explicit =
+            (user.mailbox != templated).then(|| user.mailbox.to_string_lossy().into_owned());
+        let r = store.user_insert(&user, explicit.as_deref()).await;
+        self.invalidate_all();
+        r
+    }
+
+    /// Store an already computed `{SCHEME}` hash (`mailctl config apply`).
+    pub async fn user_set_password_hash(
+        &self,
+        address: &str,
+        hash: &str,
+    ) -> Result<(), DirectoryError> {
+        let addr = SqlStore::parse_address(address)?;
+        let r = self
+            .sql()?
+            .user_set_hash(&addr.to_string(), hash.to_string())
+            .await;
+        self.invalidate_all();
+        r
+    }
+
+    /// Remove a domain's transport (back to the default routing).
+    pub async fn transport_del(&self, domain: &str) -> Result<(), DirectoryError> {
+        let r = self.sql()?.transport_del(domain).await;
+        self.invalidate_all();
+        r
+    }
+
     fn alias_keys(
         &self,
         source: &str,

@@ -467,6 +467,16 @@ impl SqlStore {
             .collect()
     }
 
+    /// Remove the transport of a domain (none set is fine).
+    pub async fn transport_del(&self, domain: &str) -> Result<(), DirectoryError> {
+        let d = normalize_domain(domain).map_err(|r| DirectoryError::bad_address(domain, r))?;
+        sqlx::query(&self.q("DELETE FROM transport WHERE domain = ?"))
+            .bind(d)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Set (or replace) the transport of a domain.
     pub async fn transport_set(&self, domain: &str, transport: &str) -> Result<(), DirectoryError> {
         let d = normalize_domain(domain).map_err(|r| DirectoryError::bad_address(domain, r))?;

@@ -4,6 +4,8 @@
 //! # SYNOPSIS
 //! ```text
 //! mailctl [--config FILE] config check [-n]
+//! mailctl config export [--format yaml|json] [-o FILE]
+//! mailctl config apply FILE [--dry-run]
 //! mailctl domain add DOMAIN | del DOMAIN | list [-l]
 //! mailctl user add ADDRESS [--quota BYTES] [--password-stdin]
 //! mailctl user del ADDRESS
@@ -23,6 +25,9 @@
 //! mailctl import maildir|mbox PATH --user ADDRESS [--folder F]
 //! mailctl export maildir|mbox --user ADDRESS PATH [--folder F]
 //! mailctl dns DOMAIN [--ip IPV4]... [--ipv6 IPV6]... [--json] [--ttl SECS] [--mx-preference N]
+//! mailctl doctor [DOMAIN] [--resolver IP:PORT]... [--ip IPV4]... [--ipv6 IPV6]... [--ca-file PEM] [--relay-source IP]
+//! mailctl backup DIR
+//! mailctl restore DIR [--force]
 //! mailq [-C config]
 //! newaliases [-C config]
 //! sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-C config] [recipient ...]
@@ -69,8 +74,17 @@
 //! * `dns DOMAIN`: every DNS record the domain needs (MX, A/AAAA, SPF,
 //!   DMARC, MTA-STS, TLS-RPT, RFC 6186 SRV, autoconfig CNAMEs; DKIM not yet)
 //!   as a BIND zone fragment or JSON; see [`cmd::dns`].
-//! * `import`/`export`: a Maildir or an mbox into or out of a user's
-//!   folder, flags and internal dates kept; see [`cmd::import`].
+//! * `import`/`export`: a Maildir (with its subfolders and Dovecot UIDs)
+//!   or an mbox into or out of a user's folder, flags and internal dates
+//!   kept; see [`cmd::import`].
+//! * `doctor`: published DNS against `dns`, reverse DNS, the certificate of
+//!   every TLS listener, an open-relay self-test; each problem with its
+//!   fix, exit 1 when there is one; see [`cmd::doctor`].
+//! * `config export|apply`: the directory (domains, users with password
+//!   hashes, aliases, transports) as YAML/JSON, and made to match such a
+//!   file (`--dry-run` prints the difference); see [`cmd::config::state`].
+//! * `backup DIR`/`restore DIR`: directory, spool, mailboxes (and DKIM
+//!   keys); see [`cmd::backup`].
 //!
 //! # EXIT STATUS
 //! 0 success; 1 failure (unknown domain/user/alias, duplicate, domain not
@@ -129,6 +143,12 @@ pub enum Command {
     /// Export a user's folder as a Maildir or an mbox.
     #[command(subcommand)]
     Export(cmd::import::ExportCmd),
+    /// Check DNS, reverse DNS, TLS certificates and relaying; print fixes.
+    Doctor(cmd::doctor::DoctorCmd),
+    /// Snapshot directory, spool and mailboxes into a directory.
+    Backup(cmd::backup::BackupCmd),
+    /// Put a snapshot made by `backup` back.
+    Restore(cmd::backup::RestoreCmd),
     /// Each daemon's state, version, uptime, listeners and protocol checks.
     Status(cmd::status::StatusCmd),
 }
@@ -159,7 +179,7 @@ pub fn main() -> ExitCode {
         }
     };
     match args.command {
-        Command::Config(c) => cmd::config::run(&args.config, c),
+        Command::Config(c) => ExitCode::from(cmd::config::run(&args.config, c)),
         Command::Domain(c) => ExitCode::from(cmd::domain::run(&args.config, c)),
         Command::User(c) => ExitCode::from(cmd::user::run(&args.config, c)),
         Command::Alias(c) => ExitCode::from(cmd::alias::run(&args.config, c)),
@@ -169,6 +189,9 @@ pub fn main() -> ExitCode {
         Command::Dns(c) => ExitCode::from(cmd::dns::run(&args.config, c)),
         Command::Import(c) => ExitCode::from(cmd::import::run_import(&args.config, c)),
         Command::Export(c) => ExitCode::from(cmd::import::run_export(&args.config, c)),
+        Command::Doctor(c) => ExitCode::from(cmd::doctor::run(&args.config, c)),
+        Command::Backup(c) => ExitCode::from(cmd::backup::run_backup(&args.config, c)),
+        Command::Restore(c) => ExitCode::from(cmd::backup::run_restore(&args.config, c)),
         Command::Status(c) => ExitCode::from(cmd::status::run(&args.config, c)),
     }
 }

@@ -72,6 +72,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod name;
+mod adopt;
+pub use adopt::{Adopted, adopt_uids};
 
 /// Index file name inside a mailbox directory.
 pub const INDEX_FILE: &str = "postern-uidlist";

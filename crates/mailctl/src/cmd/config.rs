@@ -1,12 +1,14 @@
-//! `mailctl config check`.
+//! `mailctl config check`, and the directory state as a file:
+//! `mailctl config export` / `mailctl config apply` (see [`state`]).
 
 use std::io::Write;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use postern_common::Config;
 use postern_common::daemon::EXIT_CONFIG;
+
+pub mod state;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
@@ -16,20 +18,45 @@ pub enum ConfigCmd {
         #[arg(short = 'n', long)]
         non_default: bool,
     },
+    /// Print the whole directory (domains, users with their password
+    /// hashes, aliases, transports) as YAML or JSON.
+    Export {
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: state::Format,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Make the directory match FILE (YAML or JSON from `config export`).
+    Apply {
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
-pub fn run(file: &Path, cmd: ConfigCmd) -> ExitCode {
-    let ConfigCmd::Check { non_default } = cmd;
+pub fn run(file: &Path, cmd: ConfigCmd) -> u8 {
+    let non_default = match cmd {
+        ConfigCmd::Check { non_default } => non_default,
+        ConfigCmd::Export { format, output } => {
+            return state::run_export(file, format, output.as_deref());
+        }
+        ConfigCmd::Apply {
+            file: input,
+            dry_run,
+        } => return state::run_apply(file, &input, dry_run),
+    };
     let cfg = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mailctl: configuration error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return EXIT_CONFIG;
         }
     };
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", render(file, &cfg, non_default));
-    ExitCode::SUCCESS
+    0
 }
 
 /// The text printed by `config check`.

@@ -11,13 +11,20 @@
 //!
 //! What is kept:
 //!
-//! * **Maildir** (a directory with `cur/` and `new/`; only that level, not
-//!   its `.Folder` subfolders): the bytes, the standard flags of the
-//!   `:2,` info (`D F P R S T`) and keywords (letters `a`..`z` named by
-//!   the source's `dovecot-keywords`, given the target folder's letters),
-//!   the internal date from the
-//!   file's mtime (what Dovecot uses). `dovecot-uidlist` UIDs are **not**
-//!   kept: clients re-download imported mail.
+//! * **Maildir** (a directory with `cur/` and `new/`): the bytes, the
+//!   standard flags of the `:2,` info (`D F P R S T`) and keywords
+//!   (letters `a`..`z` named by the source's `dovecot-keywords`, given the
+//!   target folder's letters), the internal date from the file's mtime
+//!   (what Dovecot uses). Its Maildir++ subfolders (`.Sent`,
+//!   `.Archive.2024`, ...) go into the folders of the same name (under
+//!   `--folder` when that is not INBOX), created when missing. With a
+//!   Dovecot `dovecot-uidlist` (format 1 or 3), each folder keeps its UIDs
+//!   and UIDVALIDITY when it has never numbered a message (a new folder, or
+//!   the untouched INBOX of a new user): IMAP clients that knew the old
+//!   server do not download the mail again. Otherwise UIDs follow the
+//!   internal dates (after the kept ones for messages the list does not
+//!   name; [`mailstore::adopt_uids`]). The summary says how many UIDs were
+//!   kept.
 //! * **mbox** (mboxrd: `>From ` lines unescaped, one level of `>` removed):
 //!   the bytes; `Status:` (`R` → `\Seen`) and `X-Status:` (`A` → answered,
 //!   `F` → flagged, `T` → draft, `D` → deleted) become flags and are
@@ -30,11 +37,12 @@
 //! (`From <Return-Path or MAILER-DAEMON> <asctime of the internal date>`,
 //! `Status:`/`X-Status:`/`X-Keywords:` added from the flags, `From ` lines escaped, a blank
 //! line after each message). mbox export → import → export gives the same
-//! bytes. Progress goes to stderr (a counter on a terminal, a summary line
-//! always). Run as root, files created in the mail store are given to the
+//! bytes. Progress goes to stderr (a progress bar on a terminal, a summary
+//! line always). Run as root, files created in the mail store are given to the
 //! owner of the user's mailbox directory (or of `lmtp.mail_directory`), the
 //! `vmail` user in production.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
@@ -108,6 +116,98 @@ pub struct Item {
     pub date: Option<u64>,
     /// IMAP keywords (`$Forwarded`, `Work`, ...).
     pub keywords: Vec<String>,
+    /// Base name of the source file (Maildir), to find its UID in a
+    /// `dovecot-uidlist`.
+    pub source_name: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: usize,
+    pub folders: usize,
+    /// Messages that kept their `dovecot-uidlist` UID.
+    pub uids_kept: usize,
+    /// Messages named by a `dovecot-uidlist` that got a new UID.
+    pub uids_renumbered: usize,
+}
+
+/// Dovecot's UID list of a Maildir folder.
+pub const DOVECOT_UIDLIST: &str = "dovecot-uidlist";
+
+/// Parse a `dovecot-uidlist` (format 1: `1 <uidvalidity> <nextuid>` and
+/// `<uid> <file name>` lines; formats 2 and 3: `3 V<uidvalidity> N<nextuid>
+/// ...` and `<uid> [extensions] :<file name>` lines): UIDVALIDITY and
+/// base name → UID. `None` when the header is not understood.
+pub fn parse_dovecot_uidlist(text: &str) -> Option<(u32, HashMap<String, u32>)> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let version = *header.first()?;
+    let uidvalidity: u32 = match version {
+        "1" => header.get(1)?.parse().ok()?,
+        "2" | "3" => header
+            .iter()
+            .skip(1)
+            .find_map(|f| f.strip_prefix('V'))?
+            .parse()
+            .ok()?,
+        _ => return None,
+    };
+    let mut map = HashMap::new();
+    for line in lines {
+        let Some((uid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(uid) = uid.parse::<u32>() else {
+            continue;
+        };
+        let file = if version == "1" {
+            rest.trim()
+        } else {
+            match rest.strip_prefix(':') {
+                Some(f) => f,
+                None => match rest.split_once(" :") {
+                    Some((_, f)) => f,
+                    None => continue,
+                },
+            }
+        };
+        let base = file.split_once(':').map_or(file, |(b, _)| b);
+        if uid > 0 && !base.is_empty() {
+            map.insert(base.to_string(), uid);
+        }
+    }
+    Some((uidvalidity, map))
+}
+
+/// The folders of a Maildir to import: the root into `folder`, each
+/// Maildir++ subfolder `.Name` into `Name` (or `folder.Name`), sorted.
+pub fn maildir_folders(path: &Path, folder: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = vec![(path.to_path_buf(), folder.to_string())];
+    let mut subs = Vec::new();
+    for e in fs::read_dir(path).with_context(|| path.display().to_string())? {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(name) = n.strip_prefix('.') else {
+            continue;
+        };
+        if name.is_empty() || name == "." || !e.file_type()?.is_dir() {
+            continue;
+        }
+        let p = e.path();
+        if !p.join("cur").is_dir() && !p.join("new").is_dir() {
+            continue;
+        }
+        let target = if folder.is_empty() || folder.eq_ignore_ascii_case("INBOX") {
+            name.to_string()
+        } else {
+            format!("{folder}.{name}")
+        };
+        subs.push((p, target));
+    }
+    subs.sort();
+    out.extend(subs);
+    Ok(out)
 }
 
 /// The user's Maildir root from the directory.
@@ -143,9 +243,19 @@ pub fn run_import(file: &Path, cmd: ImportCmd) -> u8 {
         Err(code) => return code,
     };
     match import(&cfg, &root, format, &path, &folder) {
-        Ok(n) => {
+        Ok(s) => {
+            let uids = if s.uids_kept + s.uids_renumbered > 0 {
+                format!(
+                    "; dovecot-uidlist UIDs kept for {}, new UIDs for {}",
+                    s.uids_kept, s.uids_renumbered
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "mailctl: imported {n} message(s) from {} into {user} {folder}",
+                "mailctl: imported {} message(s) in {} folder(s) from {} into {user} {folder}{uids}",
+                s.messages,
+                s.folders,
                 path.display()
             );
             0
@@ -181,91 +291,162 @@ pub fn run_export(file: &Path, cmd: ExportCmd) -> u8 {
     }
 }
 
+/// A progress bar on stderr when it is a terminal (nothing otherwise);
+/// `n` counts either way.
 struct Progress {
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
     n: usize,
 }
 
 impl Progress {
-    fn new() -> Self {
-        Self {
-            tty: std::io::stderr().is_terminal(),
-            n: 0,
-        }
+    /// `total`: the number of messages, when known.
+    fn new(what: &str, total: Option<u64>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total.unwrap_or(0));
+            let template = if total.is_some() {
+                "{msg} [{bar:40}] {pos}/{len} messages ({eta} left)"
+            } else {
+                "{msg} {pos} messages"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(what.to_string());
+            b
+        });
+        Self { bar, n: 0 }
     }
-    fn tick(&mut self, what: &str) {
+    fn tick(&mut self) {
         self.n += 1;
-        if self.tty && self.n.is_multiple_of(50) {
-            eprint!("\r{what} {} messages", self.n);
-            let _ = std::io::stderr().flush();
+        if let Some(b) = &self.bar {
+            b.inc(1);
         }
     }
     fn done(&self) {
-        if self.tty && self.n >= 50 {
-            eprintln!();
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
     }
 }
 
-/// Import from `path` into `folder` of the Maildir at `root`.
+/// Message files in a Maildir folder's `cur/` and `new/` (for the bar).
+fn count_files(dir: &Path) -> u64 {
+    ["cur", "new"]
+        .iter()
+        .filter_map(|s| fs::read_dir(dir.join(s)).ok())
+        .map(|rd| rd.count() as u64)
+        .sum()
+}
+
+/// Import from `path` into `folder` of the Maildir at `root` (a Maildir
+/// with its subfolders, see the module documentation).
 pub fn import(
     cfg: &postern_common::Config,
     root: &Path,
     format: Format,
     path: &Path,
     folder: &str,
-) -> anyhow::Result<usize> {
-    let mut progress = Progress::new();
-    let mut deliver = |item: Item| -> anyhow::Result<()> {
-        let d = mailstore::deliver_dated(root, folder, &item.bytes, item.date)
-            .with_context(|| format!("delivering into {}", root.display()))?;
-        let base = d
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("delivered file name")?
-            .to_string();
-        let dir = mailstore::folder_path(root, folder);
-        let mut flags = item.flags.clone();
-        if !item.keywords.is_empty() {
-            let names: Vec<&str> = item.keywords.iter().map(String::as_str).collect();
-            let letters = mailstore::keyword_letters(&dir, &names, true)
-                .with_context(|| format!("keywords of {}", dir.display()))?;
-            flags.extend(letters.into_iter().flatten());
-            flags = name::normalize_flags(&flags);
-        }
-        let dest = dir.join("cur").join(name::with_flags(&base, &flags));
-        // A running imapd/pop3d may have synced the mailbox meanwhile and
-        // moved the file to cur/ with an empty info part: rename that one.
-        let moved = dir.join("cur").join(name::with_flags(&base, ""));
-        fs::rename(&d.path, &dest)
-            .or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => fs::rename(&moved, &dest),
-                _ => Err(e),
-            })
-            .with_context(|| format!("moving to {}", dest.display()))?;
-        progress.tick("imported");
-        Ok(())
-    };
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
     match format {
         Format::Maildir => {
-            for item in read_maildir(path)? {
-                deliver(item?)?;
+            if !path.join("cur").is_dir() && !path.join("new").is_dir() {
+                bail!("{}: not a Maildir (no cur/ or new/)", path.display());
             }
+            let folders = maildir_folders(path, folder)?;
+            let total = folders.iter().map(|(p, _)| count_files(p)).sum();
+            let mut progress = Progress::new("importing", Some(total));
+            for (src, target) in &folders {
+                let uidlist = fs::read_to_string(src.join(DOVECOT_UIDLIST))
+                    .ok()
+                    .and_then(|t| parse_dovecot_uidlist(&t));
+                let mut wanted: Vec<(String, u32)> = Vec::new();
+                for item in read_maildir(src)? {
+                    let item = item?;
+                    let uid = uidlist.as_ref().and_then(|(_, map)| {
+                        item.source_name
+                            .as_deref()
+                            .and_then(|b| map.get(b))
+                            .copied()
+                    });
+                    let base = deliver_item(root, target, &item)?;
+                    if let Some(uid) = uid {
+                        wanted.push((base, uid));
+                    }
+                    progress.tick();
+                }
+                let dir = mailstore::folder_path(root, target);
+                if let Some((uidvalidity, _)) = &uidlist {
+                    let a = mailstore::adopt_uids(&dir, *uidvalidity, &wanted)
+                        .with_context(|| format!("UIDs of {}", dir.display()))?;
+                    summary.uids_kept += a.kept;
+                    summary.uids_renumbered += a.renumbered;
+                }
+                finish_folder(&dir)?;
+                summary.folders += 1;
+            }
+            progress.done();
+            summary.messages = progress.n;
         }
         Format::Mbox => {
             let f = fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-            read_mbox(BufReader::new(f), &mut deliver)?;
+            // The number of messages in an mbox is known only at its end.
+            let mut progress = Progress::new("importing", None);
+            read_mbox(BufReader::new(f), &mut |item| {
+                deliver_item(root, folder, &item)?;
+                progress.tick();
+                Ok(())
+            })?;
+            progress.done();
+            finish_folder(&mailstore::folder_path(root, folder))?;
+            summary.messages = progress.n;
+            summary.folders = 1;
         }
     }
-    progress.done();
-    let dir = mailstore::folder_path(root, folder);
+    give_to_owner(cfg, root);
+    Ok(summary)
+}
+
+/// Number what was imported into the folder at `dir`.
+fn finish_folder(dir: &Path) -> anyhow::Result<()> {
     if dir.join("cur").exists() {
         mailstore::fsync_dir(&dir.join("cur")).context("fsync cur/")?;
-        Mailbox::open(&dir).context("indexing the mailbox")?;
-        give_to_owner(cfg, root);
+        Mailbox::open(dir).context("indexing the mailbox")?;
     }
-    Ok(progress.n)
+    Ok(())
+}
+
+/// Deliver one message into `folder` and give it its flags; returns the
+/// base name it got.
+fn deliver_item(root: &Path, folder: &str, item: &Item) -> anyhow::Result<String> {
+    let d = mailstore::deliver_dated(root, folder, &item.bytes, item.date)
+        .with_context(|| format!("delivering into {}", root.display()))?;
+    let base = d
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("delivered file name")?
+        .to_string();
+    let dir = mailstore::folder_path(root, folder);
+    let mut flags = item.flags.clone();
+    if !item.keywords.is_empty() {
+        let names: Vec<&str> = item.keywords.iter().map(String::as_str).collect();
+        let letters = mailstore::keyword_letters(&dir, &names, true)
+            .with_context(|| format!("keywords of {}", dir.display()))?;
+        flags.extend(letters.into_iter().flatten());
+        flags = name::normalize_flags(&flags);
+    }
+    let dest = dir.join("cur").join(name::with_flags(&base, &flags));
+    // A running imapd/pop3d may have synced the mailbox meanwhile and
+    // moved the file to cur/ with an empty info part: rename that one.
+    let moved = dir.join("cur").join(name::with_flags(&base, ""));
+    fs::rename(&d.path, &dest)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => fs::rename(&moved, &dest),
+            _ => Err(e),
+        })
+        .with_context(|| format!("moving to {}", dest.display()))?;
+    Ok(base)
 }
 
 /// When run as root: files and directories root created under the user's
@@ -372,6 +553,11 @@ pub fn read_maildir(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::
             },
             date: mtime,
             keywords: names,
+            source_name: Some(
+                name.split_once(':')
+                    .map_or(name.as_str(), |(b, _)| b)
+                    .to_string(),
+            ),
         })
     }))
 }
@@ -443,6 +629,7 @@ fn mbox_item(from_line: &[u8], lines: &[Vec<u8>]) -> Item {
         flags: mbox_flags(&status, &x_status),
         date: parse_from_line_date(&String::from_utf8_lossy(from_line)),
         keywords,
+        source_name: None,
     }
 }
 
@@ -621,7 +808,7 @@ pub fn export(root: &Path, format: Format, path: &Path, folder: &str) -> anyhow:
         bail!("no folder {folder:?} in {}", root.display());
     }
     let mailbox = Mailbox::open(&dir).context("opening the mailbox")?;
-    let mut progress = Progress::new();
+    let mut progress = Progress::new("exporting", Some(mailbox.messages().len() as u64));
     match format {
         Format::Mbox => {
             let tmp = path.with_extension("mailctl-tmp");
@@ -640,7 +827,7 @@ pub fn export(root: &Path, format: Format, path: &Path, folder: &str) -> anyhow:
                     .cloned()
                     .collect();
                 f.write_all(&mbox_entry(&bytes, &m.flags, &keywords, m.internal_date))?;
-                progress.tick("exported");
+                progress.tick();
             }
             let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
@@ -666,7 +853,7 @@ pub fn export(root: &Path, format: Format, path: &Path, folder: &str) -> anyhow:
                 (&f).write_all(&bytes)?;
                 f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(m.internal_date))?;
                 f.sync_all()?;
-                progress.tick("exported");
+                progress.tick();
             }
         }
     }
@@ -697,6 +884,24 @@ mod tests {
             assert_eq!(parse_from_line_date(line), *want, "{line}");
         }
         assert_eq!(asctime(1_796_288_400), "Thu Dec  3 09:00:00 2026");
+    }
+
+    #[test]
+    fn dovecot_uidlists_of_both_formats() {
+        let v3 = "3 V1700000000 N9 G0123456789abcdef\n\
+                  4 :1700000001.M1P1.host,S=10,W=11\n\
+                  7 W123 S120 :1700000002.M2P1.host,S=12:2,S\n\
+                  garbage\n";
+        let (v, map) = parse_dovecot_uidlist(v3).unwrap();
+        assert_eq!(v, 1_700_000_000);
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["1700000001.M1P1.host,S=10,W=11"], 4);
+        assert_eq!(map["1700000002.M2P1.host,S=12"], 7);
+        let (v, map) = parse_dovecot_uidlist("1 42 3\n1 a.host\n2 b.host:2,S\n").unwrap();
+        assert_eq!(v, 42);
+        assert_eq!((map["a.host"], map["b.host"]), (1, 2));
+        assert!(parse_dovecot_uidlist("9 V1 N1\n").is_none());
+        assert!(parse_dovecot_uidlist("").is_none());
     }
 
     #[test]

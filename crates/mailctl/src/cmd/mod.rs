@@ -2,8 +2,10 @@
 pub mod admin;
 pub mod alias;
 pub mod aliases;
+pub mod backup;
 pub mod config;
 pub mod dns;
+pub mod doctor;
 pub mod domain;
 pub mod import;
 pub mod password;
