@@ -254,6 +254,15 @@ async fn inspect(
             }),
         }
     }
+    if d.version.is_none() {
+        // The gRPC handshake names the server: "postern-authd/0.1.0".
+        let server = format!("postern-{name}/");
+        d.version = d
+            .checks
+            .iter()
+            .find_map(|c| c.detail.strip_prefix(&server).filter(|_| c.ok))
+            .map(str::to_string);
+    }
     let passed = d.checks.iter().filter(|c| c.ok).count();
     let from_sockets = if passed == d.checks.len() && passed > 0 {
         "up"
@@ -498,7 +507,11 @@ fn systemd(daemon: &str) -> Option<Unit> {
     if !out.status.success() {
         return None;
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    parse_unit(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `systemctl show` output (`Key=Value` lines) → the unit's state, if loaded.
+fn parse_unit(text: &str) -> Option<Unit> {
     let props: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
     if props.get("LoadState") != Some(&"loaded") {
         return None;
@@ -598,4 +611,31 @@ fn to_json(daemons: &[Daemon], queue: Option<&BTreeMap<String, u64>>, ok: bool) 
         })).collect::<Vec<_>>(),
         "queue": queue,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemctl_show_output_is_parsed() {
+        let u =
+            parse_unit("LoadState=loaded\nActiveState=active\nActiveEnterTimestamp=@1764700000\n")
+                .unwrap();
+        assert_eq!(u.active, "active");
+        assert_eq!(u.since, Some(1764700000));
+        let u =
+            parse_unit("LoadState=loaded\nActiveState=failed\nActiveEnterTimestamp=\n").unwrap();
+        assert_eq!((u.active.as_str(), u.since), ("failed", None));
+        // A unit systemd does not know: fall back to the sockets.
+        assert!(parse_unit("LoadState=not-found\nActiveState=inactive\n").is_none());
+    }
+
+    #[test]
+    fn uptime_is_short_and_readable() {
+        assert_eq!(human(59), "59s");
+        assert_eq!(human(61), "1m01s");
+        assert_eq!(human(3 * 3600 + 120), "3h02m");
+        assert_eq!(human(2 * 86400 + 3600), "2d1h");
+    }
 }
