@@ -25,6 +25,7 @@
 //! mailctl import maildir|mbox PATH --user ADDRESS [--folder F]
 //! mailctl export maildir|mbox --user ADDRESS PATH [--folder F]
 //! mailctl dns DOMAIN [--ip IPV4]... [--ipv6 IPV6]... [--json] [--ttl SECS] [--mx-preference N]
+//! mailctl status [--json] [--timeout SECS]
 //! mailctl doctor [DOMAIN] [--resolver IP:PORT]... [--ip IPV4]... [--ipv6 IPV6]... [--ca-file PEM] [--relay-source IP]
 //! mailctl backup DIR
 //! mailctl restore DIR [--force]
