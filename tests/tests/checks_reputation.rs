@@ -589,3 +589,48 @@ fn error_replies_beyond_the_soft_limit_are_delayed() {
     assert_eq!(s.cmd("RCPT TO:<alice@example.test>").0, 250);
     assert_eq!(s.cmd("QUIT").0, 221);
 }
+
+const SENDER_RATE: &str = r#"
+[checks.flood]
+enabled = true
+sender_message_rate_limit = 2
+sender_recipient_rate_limit = 3
+rate_limit_reply_code = 550
+"#;
+
+#[test]
+fn sender_address_rates_with_a_permanent_reply_code() {
+    let st = start(SENDER_RATE, false);
+    let port = st.port("smtp");
+    let (mut s, code, text) = Smtp::connect("127.0.0.3", port);
+    assert_eq!(code, 220, "{text}");
+    assert_eq!(s.cmd("EHLO client.example.org").0, 250);
+    // Recipients: 3 per window for this sender (case does not matter).
+    assert_eq!(s.cmd("MAIL FROM:<Bulk@Example.org>").0, 250);
+    for to in ["alice", "bob", "alice"] {
+        assert_eq!(s.cmd(&format!("RCPT TO:<{to}@example.test>")).0, 250);
+    }
+    let (code, text) = s.cmd("RCPT TO:<bob@example.test>");
+    assert_eq!(code, 550, "{text}");
+    assert!(
+        text.contains("5.7.1 Error: too many recipients from Bulk@Example.org"),
+        "{text}"
+    );
+    assert_eq!(s.cmd("RSET").0, 250);
+    // Messages: the second MAIL of this sender is the last one allowed.
+    assert_eq!(s.cmd("MAIL FROM:<bulk@example.org>").0, 250);
+    assert_eq!(s.cmd("RSET").0, 250);
+    let (code, text) = s.cmd("MAIL FROM:<bulk@example.org>");
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("too many messages"), "{text}");
+    // Another sender, and the null sender (bounces), are not affected.
+    assert_eq!(s.cmd("MAIL FROM:<other@example.org>").0, 250);
+    assert_eq!(s.cmd("RSET").0, 250);
+    assert_eq!(s.cmd("MAIL FROM:<>").0, 250);
+    assert_eq!(s.cmd("QUIT").0, 221);
+    let log = st.smtpd().output();
+    assert!(
+        log.contains("rate limit exceeded") && log.contains("sender_recipient_rate"),
+        "{log}"
+    );
+}

@@ -17,6 +17,31 @@ use super::{CheckRole, mx_only};
 /// Longest DNS name (RFC 1035 2.3.4), the bound on a DNSBL zone.
 pub const MAX_ZONE_LEN: usize = 253;
 
+/// An SMTP reply code a check may refuse with: 4xx or 5xx.
+fn refusal_code<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let code = u16::deserialize(d)?;
+    if (400..600).contains(&code) {
+        Ok(code)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{code} is not a refusal: use a 4xx or 5xx code"
+        )))
+    }
+}
+
+/// `dns_servers` entries: `ip`, `ip:port` or `[v6]:port`.
+fn dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    for s in &v {
+        if s.parse::<std::net::SocketAddr>().is_err() && s.parse::<std::net::IpAddr>().is_err() {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not an IP address or IP:port"
+            )));
+        }
+    }
+    Ok(v)
+}
+
 /// `[checks.flood]`: pre-greeting talk, per-sender and per-user rates, tarpit.
 ///
 /// Per-client-IP connection counts and rates are `[smtpd]`'s
@@ -49,6 +74,7 @@ pub struct FloodConfig {
     pub rate_time_unit: Duration,
     /// Reply code over a rate limit: 4xx (default 450, the client retries
     /// later) or 5xx; the enhanced code is `x.7.1`.
+    #[serde(deserialize_with = "refusal_code")]
     pub rate_limit_reply_code: u16,
     /// Users and sender addresses exempt from the rate limits: a full
     /// address or user name, or `@domain`. Default none.
@@ -116,9 +142,11 @@ pub struct DnsblConfig {
     /// `"rcpt"` (default) or `"connect"`: see [`RejectStage`].
     pub reject_stage: RejectStage,
     /// Reply code of the refusal (Postfix `maps_rbl_reject_code`, 554).
+    #[serde(deserialize_with = "refusal_code")]
     pub maps_rbl_reject_code: u16,
     /// DNS servers (`"ip"` or `"ip:port"`). Default empty: the system
     /// resolver configuration (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "dns_servers")]
     pub dns_servers: Vec<String>,
 }
 
@@ -329,12 +357,14 @@ pub struct HeloConfig {
     /// Reply code for `unknown_client_hostname = "reject"` when the name
     /// does not confirm (Postfix `unknown_client_hostname_reject_code`,
     /// 450); lookups that fail temporarily always get 450.
+    #[serde(deserialize_with = "refusal_code")]
     pub unknown_client_hostname_reject_code: u16,
     /// Time for the PTR and address lookups. Default `10s`.
     #[serde(with = "crate::duration")]
     pub dns_timeout: Duration,
     /// DNS servers (`"ip"` or `"ip:port"`). Default empty: the system
     /// resolver configuration.
+    #[serde(deserialize_with = "dns_servers")]
     pub dns_servers: Vec<String>,
 }
 
@@ -491,6 +521,21 @@ mod tests {
         assert_eq!(w.checks.reject_stage, RejectStage::Connect);
         let text = toml::to_string(&w).unwrap();
         assert!(text.contains("bl.test=127.0.0.[2..11]*2"), "{text}");
-        assert!(toml::from_str::<W>("[checks]\npostscreen_dnsbl_sites = [\"x\"]\n").is_err());
+        for bad in [
+            "postscreen_dnsbl_sites = [\"x\"]",
+            "maps_rbl_reject_code = 250",
+            "maps_rbl_reject_code = 600",
+            "dns_servers = [\"ns.example\"]",
+        ] {
+            assert!(
+                toml::from_str::<W>(&format!("[checks]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        let ok: W = toml::from_str(
+            "[checks]\nmaps_rbl_reject_code = 450\ndns_servers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.checks.maps_rbl_reject_code, 450);
     }
 }
