@@ -30,6 +30,32 @@ fn eicar() -> String {
     )
 }
 
+/// Where a helper program listens.
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+impl Endpoint {
+    /// As a postern socket key.
+    fn config(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => format!("unix:{}", p.display()),
+            Endpoint::Tcp(port) => format!("inet:127.0.0.1:{port}"),
+        }
+    }
+
+    fn connect(&self) -> std::io::Result<Box<dyn ReadWrite>> {
+        Ok(match self {
+            Endpoint::Unix(p) => Box::new(UnixStream::connect(p)?),
+            Endpoint::Tcp(port) => Box::new(TcpStream::connect(("127.0.0.1", *port))?),
+        })
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// A helper program in its own process group, killed (group and all) on
 /// drop; output goes to `<dir>/<name>.log`.
 struct Proc {
@@ -59,10 +85,10 @@ impl Proc {
     }
 
     /// Wait until `socket` accepts connections.
-    fn wait_socket(&mut self, socket: &Path) {
+    fn wait_socket(&mut self, socket: &Endpoint) {
         let end = Instant::now() + WAIT;
         loop {
-            if UnixStream::connect(socket).is_ok() {
+            if socket.connect().is_ok() {
                 return;
             }
             if let Some(c) = self.child.as_mut()
@@ -73,7 +99,7 @@ impl Proc {
             assert!(
                 Instant::now() < end,
                 "{} not listening:\n{}",
-                socket.display(),
+                socket.config(),
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -99,8 +125,9 @@ impl Drop for Proc {
 
 /// clamd on a private socket with a database directory holding only a
 /// body signature for the EICAR string (`.ndb`: name, any file type, any
-/// offset, hex). No freshclam, no Internet.
-fn start_clamd(dir: &Path) -> (Proc, PathBuf) {
+/// offset, hex). No freshclam, no Internet. On a Unix socket, or with
+/// `tcp` on a free loopback port.
+fn start_clamd(dir: &Path, tcp: bool) -> (Proc, Endpoint) {
     let db = dir.join("clamav-db");
     std::fs::create_dir_all(&db).unwrap();
     let hex: String = eicar().bytes().map(|b| format!("{b:02x}")).collect();
@@ -109,15 +136,24 @@ fn start_clamd(dir: &Path) -> (Proc, PathBuf) {
         format!("Postern.Test.EICAR:0:*:{hex}\n"),
     )
     .unwrap();
-    let socket = dir.join("clamd.sock");
+    let (socket, listen) = if tcp {
+        let port = postern_tests::free_port();
+        (
+            Endpoint::Tcp(port),
+            format!("TCPSocket {port}\nTCPAddr 127.0.0.1"),
+        )
+    } else {
+        let path = dir.join("clamd.sock");
+        let listen = format!("LocalSocket {}", path.display());
+        (Endpoint::Unix(path), listen)
+    };
     let conf = dir.join("clamd.conf");
     std::fs::write(
         &conf,
         format!(
-            "LocalSocket {sock}\nDatabaseDirectory {db}\nForeground yes\n\
+            "{listen}\nDatabaseDirectory {db}\nForeground yes\n\
              LogFile {dir}/clamd-file.log\nTemporaryDirectory {dir}\n\
              StreamMaxLength 10M\nSelfCheck 3600\n",
-            sock = socket.display(),
             db = db.display(),
             dir = dir.display()
         ),
@@ -128,7 +164,7 @@ fn start_clamd(dir: &Path) -> (Proc, PathBuf) {
     let mut p = Proc::spawn(dir, "clamd", cmd);
     p.wait_socket(&socket);
     // clamd loaded our one signature and nothing else.
-    let mut s = UnixStream::connect(&socket).unwrap();
+    let mut s = socket.connect().unwrap();
     s.write_all(b"zVERSION\0").unwrap();
     let mut v = String::new();
     s.read_to_string(&mut v).unwrap();
@@ -273,12 +309,12 @@ fn wait_held(env: &TestEnv, needle: &str) -> String {
 #[test]
 fn clamav_rejects_eicar_naming_it_delivers_clean_mail_and_tempfails_when_down() {
     let env = TestEnv::new();
-    let (mut clamd, socket) = start_clamd(env.path());
+    let (mut clamd, socket) = start_clamd(env.path(), false);
     let _d = start_stack(
         &env,
         &format!(
-            "\n[checks.clamav]\nenabled = true\nroles = [\"mx\"]\nsocket = \"unix:{}\"\n",
-            socket.display()
+            "\n[checks.clamav]\nenabled = true\nroles = [\"mx\"]\nsocket = \"{}\"\n",
+            socket.config()
         ),
     );
     let port = env.ports["smtp"];
@@ -324,13 +360,14 @@ fn clamav_rejects_eicar_naming_it_delivers_clean_mail_and_tempfails_when_down() 
 #[test]
 fn clamav_holds_infected_mail_and_accepts_with_a_header_when_down() {
     let env = TestEnv::new();
-    let (mut clamd, socket) = start_clamd(env.path());
+    // clamd on TCP this time.
+    let (mut clamd, socket) = start_clamd(env.path(), true);
     let _d = start_stack(
         &env,
         &format!(
-            "\n[checks.clamav]\nenabled = true\nsocket = \"unix:{}\"\n\
+            "\n[checks.clamav]\nenabled = true\nsocket = \"{}\"\n\
              infected_action = \"hold\"\non_error = \"accept\"\n",
-            socket.display()
+            socket.config()
         ),
     );
     let port = env.ports["smtp"];
@@ -361,15 +398,16 @@ fn clamav_holds_infected_mail_and_accepts_with_a_header_when_down() {
     assert!(got[0].contains("Subject: unscanned"), "{}", got[0]);
 }
 
-/// The test milter on a private socket; its macro log.
-fn start_test_milter(dir: &Path) -> (Proc, PathBuf, PathBuf) {
-    let socket = dir.join("test-milter.sock");
+/// The test milter on a free loopback port; its macro log.
+fn start_test_milter(dir: &Path) -> (Proc, Endpoint, PathBuf) {
+    let port = postern_tests::free_port();
+    let socket = Endpoint::Tcp(port);
     let log = dir.join("test-milter-macros.log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/test_milter.py");
     // Debian's python3 (python3-milter is installed for it).
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(script)
-        .arg(format!("unix:{}", socket.display()))
+        .arg(format!("inet:{port}@127.0.0.1"))
         .arg(&log);
     let mut p = Proc::spawn(dir, "test-milter", cmd);
     p.wait_socket(&socket);
@@ -384,11 +422,11 @@ fn a_real_milter_rejects_quarantines_adds_headers_and_its_absence_tempfails() {
     let _d = start_stack(
         &env,
         &format!(
-            "\n[[checks.milter]]\nname = \"test\"\nsocket = \"unix:{}\"\n\
+            "\n[[checks.milter]]\nname = \"test\"\nsocket = \"{}\"\n\
              command_timeout = \"20s\"\n\
              \n[[checks.milter]]\nname = \"absent\"\nsocket = \"unix:{}/nothing.sock\"\n\
              default_action = \"accept\"\n",
-            socket.display(),
+            socket.config(),
             env.path().display()
         ),
     );
@@ -479,7 +517,7 @@ fn a_real_milter_rejects_quarantines_adds_headers_and_its_absence_tempfails() {
 /// `KeepAuthResults yes`: otherwise OpenDKIM requires the right to change
 /// header fields (to delete forged Authentication-Results), which we do not
 /// offer, and libmilter closes the connection at negotiation.
-fn start_opendkim(dir: &Path) -> (Proc, PathBuf, String) {
+fn start_opendkim(dir: &Path) -> (Proc, Endpoint, String) {
     let keys = dir.join("dkim");
     std::fs::create_dir_all(&keys).unwrap();
     let out = Command::new("opendkim-genkey")
@@ -513,6 +551,7 @@ fn start_opendkim(dir: &Path) -> (Proc, PathBuf, String) {
     let mut cmd = Command::new("opendkim");
     cmd.arg("-f").arg("-x").arg(&conf);
     let mut p = Proc::spawn(dir, "opendkim", cmd);
+    let socket = Endpoint::Unix(socket);
     p.wait_socket(&socket);
     (p, socket, record)
 }
@@ -525,8 +564,8 @@ fn opendkim_signs_submitted_mail_and_dkimpy_verifies_it() {
         &env,
         &format!(
             "\n[[checks.milter]]\nname = \"opendkim\"\nroles = [\"submission\"]\n\
-             socket = \"unix:{}\"\n",
-            socket.display()
+             socket = \"{}\"\n",
+            socket.config()
         ),
     );
     // alice submits over STARTTLS (CA verified) with AUTH, to bob.

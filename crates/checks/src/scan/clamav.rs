@@ -248,6 +248,65 @@ impl CheckSession for ClamavSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_common::checks::scan::ScanSocket;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    fn cfg(socket: ScanSocket) -> ClamavConfig {
+        ClamavConfig {
+            enabled: true,
+            socket,
+            scan_timeout: Duration::from_millis(300),
+            ..ClamavConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hanging_or_absent_clamd_gets_on_error_and_big_mail_is_not_sent() {
+        // clamd that reads everything and never answers.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let c = ClamavCheck::new(&cfg(ScanSocket::Inet(addr.clone())));
+        let v = c.check("s1", b"Subject: x\r\n\r\nhi\r\n").await;
+        assert!(
+            matches!(v[0].action, Action::TempFail { code: 451, .. }),
+            "{v:?}"
+        );
+        assert!(v[0].reason.contains("no verdict within"), "{v:?}");
+
+        let mut accept = cfg(ScanSocket::Inet(addr));
+        accept.on_error = ScanErrorAction::Accept;
+        let v = ClamavCheck::new(&accept).check("s1", b"x").await;
+        assert_eq!(
+            v[0].action,
+            Action::AddHeader {
+                name: UNSCANNED_HEADER.into(),
+                value: "unscanned (virus scanner unavailable)".into()
+            }
+        );
+
+        let gone = ClamavCheck::new(&cfg(ScanSocket::Unix("/nonexistent/clamd.ctl".into())));
+        let v = gone.check("s1", b"x").await;
+        assert!(matches!(v[0].action, Action::TempFail { .. }), "{v:?}");
+
+        // Larger than stream_max_length: not sent (the socket does not
+        // even exist), accepted with the header.
+        let mut small = cfg(ScanSocket::Unix("/nonexistent/clamd.ctl".into()));
+        small.stream_max_length = 10;
+        let v = ClamavCheck::new(&small).check("s1", &[b'x'; 11]).await;
+        assert!(
+            matches!(&v[0].action, Action::AddHeader { value, .. } if value.contains("larger")),
+            "{v:?}"
+        );
+    }
 
     #[test]
     fn request_framing() {

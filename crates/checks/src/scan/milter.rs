@@ -956,6 +956,233 @@ impl CheckSession for MilterSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn conn() -> Connection {
+        Connection {
+            session_id: "s1".into(),
+            ip: "192.0.2.7".parse().unwrap(),
+            port: 4242,
+            role: Role::Mx,
+            trusted: false,
+            helo: "client.example.org".into(),
+            tls: false,
+            auth_user: None,
+            hostname: "mx.example.test".into(),
+        }
+    }
+
+    /// A milter check on a scripted loopback peer.
+    async fn check(
+        default_action: MilterDefaultAction,
+        command_timeout: Duration,
+    ) -> (Arc<MilterCheck>, TcpListener) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = MilterConfig {
+            socket: Some(ScanSocket::Inet(l.local_addr().unwrap().to_string())),
+            command_timeout,
+            content_timeout: command_timeout,
+            default_action,
+            ..MilterConfig::default()
+        };
+        (
+            Arc::new(MilterCheck::new(&cfg, "mx.example.test").unwrap()),
+            l,
+        )
+    }
+
+    /// One packet from the MTA: (command, data).
+    async fn packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut data).await.ok()?;
+        let code = data.remove(0);
+        Some((code, data))
+    }
+
+    async fn reply(s: &mut TcpStream, code: u8, data: &[u8]) {
+        let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(code);
+        out.extend_from_slice(data);
+        s.write_all(&out).await.unwrap();
+    }
+
+    /// Accept, answer the negotiation with `actions` and `protocol`.
+    async fn negotiate(l: &TcpListener, actions: u32, protocol: u32) -> TcpStream {
+        let (mut s, _) = l.accept().await.unwrap();
+        let (code, data) = packet(&mut s).await.unwrap();
+        assert_eq!(code, b'O');
+        assert_eq!(&data[0..4], &6u32.to_be_bytes());
+        assert_eq!(&data[4..8], &codec::OFFERED_ACTIONS.to_be_bytes());
+        let mut r = 6u32.to_be_bytes().to_vec();
+        r.extend_from_slice(&actions.to_be_bytes());
+        r.extend_from_slice(&protocol.to_be_bytes());
+        reply(&mut s, b'O', &r).await;
+        s
+    }
+
+    #[tokio::test]
+    async fn a_silent_milter_gets_the_default_action_at_every_stage() {
+        for (action, refused) in [
+            (MilterDefaultAction::Tempfail, Some(451)),
+            (MilterDefaultAction::Reject, Some(550)),
+            (MilterDefaultAction::Accept, None),
+        ] {
+            let (m, l) = check(action, Duration::from_millis(200)).await;
+            let peer = tokio::spawn(async move {
+                let mut s = negotiate(&l, 0, 0).await;
+                // Read CONNECT (with its macros), never answer.
+                let mut seen = Vec::new();
+                while let Some((code, _)) = packet(&mut s).await {
+                    seen.push(code);
+                }
+                seen
+            });
+            let c = conn();
+            let mut sess = m.clone().session(&c);
+            let code = |v: &[Verdict]| match v.first().map(|v| &v.action) {
+                Some(Action::TempFail { code, .. }) | Some(Action::Reject { code, .. }) => {
+                    Some(*code)
+                }
+                _ => None,
+            };
+            let v = sess.connect(&c).await;
+            assert_eq!(code(&v), refused, "{action:?} {v:?}");
+            // Down for the rest of the connection: no more packets sent.
+            let v = sess.mail(&c, "a@example.org").await;
+            assert_eq!(code(&v), refused, "{action:?} {v:?}");
+            sess.close().await;
+            drop(sess);
+            assert_eq!(peer.await.unwrap(), vec![b'D', b'C']);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_malformed_reply_is_a_milter_failure() {
+        let (m, l) = check(MilterDefaultAction::Reject, Duration::from_secs(30)).await;
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            packet(&mut s).await.unwrap();
+            s.write_all(&[0xff, 0xff, 0xff, 0xff, b'O']).await.unwrap();
+            // Keep the connection open until the MTA hangs up.
+            let _ = packet(&mut s).await;
+        });
+        let c = conn();
+        let mut sess = m.clone().session(&c);
+        let v = sess.connect(&c).await;
+        assert!(
+            matches!(v[0].action, Action::Reject { code: 550, .. }),
+            "{v:?}"
+        );
+        assert!(v[0].reason.contains("limit"), "{v:?}");
+        sess.close().await;
+        drop(sess);
+        peer.await.unwrap();
+        // Nobody listening at all.
+        let (m, l) = check(MilterDefaultAction::Tempfail, Duration::from_secs(30)).await;
+        drop(l);
+        let mut sess = m.clone().session(&c);
+        let v = sess.connect(&c).await;
+        assert!(v[0].reason.contains("cannot connect"), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_whole_transaction_with_no_reply_steps_skip_and_modifications() {
+        let (m, l) = check(MilterDefaultAction::Tempfail, Duration::from_secs(30)).await;
+        let protocol = codec::SMFIP_NOHELO | codec::SMFIP_NR_HDR | codec::SMFIP_SKIP;
+        let peer = tokio::spawn(async move {
+            let mut s = negotiate(&l, codec::SMFIF_ADDHDRS | codec::SMFIF_CHGHDRS, protocol).await;
+            let mut seen = Vec::new();
+            let mut macros = Vec::new();
+            while let Some((code, data)) = packet(&mut s).await {
+                seen.push(code);
+                match code {
+                    b'D' => macros.push(String::from_utf8_lossy(&data).into_owned()),
+                    b'C' | b'M' | b'T' | b'N' => reply(&mut s, b'c', b"").await,
+                    b'R' if data.starts_with(b"<bob@") => {
+                        reply(&mut s, b'y', b"550 5.7.1 not bob\0").await
+                    }
+                    b'R' => reply(&mut s, b'c', b"").await,
+                    // The first body chunk: enough.
+                    b'B' => reply(&mut s, b's', b"").await,
+                    b'E' => {
+                        reply(&mut s, b'p', b"").await;
+                        reply(&mut s, b'h', b"X-Scanned\0yes\0").await;
+                        reply(&mut s, b'i', b"\0\0\0\0X-Top\0a\nb\0").await;
+                        reply(&mut s, b'm', b"\0\0\0\x01Subject\0\0").await;
+                        reply(&mut s, b'+', b"<archive@example.test>\0").await;
+                        reply(&mut s, b'q', b"looks odd\0").await;
+                        reply(&mut s, b'c', b"").await;
+                    }
+                    _ => {}
+                }
+            }
+            (seen, macros)
+        });
+        let c = conn();
+        let mut sess = m.clone().session(&c);
+        assert!(sess.connect(&c).await.is_empty());
+        assert!(sess.helo(&c).await.is_empty());
+        assert!(sess.mail(&c, "carol@example.org").await.is_empty());
+        assert!(
+            sess.rcpt(&c, "carol@example.org", "alice@example.test")
+                .await
+                .is_empty()
+        );
+        let v = sess.rcpt(&c, "carol@example.org", "bob@example.test").await;
+        assert_eq!(
+            v[0].action,
+            Action::Reject {
+                code: 550,
+                enhanced: (5, 7, 1),
+                text: "not bob".into()
+            }
+        );
+        let mut msg = b"Received: from x\r\nSubject: hi\r\n\r\n".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 3 * codec::BODY_CHUNK));
+        let env = Envelope::default();
+        let v = sess.data(&c, &env, &msg).await;
+        let actions: Vec<_> = v.iter().map(|v| v.action.clone()).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::AddHeader {
+                    name: "X-Scanned".into(),
+                    value: "yes".into()
+                },
+                Action::AddHeader {
+                    name: "X-Top".into(),
+                    value: "a\r\n\tb".into()
+                },
+                Action::Archive {
+                    to: "archive@example.test".into()
+                },
+                Action::Hold {
+                    reason: format!("milter {}: looks odd", m.socket)
+                },
+            ]
+        );
+        sess.reset().await;
+        sess.close().await;
+        drop(sess);
+        let (seen, macros) = peer.await.unwrap();
+        // No HELO (NOHELO), two header fields without replies, one body
+        // chunk (SKIP), no ABORT after a finished message, QUIT.
+        assert_eq!(
+            String::from_utf8_lossy(&seen),
+            "DCDMDRDRDTLLDNBDEQ",
+            "{seen:?}"
+        );
+        assert!(macros[0].starts_with("Cj\0mx.example.test\0{daemon_name}\0MTA\0"));
+        assert!(
+            macros
+                .iter()
+                .any(|m| m.contains("{mail_addr}\0carol@example.org\0"))
+        );
+        assert!(macros.iter().any(|m| m.starts_with("Ei\0s1.1\0")));
+    }
 
     #[test]
     fn header_fields_are_made_safe() {
