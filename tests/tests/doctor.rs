@@ -3,8 +3,9 @@
 //! loopback, the whole daemon set running with the test certificate, the
 //! open-relay self-test from 127.0.0.2 (outside `mynetworks`). Doctor
 //! reports no problem; with one record removed from the zone it reports
-//! exactly that one; a certificate for another name is reported per TLS
-//! listener.
+//! exactly that one; a wrong SRV port, a PTR naming another host, a
+//! stopped daemon's listeners and (without the test CA) untrusted
+//! certificates are each reported.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,27 +142,27 @@ fn zone(env: &TestEnv) -> String {
     format!("{ZONE_HEAD}{out}")
 }
 
-/// Run doctor against the DNS server on `port`; (exit code, PROBLEM lines,
-/// whole output).
+/// Run doctor against the DNS server on `port` (trusting the test CA);
+/// (exit code, PROBLEM lines, whole output).
 fn doctor(env: &TestEnv, port: u16) -> (i32, Vec<String>, String) {
-    let resolver = format!("127.0.0.1:{port}");
     let ca = env.cert.ca_file.display().to_string();
-    let (code, out, err) = run_tool(
-        env,
-        "mailctl",
-        &[
-            "doctor",
-            "example.test",
-            "--resolver",
-            &resolver,
-            "--ip",
-            "192.0.2.10",
-            "--ca-file",
-            &ca,
-            "--relay-source",
-            "127.0.0.2",
-        ],
-    );
+    doctor_with(env, port, &["--ca-file", &ca])
+}
+
+fn doctor_with(env: &TestEnv, port: u16, extra: &[&str]) -> (i32, Vec<String>, String) {
+    let resolver = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "doctor",
+        "example.test",
+        "--resolver",
+        &resolver,
+        "--ip",
+        "192.0.2.10",
+        "--relay-source",
+        "127.0.0.2",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_tool(env, "mailctl", &args);
     let problems = out
         .lines()
         .filter(|l| l.starts_with("PROBLEM"))
@@ -226,7 +227,7 @@ fn doctor_finds_nothing_wrong_then_exactly_the_removed_record() {
 }
 
 #[test]
-fn doctor_reports_a_wrong_reverse_name_a_wrong_srv_port_and_a_stopped_listener() {
+fn doctor_reports_a_wrong_ptr_a_wrong_srv_port_a_stopped_listener_and_untrusted_certificates() {
     let env = TestEnv::new();
     setup(&env);
     let mut daemons: Vec<Daemon> = DAEMONS.iter().map(|d| Daemon::start(&env, d)).collect();
@@ -254,4 +255,21 @@ fn doctor_reports_a_wrong_reverse_name_a_wrong_srv_port_and_a_stopped_listener()
     assert!(has("TLS: listener pop3 "), "{out}");
     assert!(has("TLS: listener pop3s"), "{out}");
     assert!(out.contains("fix: start postern-pop3d"), "{out}");
+
+    // Without the test CA, every certificate still served is untrusted.
+    let (code, problems, out) = doctor_with(&env, port, &[]);
+    assert_eq!(code, 1, "{out}");
+    let untrusted: Vec<&String> = problems
+        .iter()
+        .filter(|p| p.contains("certificate not signed by a trusted CA"))
+        .collect();
+    assert_eq!(
+        untrusted.len(),
+        5,
+        "smtp, submission, submissions, imap, imaps:\n{out}"
+    );
+    assert!(
+        out.contains("fix: use a certificate from a public CA"),
+        "{out}"
+    );
 }
