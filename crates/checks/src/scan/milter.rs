@@ -50,6 +50,9 @@ pub const MAX_HEADER_NAME: usize = 100;
 pub const MAX_HEADER_VALUE: usize = 16 * 1024;
 /// Most modification replies accepted for one message.
 pub const MAX_MODIFICATIONS: usize = 100;
+/// Progress replies may stretch the wait for one reply to this many times
+/// its timeout, no more.
+pub const MAX_PROGRESS_FACTOR: u32 = 10;
 
 /// Why the milter could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -152,17 +155,25 @@ impl Link {
         }
     }
 
-    /// The next reply that is not "progress"; each packet (also progress)
-    /// must come within `timeout`.
+    /// The next reply that is not "progress", within `timeout`. A progress
+    /// reply restarts the wait (Postfix does the same), but not beyond
+    /// [`MAX_PROGRESS_FACTOR`] times `timeout` in all; bytes of a packet
+    /// trickling in do not restart it.
     async fn reply(&mut self, step: &'static str, timeout: Duration) -> Result<Reply, MilterError> {
+        let start = tokio::time::Instant::now();
+        let hard = start + timeout * MAX_PROGRESS_FACTOR;
+        let mut deadline = start + timeout;
         loop {
             match codec::decode(&mut self.rbuf)? {
-                Some(Reply::Progress) => continue,
+                Some(Reply::Progress) => {
+                    deadline = (tokio::time::Instant::now() + timeout).min(hard);
+                    continue;
+                }
                 Some(r) => return Ok(r),
                 None => {}
             }
             let mut buf = [0u8; 4096];
-            let n = match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
                 Ok(r) => r?,
                 Err(_) => return Err(MilterError::Timeout(step)),
             };
@@ -1057,6 +1068,29 @@ mod tests {
             drop(sess);
             assert_eq!(peer.await.unwrap(), vec![b'D', b'C']);
         }
+    }
+
+    #[tokio::test]
+    async fn endless_progress_replies_do_not_stall_the_session() {
+        let (m, l) = check(MilterDefaultAction::Tempfail, Duration::from_millis(100)).await;
+        tokio::spawn(async move {
+            let mut s = negotiate(&l, 0, 0).await;
+            packet(&mut s).await; // macros
+            packet(&mut s).await; // CONNECT
+            loop {
+                let mut p = 1u32.to_be_bytes().to_vec();
+                p.push(b'p');
+                if s.write_all(&p).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let c = conn();
+        let mut sess = m.clone().session(&c);
+        let v = sess.connect(&c).await;
+        assert!(matches!(v[0].action, Action::TempFail { .. }), "{v:?}");
+        assert!(v[0].reason.contains("no reply to connect"), "{v:?}");
     }
 
     #[tokio::test]
