@@ -334,3 +334,34 @@ fn outbound_rule_applies_to_authenticated_submission() {
     let (_, out, _) = run_tool(&env, "mailctl", &["queue", "list", "hold"]);
     assert!(out.contains(&format!("{}!", queued_id(&text))), "{out}");
 }
+
+/// A bad rule or an audit log smtpd cannot open stops smtpd at start, with
+/// the key named; it never runs with a half-built audit.
+#[test]
+fn smtpd_refuses_to_start_with_a_bad_audit_configuration() {
+    let env = TestEnv::new();
+    for (section, key) in [
+        (
+            "[checks.audit]\nenabled = true\nlog_path = \"/nonexistent-dir/audit.log\"\n",
+            "checks.audit.log_path",
+        ),
+        (
+            "[checks.audit]\nenabled = true\n\n[[checks.audit.rule]]\nname = \"r\"\nregex = [\"(unclosed\"]\n",
+            "checks.audit.rule[0].regex[0]",
+        ),
+        (
+            "[checks.audit]\nenabled = true\n\n[[checks.audit.rule]]\nname = \"r\"\nkeywords = [\"x\"]\naction = \"archive\"\n",
+            "checks.audit.rule[0].archive_to",
+        ),
+    ] {
+        let mut text = env.config_text("level = \"info\"");
+        text.push_str(section);
+        std::fs::write(&env.config_path, text).unwrap();
+        let mut d = Daemon::spawn(&env, "smtpd", Command::new(postern_tests::bin("smtpd")));
+        let status = d
+            .wait_exit(postern_tests::TIMEOUT)
+            .unwrap_or_else(|| panic!("smtpd kept running with {key} wrong"));
+        assert!(!status.success());
+        assert!(d.output().contains(key), "{key}: {}", d.output());
+    }
+}
