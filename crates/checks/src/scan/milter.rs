@@ -1199,16 +1199,26 @@ mod tests {
             ]
         );
         sess.reset().await;
+        // A second transaction on the same connection, ended by RSET.
+        assert!(sess.mail(&c, "dave@example.org").await.is_empty());
+        assert!(
+            sess.rcpt(&c, "dave@example.org", "alice@example.test")
+                .await
+                .is_empty()
+        );
+        sess.reset().await;
         sess.close().await;
         drop(sess);
         let (seen, macros) = peer.await.unwrap();
         // No HELO (NOHELO), two header fields without replies, one body
-        // chunk (SKIP), no ABORT after a finished message, QUIT.
+        // chunk (SKIP), no ABORT after a finished message; ABORT after the
+        // second, QUIT.
         assert_eq!(
             String::from_utf8_lossy(&seen),
-            "DCDMDRDRDTLLDNBDEQ",
+            "DCDMDRDRDTLLDNBDEDMDRAQ",
             "{seen:?}"
         );
+        assert!(macros.iter().any(|m| m.starts_with("Mi\0s1.2\0")));
         assert!(macros[0].starts_with("Cj\0mx.example.test\0{daemon_name}\0MTA\0"));
         assert!(
             macros
