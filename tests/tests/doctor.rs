@@ -5,7 +5,8 @@
 //! reports no problem; with one record removed from the zone it reports
 //! exactly that one; a wrong SRV port, a PTR naming another host, a
 //! stopped daemon's listeners and (without the test CA) untrusted
-//! certificates are each reported.
+//! certificates are each reported; an smtpd that trusts the test's source
+//! address is reported as an open relay.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -271,5 +272,60 @@ fn doctor_reports_a_wrong_ptr_a_wrong_srv_port_a_stopped_listener_and_untrusted_
     assert!(
         out.contains("fix: use a certificate from a public CA"),
         "{out}"
+    );
+}
+
+#[test]
+fn doctor_detects_an_open_relay() {
+    // smtpd trusts all of 127.0.0.0/8 (so 127.0.0.2 may relay); doctor's
+    // copy of the configuration says only 127.0.0.1 is trusted, as an
+    // operator who believes so would have it.
+    let env = TestEnv::new();
+    setup(&env);
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let believed = env.path().join("believed.toml");
+    std::fs::write(&believed, &text).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replacen(
+            "mynetworks = [\"127.0.0.1/32\"]",
+            "mynetworks = [\"127.0.0.0/8\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let _daemons: Vec<Daemon> = DAEMONS.iter().map(|d| Daemon::start(&env, d)).collect();
+    let port = free_port();
+    let _named = Named::start(&env.path().join("named"), port, &zone(&env), REVERSE_ZONE);
+    let out = Command::new(postern_tests::bin("mailctl"))
+        .arg("--config")
+        .arg(&believed)
+        .args([
+            "doctor",
+            "example.test",
+            "--ip",
+            "192.0.2.10",
+            "--relay-source",
+            "127.0.0.2",
+        ])
+        .arg("--resolver")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ca-file")
+        .arg(&env.cert.ca_file)
+        .env_remove("POSTERN_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("PROBLEM")).collect();
+    assert_eq!(problems.len(), 1, "{text}");
+    assert!(
+        problems[0]
+            .contains("OPEN RELAY: RCPT TO:<postern-relay-test@relay-test.invalid> accepted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: remove untrusted networks from global.mynetworks"),
+        "{text}"
     );
 }
