@@ -5,9 +5,9 @@
 //!
 //! DNS data: `bl.test` lists 127.0.0.2 and 127.0.0.4 (answer 127.0.0.2)
 //! and 127.0.0.5 (answer 127.0.0.1, outside the filter); `wl.test` lists
-//! 127.0.0.4 (answer 127.0.0.2); 127.0.0.3 is `good.client.test` (PTR and
-//! A); 127.0.0.6 has the PTR `liar.client.test` without an address; every
-//! other name is NXDOMAIN.
+//! 127.0.0.4 and 127.0.0.8 (answer 127.0.0.2); 127.0.0.3 is
+//! `good.client.test` (PTR and A); 127.0.0.6 has the PTR
+//! `liar.client.test` without an address; every other name is NXDOMAIN.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -68,6 +68,7 @@ fn dnsmasq(dir: &Path, port: u16) -> Guard {
             "--address=/4.0.0.127.bl.test/127.0.0.2",
             "--address=/5.0.0.127.bl.test/127.0.0.1",
             "--address=/4.0.0.127.wl.test/127.0.0.2",
+            "--address=/8.0.0.127.wl.test/127.0.0.2",
             "--host-record=good.client.test,127.0.0.3",
             "--ptr-record=6.0.0.127.in-addr.arpa,liar.client.test",
         ])
@@ -633,4 +634,35 @@ fn sender_address_rates_with_a_permanent_reply_code() {
         log.contains("rate limit exceeded") && log.contains("sender_recipient_rate"),
         "{log}"
     );
+}
+
+#[test]
+fn a_client_on_an_allow_list_skips_greylisting() {
+    let checks = format!(
+        "{DNSBL}postscreen_dnsbl_allowlist_threshold = -1\n\n[checks.greylist]\nenabled = true\ndelay = \"1h\"\n"
+    );
+    let st = start(&checks, true);
+    let port = st.port("smtp");
+    // 127.0.0.8 is only on wl.test (score -2 <= -1): no greylisting.
+    let (rcpt, data) = mx_send(
+        "127.0.0.8",
+        port,
+        "client.example.org",
+        "x@example.org",
+        "alice@example.test",
+    );
+    assert_eq!(rcpt.0, 250, "{rcpt:?}\n{}", st.smtpd().output());
+    assert_eq!(data.unwrap().0, 250);
+    // 127.0.0.3 (score 0) is greylisted.
+    let (rcpt, _) = mx_send(
+        "127.0.0.3",
+        port,
+        "client.example.org",
+        "x@example.org",
+        "alice@example.test",
+    );
+    assert_eq!(rcpt.0, 450, "{rcpt:?}");
+    wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30)).unwrap();
+    let log = st.smtpd().output();
+    assert!(log.contains("DNSBL allowlisted"), "{log}");
 }

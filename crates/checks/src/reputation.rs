@@ -19,8 +19,9 @@ pub mod greylist;
 pub mod helo;
 pub mod rate;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use postern_common::Config;
@@ -40,6 +41,32 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
             }
         })
         .collect()
+}
+
+/// Sessions whose DNSBL score reached `postscreen_dnsbl_allowlist_threshold`
+/// (set by `dnsbl`, read by `helo` and `greylist`, which run after it).
+#[derive(Default)]
+pub struct Allowlisted(Mutex<HashMap<String, i32>>);
+
+impl Allowlisted {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record that session `id` is allowlisted with `score`.
+    pub fn insert(&self, id: &str, score: i32) {
+        self.map().insert(id.to_string(), score);
+    }
+
+    /// Forget session `id` (it closed).
+    pub fn remove(&self, id: &str) {
+        self.map().remove(id);
+    }
+
+    /// The score of session `id` if it is allowlisted.
+    pub fn get(&self, id: &str) -> Option<i32> {
+        self.map().get(id).copied()
+    }
 }
 
 /// Our names and addresses, for the HELO check: `myhostname`,
@@ -79,12 +106,15 @@ pub fn build(cfg: &Config, p: &mut Pipeline) -> anyhow::Result<()> {
     } else {
         flood::install(None);
     }
+    let allow = Arc::new(Allowlisted::default());
     if c.dnsbl.enabled {
-        let check = dnsbl::Dnsbl::new(c.dnsbl.clone()).context("checks.dnsbl.dns_servers")?;
+        let check = dnsbl::Dnsbl::new(c.dnsbl.clone(), allow.clone())
+            .context("checks.dnsbl.dns_servers")?;
         p.push(Arc::new(check), c.dnsbl.roles.clone());
     }
     if c.helo.enabled {
-        let check = helo::Helo::new(c.helo.clone(), own(cfg)).context("checks.helo.dns_servers")?;
+        let check = helo::Helo::new(c.helo.clone(), own(cfg), allow.clone())
+            .context("checks.helo.dns_servers")?;
         p.push(Arc::new(check), c.helo.roles.clone());
     }
     if c.greylist.enabled {
@@ -93,7 +123,7 @@ pub fn build(cfg: &Config, p: &mut Pipeline) -> anyhow::Result<()> {
         } else {
             c.greylist.database.clone()
         };
-        let check = greylist::Greylist::new(c.greylist.clone(), path.clone())
+        let check = greylist::Greylist::new(c.greylist.clone(), path.clone(), allow)
             .with_context(|| format!("checks.greylist.database: {}", path.display()))?;
         p.push(Arc::new(check), c.greylist.roles.clone());
     }

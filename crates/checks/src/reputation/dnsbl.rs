@@ -19,7 +19,7 @@ use hickory_resolver::TokioResolver;
 use postern_common::checks::reputation::{DnsblConfig, DnsblSite, RejectStage};
 use tokio::task::JoinHandle;
 
-use super::dns;
+use super::{Allowlisted, dns};
 use crate::{Action, Check, CheckSession, Connection, Verdict};
 
 const NAME: &str = "dnsbl";
@@ -55,12 +55,25 @@ pub fn score(sites: &[DnsblSite], answers: &[Option<Vec<Ipv4Addr>>]) -> Score {
 pub struct Dnsbl {
     cfg: DnsblConfig,
     resolver: TokioResolver,
+    allow: Arc<Allowlisted>,
 }
 
 impl Dnsbl {
-    pub fn new(cfg: DnsblConfig) -> Result<Self, dns::BadServer> {
+    /// `allow`: where sessions at or under the allowlist threshold are
+    /// recorded for the later checks.
+    pub fn new(cfg: DnsblConfig, allow: Arc<Allowlisted>) -> Result<Self, dns::BadServer> {
         let resolver = dns::resolver(&cfg.dns_servers, cfg.postscreen_dnsbl_timeout)?;
-        Ok(Self { cfg, resolver })
+        Ok(Self {
+            cfg,
+            resolver,
+            allow,
+        })
+    }
+
+    /// Whether `score` passes `postscreen_dnsbl_allowlist_threshold`.
+    pub fn allowlisted(&self, score: i32) -> bool {
+        let t = self.cfg.postscreen_dnsbl_allowlist_threshold;
+        t < 0 && score <= t
     }
 
     /// Query every list for `ip` at once; waits at most the timeout.
@@ -135,9 +148,10 @@ impl Check for Dnsbl {
         NAME
     }
 
-    fn session(self: Arc<Self>, _conn: &Connection) -> Box<dyn CheckSession> {
+    fn session(self: Arc<Self>, conn: &Connection) -> Box<dyn CheckSession> {
         Box::new(Session {
             check: self,
+            session_id: conn.session_id.clone(),
             pending: None,
             score: None,
         })
@@ -146,6 +160,7 @@ impl Check for Dnsbl {
 
 struct Session {
     check: Arc<Dnsbl>,
+    session_id: String,
     pending: Option<JoinHandle<Score>>,
     score: Option<Score>,
 }
@@ -169,6 +184,10 @@ impl Session {
                 failed = %s.failed.join(" "),
                 "DNSBL score"
             );
+        }
+        if self.check.allowlisted(s.total) {
+            tracing::info!(session = %conn.session_id, client = %conn.ip, score = s.total, "DNSBL allowlisted: helo and greylist skipped");
+            self.check.allow.insert(&conn.session_id, s.total);
         }
         self.score = Some(s.clone());
         s
@@ -209,6 +228,7 @@ impl CheckSession for Session {
         if let Some(h) = self.pending.take() {
             h.abort();
         }
+        self.check.allow.remove(&self.session_id);
     }
 }
 

@@ -28,7 +28,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::OnceCell;
 
-use super::dns;
+use super::{Allowlisted, dns};
 use crate::{Action, Check, CheckSession, Connection, Verdict};
 
 const NAME: &str = "greylist";
@@ -354,11 +354,17 @@ pub struct Greylist {
     path: PathBuf,
     store: OnceCell<Option<Store>>,
     last_expire: Mutex<Option<std::time::Instant>>,
+    allow: Arc<Allowlisted>,
 }
 
 impl Greylist {
     /// `path`: the database file (its directory is created if missing).
-    pub fn new(cfg: GreylistConfig, path: PathBuf) -> std::io::Result<Self> {
+    /// `allow`: sessions the DNSBL allowlisted (never greylisted).
+    pub fn new(
+        cfg: GreylistConfig,
+        path: PathBuf,
+        allow: Arc<Allowlisted>,
+    ) -> std::io::Result<Self> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -369,6 +375,7 @@ impl Greylist {
             path,
             store: OnceCell::new(),
             last_expire: Mutex::new(None),
+            allow,
         })
     }
 
@@ -458,7 +465,10 @@ struct Session {
 #[async_trait::async_trait]
 impl CheckSession for Session {
     async fn rcpt(&mut self, conn: &Connection, sender: &str, rcpt: &str) -> Vec<Verdict> {
-        if conn.trusted || conn.auth_user.is_some() {
+        if conn.trusted
+            || conn.auth_user.is_some()
+            || self.check.allow.get(&conn.session_id).is_some()
+        {
             return Vec::new();
         }
         self.check

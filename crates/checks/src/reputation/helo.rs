@@ -18,7 +18,7 @@ use hickory_resolver::TokioResolver;
 use postern_common::checks::reputation::{FcrdnsAction, HeloConfig};
 use tokio::task::JoinHandle;
 
-use super::{dns, printable};
+use super::{Allowlisted, dns, printable};
 use crate::{Action, Check, CheckSession, Connection, Verdict};
 
 const NAME: &str = "helo";
@@ -147,12 +147,19 @@ pub struct Helo {
     cfg: HeloConfig,
     own: Own,
     resolver: TokioResolver,
+    allow: Arc<Allowlisted>,
 }
 
 impl Helo {
-    pub fn new(cfg: HeloConfig, own: Own) -> Result<Self, dns::BadServer> {
+    /// `allow`: sessions the DNSBL allowlisted (skipped).
+    pub fn new(cfg: HeloConfig, own: Own, allow: Arc<Allowlisted>) -> Result<Self, dns::BadServer> {
         let resolver = dns::resolver(&cfg.dns_servers, cfg.dns_timeout)?;
-        Ok(Self { cfg, own, resolver })
+        Ok(Self {
+            cfg,
+            own,
+            resolver,
+            allow,
+        })
     }
 
     /// Forward-confirmed reverse DNS of `ip`, within `dns_timeout`.
@@ -276,8 +283,8 @@ struct Session {
 }
 
 impl Session {
-    fn exempt(conn: &Connection) -> bool {
-        conn.trusted || conn.auth_user.is_some()
+    fn exempt(&self, conn: &Connection) -> bool {
+        conn.trusted || conn.auth_user.is_some() || self.check.allow.get(&conn.session_id).is_some()
     }
 
     async fn fcrdns(&mut self, conn: &Connection) -> Option<Fcrdns> {
@@ -304,7 +311,7 @@ impl CheckSession for Session {
     }
 
     async fn rcpt(&mut self, conn: &Connection, _sender: &str, _rcpt: &str) -> Vec<Verdict> {
-        if Self::exempt(conn) {
+        if self.exempt(conn) {
             return Vec::new();
         }
         if let Some(p) = helo_problem(&conn.helo, &self.check.own, &self.check.cfg) {
@@ -324,7 +331,7 @@ impl CheckSession for Session {
         _envelope: &crate::Envelope,
         _message: &[u8],
     ) -> Vec<Verdict> {
-        if Self::exempt(conn) || self.check.cfg.unknown_client_hostname != FcrdnsAction::Header {
+        if self.exempt(conn) || self.check.cfg.unknown_client_hostname != FcrdnsAction::Header {
             return Vec::new();
         }
         match self.fcrdns(conn).await {

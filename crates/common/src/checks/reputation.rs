@@ -135,6 +135,10 @@ pub struct DnsblConfig {
     /// Refuse when the summed weight of the lists that list the client is
     /// at least this. Default 1.
     pub postscreen_dnsbl_threshold: i32,
+    /// A client whose score is at most this (a negative number: on allow
+    /// lists) skips the `helo` and `greylist` checks (Postfix
+    /// `postscreen_dnsbl_allowlist_threshold`). Default 0: off.
+    pub postscreen_dnsbl_allowlist_threshold: i32,
     /// Time to wait for the lookups (all run in parallel); lists that have
     /// not answered count 0. Default `10s`.
     #[serde(with = "crate::duration")]
@@ -157,6 +161,7 @@ impl Default for DnsblConfig {
             roles: mx_only(),
             postscreen_dnsbl_sites: Vec::new(),
             postscreen_dnsbl_threshold: 1,
+            postscreen_dnsbl_allowlist_threshold: 0,
             postscreen_dnsbl_timeout: Duration::from_secs(10),
             reject_stage: RejectStage::Rcpt,
             maps_rbl_reject_code: 554,
