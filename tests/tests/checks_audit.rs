@@ -220,6 +220,10 @@ fn inbound_reject_hold_release_and_archive() {
     );
     assert_eq!(audit_log(&env)[1]["rule"], "confidential-hold");
     assert_eq!(audit_log(&env)[1]["action"], "hold");
+    // The audit log's session id is the one stored with the queued message:
+    // the join between an audit line and a queue id.
+    let session = audit_log(&env)[1]["session"].as_str().unwrap().to_string();
+    assert!(out.contains(&format!("\nsession_id: {session}\n")), "{out}");
 
     // A clean message sent after it is delivered; the held one is not
     // (it never entered incoming/).
