@@ -108,6 +108,10 @@ pub fn trace_headers(return_path: &str, rcpt: &str) -> Vec<u8> {
     format!("Return-Path: <{return_path}>\r\nDelivered-To: {rcpt}\r\n").into_bytes()
 }
 
+/// The folder a message marked as junk is delivered to (the `\Junk`
+/// special-use folder every new Maildir gets, `mailstore::DEFAULT_FOLDERS`).
+pub const JUNK_FOLDER: &str = "Junk";
+
 /// What [`deliver`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -137,6 +141,19 @@ pub fn deliver(
         Owner::Daemon => None,
         Owner::User { uid, gid } => Some(FsIdentity::switch(uid, gid)?),
     };
+    // smtpd's junk marker (DMARC quarantine): removed from the copy, and
+    // when it is ours, the copy goes to Junk instead of INBOX or the
+    // +extension folder.
+    let (cleaned, junk) = crate::junk::take_marker(message);
+    let message = cleaned.as_deref().unwrap_or(message);
+    if junk && target.folder.is_empty() {
+        let resolved = Target {
+            folder: JUNK_FOLDER.to_string(),
+            extension: String::new(),
+            ..target.clone()
+        };
+        return deliver_here(&resolved, return_path, message);
+    }
     if target.folder.is_empty() && !target.extension.is_empty() {
         let folder = folder_for_extension(&target.maildir, &target.extension);
         let resolved = Target {
@@ -217,6 +234,44 @@ mod tests {
             Delivery::Duplicate(d.path.clone())
         );
         assert_eq!(mailstore_files(&t.maildir), 2);
+    }
+
+    #[test]
+    fn our_junk_marker_files_into_junk_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path(), 0);
+        let Delivery::Written(d) = deliver(
+            &t,
+            "a@b",
+            b"X-Postern-Junk: yes (DMARC)\r\nReceived: x\r\nSubject: j\r\n\r\nhi\r\n",
+        )
+        .unwrap() else {
+            panic!("not written")
+        };
+        assert!(
+            d.path.starts_with(dir.path().join("Maildir/.Junk/new")),
+            "{:?}",
+            d.path
+        );
+        let stored = std::fs::read(&d.path).unwrap();
+        assert!(!String::from_utf8_lossy(&stored).contains("X-Postern-Junk"));
+        // A planted one (below Received:) is removed and goes to INBOX.
+        let Delivery::Written(d) = deliver(
+            &t,
+            "a@b",
+            b"Received: x\r\nX-Postern-Junk: yes\r\nSubject: k\r\n\r\nhi\r\n",
+        )
+        .unwrap() else {
+            panic!("not written")
+        };
+        assert!(
+            d.path.starts_with(dir.path().join("Maildir/new")),
+            "{:?}",
+            d.path
+        );
+        assert!(
+            !String::from_utf8_lossy(&std::fs::read(&d.path).unwrap()).contains("X-Postern-Junk")
+        );
     }
 
     #[test]

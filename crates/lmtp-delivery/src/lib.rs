@@ -23,6 +23,13 @@
 //! second copy as long as the first one is still in the mailbox ([`dedupe`]).
 //! Tested by killing each daemon during a burst (`tests/tests/crash.rs`).
 //!
+//! **Junk.** A message carrying smtpd's `X-Postern-Junk: yes` (DMARC
+//! `p=quarantine`, `[checks.dmarc] quarantine_action = "junk"`) above its
+//! first `Received:` field goes into the recipient's `Junk` folder instead
+//! of INBOX or a `+extension` folder. Every `X-Postern-Junk` field is
+//! removed from the stored copy; one below the first `Received:` (written
+//! by the sender, not by smtpd) is ignored ([`junk`]).
+//!
 //! **Mailbox owners.** authd's `UserInfo` says who owns a mailbox: uid 0
 //! (virtual users) means the daemon's own user, `vmail`. A user with another
 //! uid:gid — a system user (`[authd.directory] backend = "system"`, mailbox
@@ -118,6 +125,7 @@ pub mod dedupe;
 pub mod deliver;
 /// The file-system identity switch (shared with pop3d, in `postern-common`).
 pub use postern_common::identity;
+pub mod junk;
 pub mod session;
 
 use std::path::Path;

@@ -29,6 +29,8 @@
 //! mailctl doctor [DOMAIN] [--resolver IP:PORT]... [--ip IPV4]... [--ipv6 IPV6]... [--ca-file PEM] [--relay-source IP]
 //! mailctl backup DIR
 //! mailctl restore DIR [--force]
+//! mailctl dkim generate DOMAIN [--selector S] [--algorithm rsa|ed25519]
+//! mailctl dkim list [DOMAIN] | activate DOMAIN SELECTOR
 //! mailq [-C config]
 //! newaliases [-C config]
 //! sendmail [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-C config] [recipient ...]
@@ -73,8 +75,10 @@
 //!   queue over queue-manager's private socket, Postfix `mailq` /
 //!   `postsuper` / `postcat -q` style; see [`cmd::queue`].
 //! * `dns DOMAIN`: every DNS record the domain needs (MX, A/AAAA, SPF,
-//!   DMARC, MTA-STS, TLS-RPT, RFC 6186 SRV, autoconfig CNAMEs; DKIM not yet)
+//!   DKIM keys, DMARC, MTA-STS, TLS-RPT, RFC 6186 SRV, autoconfig CNAMEs)
 //!   as a BIND zone fragment or JSON; see [`cmd::dns`].
+//! * `dkim generate|list|activate`: DKIM signing keys (RSA-2048, Ed25519)
+//!   and the TXT record to publish; rotation; see [`cmd::dkim`].
 //! * `import`/`export`: a Maildir (with its subfolders and Dovecot UIDs)
 //!   or an mbox into or out of a user's folder, flags and internal dates
 //!   kept; see [`cmd::import`].
@@ -138,6 +142,9 @@ pub enum Command {
     Queue(cmd::queue::QueueCmd),
     /// The DNS records a mail domain needs (BIND zone fragment or --json).
     Dns(cmd::dns::DnsCmd),
+    /// DKIM signing keys: generate (prints the TXT record), list, activate.
+    #[command(subcommand)]
+    Dkim(cmd::dkim::DkimCmd),
     /// Import a Maildir or an mbox into a user's mailbox.
     #[command(subcommand)]
     Import(cmd::import::ImportCmd),
@@ -188,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::Pw(c) => ExitCode::from(cmd::pw::run(c)),
         Command::Queue(c) => ExitCode::from(cmd::queue::run(&args.config, c)),
         Command::Dns(c) => ExitCode::from(cmd::dns::run(&args.config, c)),
+        Command::Dkim(c) => ExitCode::from(cmd::dkim::run(&args.config, c)),
         Command::Import(c) => ExitCode::from(cmd::import::run_import(&args.config, c)),
         Command::Export(c) => ExitCode::from(cmd::import::run_export(&args.config, c)),
         Command::Doctor(c) => ExitCode::from(cmd::doctor::run(&args.config, c)),

@@ -6,7 +6,7 @@
 //! | `DOMAIN MX` | `10 <myhostname>` (`--mx-preference`) |
 //! | `<myhostname> A/AAAA` | from `--ip`/`--ipv6`, else resolved with the system resolver (getaddrinfo: `/etc/hosts`, then DNS); the output says which, and prints a comment instead when there is none |
 //! | `DOMAIN TXT` (SPF, RFC 7208) | `v=spf1 mx -all`: only the domain's MX hosts send its mail; everything else fails |
-//! | DKIM | none: postern holds no DKIM keys yet (signing is not implemented), a comment says so |
+//! | `<selector>._domainkey.DOMAIN TXT` (DKIM, RFC 6376/8463) | `v=DKIM1; k=rsa\|ed25519; p=<public key>` for every key `mailctl dkim generate` made for the domain (active or not: rotation keeps two published); a note when there is none |
 //! | `_dmarc.DOMAIN TXT` (RFC 7489) | `v=DMARC1; p=quarantine; rua=mailto:postmaster@DOMAIN`: mail failing SPF alignment goes to spam, aggregate reports to the domain's postmaster (who must exist: an alias will do) |
 //! | `_mta-sts.DOMAIN TXT` (RFC 8461) | `v=STSv1; id=<hash of the policy>`; the policy (mode `autoconfig.mta_sts_mode`, mx `myhostname`) is served by autoconfigd at `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` |
 //! | `_smtp._tls.DOMAIN TXT` (RFC 8460) | `v=TLSRPTv1; rua=mailto:postmaster@DOMAIN` |
@@ -24,6 +24,7 @@ use std::path::Path;
 
 use clap::Args;
 use postern_autoconfigd::services::{self, Services};
+use postern_checks::auth::keys::KeyStore;
 use postern_common::Config;
 use serde_json::{Value, json};
 
@@ -273,9 +274,41 @@ pub fn records(
         RData::Txt("v=spf1 mx -all".into()),
         Some("SPF (RFC 7208): only the MX hosts send mail for the domain".into()),
     );
-    notes.push(
-        "DKIM: postern holds no DKIM keys yet (signing is not implemented), so there is no DKIM record to publish".into(),
+    let store = KeyStore::new(
+        cfg.checks
+            .dkim_sign
+            .key_directory(&cfg.global.state_directory),
     );
+    let mut first = true;
+    let mut keys = 0;
+    for k in store.keys(&domain.to_ascii_lowercase()) {
+        match k {
+            Ok(k) => {
+                keys += 1;
+                push(
+                    format!("{}.", k.dns_name()),
+                    RData::Txt(k.dns_txt()),
+                    first.then(|| {
+                        "DKIM (RFC 6376, RFC 8463): every key of the domain, the active one and those being rotated in or out".to_string()
+                    }),
+                );
+                first = false;
+            }
+            Err(e) => notes.push(format!("DKIM: {e}")),
+        }
+    }
+    if keys == 0 {
+        notes.push(format!(
+            "DKIM: no key for {domain}: create one with mailctl dkim generate {domain}, then run this again"
+        ));
+    } else if store
+        .active_selector(&domain.to_ascii_lowercase())
+        .is_none()
+    {
+        notes.push(format!(
+            "DKIM: no active key for {domain}: mailctl dkim activate {domain} SELECTOR"
+        ));
+    }
     push(
         format!("_dmarc.{dom}"),
         RData::Txt(format!(
@@ -593,7 +626,9 @@ mod tests {
             assert_eq!(f[2], "IN", "{l}");
         }
         assert!(text.contains("resolved with the system resolver"));
-        assert!(text.contains("; DKIM: postern holds no DKIM keys"));
+        assert!(text.contains(
+            "; DKIM: no key for example.org: create one with mailctl dkim generate example.org"
+        ));
         let j = render_json(&z);
         assert_eq!(j["address_source"], "resolved");
         assert_eq!(j["records"].as_array().unwrap().len(), z.records.len());

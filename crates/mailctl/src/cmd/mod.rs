@@ -4,6 +4,7 @@ pub mod alias;
 pub mod aliases;
 pub mod backup;
 pub mod config;
+pub mod dkim;
 pub mod dns;
 pub mod doctor;
 pub mod domain;
