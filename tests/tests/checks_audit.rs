@@ -4,8 +4,9 @@
 //! and written to the audit log; a held message is in `hold/` with its
 //! reason (mailq, `mailctl queue show`), not in the Maildir, and delivered
 //! by `mailctl queue release`; an archive rule gives the audit mailbox a
-//! byte-identical copy; an outbound rule applies to authenticated
-//! submission only.
+//! byte-identical copy; an add_header rule's field is delivered in front of
+//! the message; an outbound rule applies to authenticated submission only;
+//! a bad audit configuration stops smtpd at start.
 
 use std::path::Path;
 use std::process::Command;
@@ -60,6 +61,11 @@ keywords = ["payroll"]
 scope = ["body"]
 action = "archive"
 archive_to = "audit@example.test"
+
+[[checks.audit.rule]]
+name = "tag-newsletter"
+keywords = ["unsubscribe"]
+action = "add_header"
 
 [[checks.audit.rule]]
 name = "customer-list-out"
@@ -337,6 +343,32 @@ fn outbound_rule_applies_to_authenticated_submission() {
     assert_eq!(code, 250, "{text}");
     let (_, out, _) = run_tool(&env, "mailctl", &["queue", "list", "hold"]);
     assert!(out.contains(&format!("{}!", queued_id(&text))), "{out}");
+    // add_header: the field is put in front of the message (before smtpd's
+    // Received:), the rest is delivered unchanged.
+    let m = write(
+        &env,
+        "tagged.eml",
+        "From: alice@example.test\r\nTo: bob@example.test\r\nSubject: news\r\n\r\nTo unsubscribe, reply STOP.\r\n",
+    );
+    let (code, text) = send(
+        &env,
+        Some(("alice@example.test", "pw-alice")),
+        "alice@example.test",
+        "bob@example.test",
+        &m,
+    );
+    assert_eq!(code, 250, "{text}");
+    let got = wait_for_messages(&maildir(&env, "bob"), 1, Duration::from_secs(20)).unwrap();
+    let stored = String::from_utf8(without_delivery_trace(&got[0])).unwrap();
+    assert!(
+        stored.starts_with("X-Postern-Audit: tag-newsletter\nReceived: "),
+        "{stored}"
+    );
+    assert!(
+        stored.ends_with("\n\nTo unsubscribe, reply STOP.\n"),
+        "{stored}"
+    );
+    assert_eq!(audit_log(&env)[2]["action"], "add_header");
 }
 
 /// A bad rule or an audit log smtpd cannot open stops smtpd at start, with
