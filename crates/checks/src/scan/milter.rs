@@ -789,6 +789,7 @@ impl MilterSession {
                     );
                 }
                 Reply::Accept | Reply::Continue => {
+                    self.in_tx = false;
                     let mut v = mods;
                     if self.tx_discard {
                         v.push(Verdict::new(
@@ -800,13 +801,17 @@ impl MilterSession {
                     return Ok(v);
                 }
                 Reply::Discard => {
+                    self.in_tx = false;
                     return Ok(vec![Verdict::new(
                         NAME,
                         Action::Discard,
                         format!("{name}: discard"),
                     )]);
                 }
-                final_reply => return Ok(self.tx_reply("end of message", Some(final_reply))),
+                final_reply => {
+                    self.in_tx = false;
+                    return Ok(self.tx_reply("end of message", Some(final_reply)));
+                }
             }
             if mods.len() > MAX_MODIFICATIONS {
                 return Err(("end of message", MilterError::TooManyModifications));
@@ -914,11 +919,11 @@ impl CheckSession for MilterSession {
         let mut v = match self.short_circuit() {
             Some(v) => v,
             None if self.tx_accepted || !self.in_tx => Vec::new(),
+            // A transaction the milter ended before end-of-message (a
+            // refusal at DATA, a header or the body) stays open: the
+            // reset that follows sends ABORT, as Sendmail and Postfix do.
             None => match self.end_of_message(conn, message).await {
-                Ok(v) => {
-                    self.in_tx = false;
-                    v
-                }
+                Ok(v) => v,
                 Err((step, e)) => self.fail(step, e),
             },
         };
@@ -1068,6 +1073,45 @@ mod tests {
             drop(sess);
             assert_eq!(peer.await.unwrap(), vec![b'D', b'C']);
         }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_end_of_message_is_followed_by_abort() {
+        let (m, l) = check(MilterDefaultAction::Accept, Duration::from_secs(30)).await;
+        let peer = tokio::spawn(async move {
+            let mut s = negotiate(&l, 0, 0).await;
+            let mut seen = Vec::new();
+            while let Some((code, _)) = packet(&mut s).await {
+                seen.push(code);
+                match code {
+                    b'C' | b'H' | b'M' | b'R' => reply(&mut s, b'c', b"").await,
+                    b'T' => reply(&mut s, b't', b"").await,
+                    _ => {}
+                }
+            }
+            seen
+        });
+        let c = conn();
+        let mut sess = m.clone().session(&c);
+        assert!(sess.connect(&c).await.is_empty());
+        assert!(sess.helo(&c).await.is_empty());
+        assert!(sess.mail(&c, "a@example.org").await.is_empty());
+        assert!(
+            sess.rcpt(&c, "a@example.org", "b@example.test")
+                .await
+                .is_empty()
+        );
+        let v = sess
+            .data(&c, &Envelope::default(), b"A: b\r\n\r\nx\r\n")
+            .await;
+        assert!(
+            matches!(v[0].action, Action::TempFail { code: 451, .. }),
+            "{v:?}"
+        );
+        sess.reset().await;
+        sess.close().await;
+        drop(sess);
+        assert_eq!(String::from_utf8_lossy(&peer.await.unwrap()), "DCHDMDRDTAQ");
     }
 
     #[tokio::test]
