@@ -1164,6 +1164,24 @@ mod tests {
         let mut sess = m.clone().session(&c);
         let v = sess.connect(&c).await;
         assert!(v[0].reason.contains("cannot connect"), "{v:?}");
+        // Quarantine: accepted at every stage, held at end of data.
+        let (m, l) = check(MilterDefaultAction::Quarantine, Duration::from_secs(30)).await;
+        drop(l);
+        let mut sess = m.clone().session(&c);
+        assert!(sess.connect(&c).await.is_empty());
+        sess.reset().await;
+        assert!(sess.mail(&c, "a@example.org").await.is_empty());
+        assert!(
+            sess.rcpt(&c, "a@example.org", "b@example.test")
+                .await
+                .is_empty()
+        );
+        let v = sess.data(&c, &Envelope::default(), b"A: b\r\n\r\n").await;
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            matches!(&v[0].action, Action::Hold { reason } if reason.contains("unavailable")),
+            "{v:?}"
+        );
     }
 
     #[tokio::test]
