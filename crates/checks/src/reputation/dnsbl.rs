@@ -232,9 +232,59 @@ impl CheckSession for Session {
     }
 }
 
+/// A session can end without `close` (the client hangs up, a timeout):
+/// the lookups and the allowlist entry go with it anyway.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(h) = self.pending.take() {
+            h.abort();
+        }
+        self.check.allow.remove(&self.session_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_session_leaves_no_allowlist_entry() {
+        let allow = Arc::new(Allowlisted::default());
+        let cfg = DnsblConfig {
+            postscreen_dnsbl_allowlist_threshold: -1,
+            dns_servers: vec!["127.0.0.1:9".into()],
+            ..DnsblConfig::default()
+        };
+        let check = Arc::new(Dnsbl::new(cfg, allow.clone()).unwrap());
+        assert!(check.allowlisted(-1) && check.allowlisted(-5) && !check.allowlisted(0));
+        let conn = Connection {
+            session_id: "s1".into(),
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 1,
+            role: crate::Role::Mx,
+            trusted: false,
+            helo: String::new(),
+            tls: false,
+            auth_user: None,
+            hostname: "mx.example".into(),
+        };
+        let mut s = Session {
+            check: check.clone(),
+            session_id: "s1".into(),
+            pending: Some(tokio::spawn(async {
+                Score {
+                    total: -2,
+                    ..Score::default()
+                }
+            })),
+            score: None,
+        };
+        assert_eq!(s.score(&conn).await.total, -2);
+        assert_eq!(allow.get("s1"), Some(-2));
+        // The client hung up: smtpd drops the session without close().
+        drop(s);
+        assert_eq!(allow.get("s1"), None);
+    }
 
     #[test]
     fn scores() {

@@ -347,6 +347,15 @@ impl CheckSession for Session {
     }
 }
 
+/// A session can end without `close` (the client hangs up, a timeout).
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(h) = self.pending.take() {
+            h.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
