@@ -257,6 +257,15 @@ impl Outcome {
     fn extend(&mut self, other: Outcome) {
         self.verdicts.extend(other.verdicts);
     }
+
+    /// One outcome from the verdicts of several stages, in stage order
+    /// (smtpd: connect, HELO, MAIL and RCPT, then end-of-data), so actions
+    /// given before end of data apply to the message too.
+    pub fn combine<I: IntoIterator<Item = Vec<Verdict>>>(stages: I) -> Outcome {
+        Outcome {
+            verdicts: stages.into_iter().flatten().collect(),
+        }
+    }
 }
 
 /// Every enabled check, in order.
@@ -538,6 +547,22 @@ mod tests {
         assert_eq!(out.archive(), ["audit@example"]);
         assert!(!out.discard());
         assert_eq!(out.redirect(), None);
+    }
+
+    #[test]
+    fn earlier_stages_apply_to_the_message() {
+        let v = |check, action| Verdict::new(check, action, "t");
+        let out = Outcome::combine([
+            vec![v("connect", header("X-Connect"))],
+            vec![v("helo", header("X-Helo"))],
+            vec![v("rcpt", Action::Hold { reason: "r".into() })],
+            vec![v("data", header("X-Data"))],
+        ]);
+        assert_eq!(
+            out.headers(),
+            b"X-Connect: yes\r\nX-Helo: yes\r\nX-Data: yes\r\n"
+        );
+        assert_eq!(out.hold().as_deref(), Some("rcpt: r"));
     }
 
     #[tokio::test]

@@ -64,6 +64,9 @@ struct Txn {
     /// only when a check runs on this connection; bounded by the engine's
     /// `message_size_limit`).
     copy: Option<Vec<u8>>,
+    /// Verdicts other than refusals given at MAIL and RCPT (applied to the
+    /// message at end-of-data with the data stage's).
+    verdicts: Vec<Verdict>,
 }
 
 struct State {
@@ -79,6 +82,10 @@ struct State {
     checks: PipelineSession,
     /// Error replies (4xx/5xx) given by `handle`, for the tarpit.
     errors: u32,
+    /// Verdicts other than refusals given at connect and at the last
+    /// HELO/EHLO: they apply to every message of the session.
+    connect_verdicts: Vec<Verdict>,
+    helo_verdicts: Vec<Verdict>,
 }
 
 impl State {
@@ -197,6 +204,8 @@ pub async fn run(
         messages: 0,
         checks,
         errors: 0,
+        connect_verdicts: Vec::new(),
+        helo_verdicts: Vec::new(),
     };
     if st.checks.is_active() {
         let outcome = st.checks.connect().await;
@@ -213,6 +222,7 @@ pub async fn run(
             st.checks.close().await;
             return;
         }
+        st.connect_verdicts = outcome.verdicts;
     }
     // Flood check: a client that talks before the greeting is refused
     // (postscreen greet_wait); the wait overlaps the connect-stage lookups.
@@ -472,6 +482,7 @@ async fn handle(
                 if let Some(v) = outcome.refusal() {
                     return Some(refusal_reply(v));
                 }
+                st.txn.verdicts = outcome.verdicts;
             }
             let e = &mut st.txn.envelope;
             e.sender = sender;
@@ -529,6 +540,7 @@ async fn handle(
                     tracing::info!(rcpt = %addr, check = v.check, "recipient refused by check");
                     return Some(refusal_reply(v));
                 }
+                st.txn.verdicts.extend(outcome.verdicts);
             }
             let notify = params.notify.unwrap_or_default();
             st.txn.envelope.recipients.push(qpb::Recipient {
@@ -648,8 +660,16 @@ async fn handle(
                         .map(|r| r.address.clone())
                         .collect(),
                 };
-                let outcome = st.checks.data(&envelope, &copy).await;
+                let data = st.checks.data(&envelope, &copy).await;
                 st.checks.reset().await;
+                // What connect, HELO, MAIL and RCPT decided applies too
+                // (headers first, in stage order).
+                let outcome = postern_checks::Outcome::combine([
+                    st.connect_verdicts.clone(),
+                    st.helo_verdicts.clone(),
+                    std::mem::take(&mut txn.verdicts),
+                    data.verdicts,
+                ]);
                 if let Some(v) = outcome.refusal() {
                     s.abort();
                     tracing::info!(check = v.check, sender = %txn.envelope.sender, "message refused by check");
@@ -724,17 +744,22 @@ fn message_id(session: &str, n: u32, host: &str) -> String {
     )
 }
 
-/// VRFY when enabled (`disable_vrfy_command = false`): look the address up.
-/// Run the HELO checks after `st.helo` was set; `Some` = refused.
+/// Run the HELO checks after `st.helo` was set; `Some` = refused. The
+/// other verdicts replace those of an earlier HELO/EHLO.
 async fn helo_checks(st: &mut State, tls: bool) -> Option<Reply> {
     if !st.checks.is_active() {
         return None;
     }
     st.sync_checks(tls);
     let outcome = st.checks.helo().await;
-    outcome.refusal().map(refusal_reply)
+    if let Some(v) = outcome.refusal() {
+        return Some(refusal_reply(v));
+    }
+    st.helo_verdicts = outcome.verdicts;
+    None
 }
 
+/// VRFY when enabled (`disable_vrfy_command = false`): look the address up.
 async fn vrfy(shared: &Shared, arg: &str) -> Reply {
     let addr = arg
         .trim()
