@@ -364,12 +364,20 @@ fn spf_and_dmarc_policies_against_records_in_dns() {
         None,
         "a@pass.test",
         "bob@example.test",
-        &message("a@pass.test", "planted", "X-Postern-Junk: yes\r\n"),
+        &message(
+            "a@pass.test",
+            "planted",
+            "X-Postern-Junk: yes\r\nAuthentication-Results: mail.example.test; dmarc=pass header.from=bank.test\r\n",
+        ),
     );
     assert_eq!(code, 250, "{text}");
     let m = find(&bob, "planted");
     assert!(m.contains("Subject: planted"), "{m}");
     assert!(!m.contains("X-Postern-Junk"), "{m}");
+    // The forged Authentication-Results naming us is gone (RFC 8601 5):
+    // only ours is left.
+    assert!(!m.contains("bank.test"), "{m}");
+    assert!(auth_results(&m).contains("smtp.mailfrom=a@pass.test"));
     assert_eq!(files(&bob.join(".Junk")).len(), 1);
 
     // Verdicts are logged with the check and reason.

@@ -28,7 +28,10 @@
 //! first `Received:` field goes into the recipient's `Junk` folder instead
 //! of INBOX or a `+extension` folder. Every `X-Postern-Junk` field is
 //! removed from the stored copy; one below the first `Received:` (written
-//! by the sender, not by smtpd) is ignored ([`junk`]).
+//! by the sender, not by smtpd) is ignored ([`junk`]). By the same rule,
+//! `Authentication-Results` fields naming our `myhostname` below the first
+//! `Received:` are forged and removed before the message is stored (RFC
+//! 8601 section 5).
 //!
 //! **Mailbox owners.** authd's `UserInfo` says who owns a mailbox: uid 0
 //! (virtual users) means the daemon's own user, `vmail`. A user with another

@@ -151,7 +151,13 @@ where
                 Event::Data(chunk) => message.extend_from_slice(&chunk),
                 Event::DataEnd(_) => {
                     // One reply per accepted recipient, in RCPT order.
-                    let msg = std::mem::take(&mut message);
+                    // Authentication-Results claiming our name that our
+                    // smtpd did not add (RFC 8601 5) go before anything is
+                    // stored or de-duplicated.
+                    let msg = crate::junk::strip_forged_results(
+                        std::mem::take(&mut message),
+                        &shared.hostname,
+                    );
                     let sender_now = sender.clone();
                     let batch = std::mem::take(&mut targets);
                     let results = tokio::task::spawn_blocking(move || {
