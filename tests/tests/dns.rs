@@ -214,3 +214,107 @@ fn a_malformed_domain_is_refused() {
         assert!(out.is_empty());
     }
 }
+
+#[test]
+fn dkim_keys_are_published_and_pass_named_checkzone() {
+    let env = TestEnv::new();
+    let gen_args: [&[&str]; 2] = [
+        &["dkim", "generate", "example.test", "--selector", "rsa1"],
+        &[
+            "dkim",
+            "generate",
+            "example.test",
+            "--selector",
+            "ed1",
+            "--algorithm",
+            "ed25519",
+        ],
+    ];
+    for args in gen_args {
+        let (code, out, err) = run_tool(&env, "mailctl", args);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k="),
+            "{out}"
+        );
+    }
+    let fragment = dns(&env, &[]);
+    assert!(!fragment.contains("DKIM: no key"), "{fragment}");
+    let zone = format!("{ZONE_HEAD}{fragment}");
+    let (ok, text) = checkzone(&env, &zone);
+    assert!(
+        ok,
+        "named-checkzone refused the fragment:\n{text}\n{fragment}"
+    );
+    // The RSA key is longer than one TXT string: BIND reads the same
+    // strings the JSON names.
+    let json: Value = serde_json::from_str(&dns(&env, &["--json"])).expect("JSON");
+    let from_json: BTreeSet<(String, String, String)> = json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["type"].as_str().unwrap().to_string(),
+                r["data"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let bind = compiled(&env, &zone);
+    assert_eq!(bind, from_json, "BIND's reading of the fragment vs --json");
+    let rsa = bind
+        .iter()
+        .find(|(n, t, _)| n == "rsa1._domainkey.example.test." && t == "TXT")
+        .expect("rsa1 record");
+    assert!(rsa.2.starts_with("\"v=DKIM1; k=rsa; p=MIIBIjAN"), "{rsa:?}");
+    assert!(rsa.2.contains("\" \""), "two strings: {rsa:?}");
+    assert!(
+        bind.iter()
+            .any(|(n, _, d)| n == "ed1._domainkey.example.test." && d.contains("k=ed25519"))
+    );
+
+    // list: the first key signs, the second waits for activate.
+    let (code, out, _) = run_tool(&env, "mailctl", &["dkim", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "example.test ed1 ed25519 inactive\nexample.test rsa1 rsa active\n"
+    );
+    let (code, _, _) = run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "activate", "example.test", "ed1"],
+    );
+    assert_eq!(code, 0);
+    let (_, out, _) = run_tool(&env, "mailctl", &["dkim", "list", "example.test"]);
+    assert_eq!(
+        out,
+        "example.test ed1 ed25519 active\nexample.test rsa1 rsa inactive\n"
+    );
+
+    // Mistakes: exit codes and messages, nothing overwritten.
+    let (code, _, err) = run_tool(&env, "mailctl", gen_args[0]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = run_tool(&env, "mailctl", &["dkim", "generate", "../etc"]);
+    assert_eq!(code, 65, "{err}");
+    let (code, _, err) = run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "generate", "example.test", "--selector", "a.b"],
+    );
+    assert_eq!(code, 65, "{err}");
+    let (code, _, err) = run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "generate", "example.test", "--algorithm", "dsa"],
+    );
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "activate", "example.test", "nope"],
+    );
+    assert_eq!(code, 1, "{err}");
+}
