@@ -9,7 +9,9 @@
 //! logged with the key, the count and the limit. The null sender is not
 //! rate limited per sender (bounces), an authenticated user always is per
 //! user. Clients in `[smtpd] smtpd_client_event_limit_exceptions` (default
-//! `mynetworks`) and users or senders in `exempt_users` are exempt.
+//! `mynetworks`) are exempt from the per-sender limits and the hooks, not
+//! from the per-user ones (an account is limited wherever it connects
+//! from); users and senders in `exempt_users` are exempt.
 //!
 //! The hooks: smtpd's session loop asks [`hooks`] for the settings of its
 //! pipeline (set by [`install`] when the pipeline is built): how long to
@@ -186,52 +188,41 @@ struct Session {
     exempt: bool,
 }
 
+impl Session {
+    /// Count one message or recipient: per user (wherever the user connects
+    /// from: a stolen password used through webmail on localhost is still
+    /// limited), then per sender address (not for exempt networks or users).
+    fn count(
+        &self,
+        conn: &Connection,
+        sender: &str,
+        user_kind: Kind,
+        sender_kind: Kind,
+    ) -> Vec<Verdict> {
+        let c = &self.check;
+        if let Some(user) = &conn.auth_user {
+            if let Some(v) = c.count(conn, user_kind, user) {
+                return vec![v];
+            }
+            if listed(&c.cfg.exempt_users, user) {
+                return Vec::new();
+            }
+        }
+        if self.exempt {
+            return Vec::new();
+        }
+        c.count(conn, sender_kind, sender).into_iter().collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl CheckSession for Session {
     async fn mail(&mut self, conn: &Connection, sender: &str) -> Vec<Verdict> {
-        if self.exempt {
-            return Vec::new();
-        }
-        let c = &self.check;
-        if let Some(user) = &conn.auth_user
-            && let Some(v) = c.count(conn, Kind::UserMessages, user)
-        {
-            return vec![v];
-        }
-        if conn
-            .auth_user
-            .as_deref()
-            .is_none_or(|u| !listed(&c.cfg.exempt_users, u))
-        {
-            c.count(conn, Kind::SenderMessages, sender)
-                .into_iter()
-                .collect()
-        } else {
-            Vec::new()
-        }
+        self.count(conn, sender, Kind::UserMessages, Kind::SenderMessages)
     }
 
     async fn rcpt(&mut self, conn: &Connection, sender: &str, _rcpt: &str) -> Vec<Verdict> {
-        if self.exempt {
-            return Vec::new();
-        }
-        let c = &self.check;
-        if let Some(user) = &conn.auth_user
-            && let Some(v) = c.count(conn, Kind::UserRecipients, user)
-        {
-            return vec![v];
-        }
-        if conn
-            .auth_user
-            .as_deref()
-            .is_none_or(|u| !listed(&c.cfg.exempt_users, u))
-        {
-            c.count(conn, Kind::SenderRecipients, sender)
-                .into_iter()
-                .collect()
-        } else {
-            Vec::new()
-        }
+        self.count(conn, sender, Kind::UserRecipients, Kind::SenderRecipients)
     }
 }
 
@@ -402,15 +393,34 @@ mod tests {
         for _ in 0..5 {
             assert!(bs.mail(&boss, "boss@example.org").await.is_empty());
         }
+        // Per-user limits apply from exempt networks too (webmail on
+        // localhost), per-sender ones do not.
         let mut local = conn(Some("alice@example.org"));
         local.ip = "127.0.0.1".parse().unwrap();
         assert!(
-            f.clone()
+            !f.clone()
                 .session(&local)
                 .mail(&local, "alice@example.org")
                 .await
                 .is_empty()
         );
+        let senders = Arc::new(Flood::new(
+            FloodConfig {
+                sender_message_rate_limit: 1,
+                ..FloodConfig::default()
+            },
+            vec!["127.0.0.0/8".parse().unwrap()],
+        ));
+        let mut anon = conn(None);
+        anon.ip = "127.0.0.1".parse().unwrap();
+        let mut s = senders.clone().session(&anon);
+        for _ in 0..3 {
+            assert!(s.mail(&anon, "app@example.org").await.is_empty());
+        }
+        let outside = conn(None);
+        let mut s = senders.clone().session(&outside);
+        assert!(s.mail(&outside, "app@example.org").await.is_empty());
+        assert!(!s.mail(&outside, "app@example.org").await.is_empty());
     }
 
     #[tokio::test]

@@ -47,7 +47,7 @@ fn dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// Per-client-IP connection counts and rates are `[smtpd]`'s
 /// (`smtpd_client_connection_count_limit`, `..._rate_limit`); networks in
 /// `[smtpd] smtpd_client_event_limit_exceptions` (default `mynetworks`) are
-/// exempt from everything here too.
+/// exempt from everything here but the per-user rates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FloodConfig {
