@@ -33,13 +33,15 @@ set -euo pipefail
 #                 verifies the signatures (Debian's /usr/bin/python3)
 #   python3-nacl  Ed25519 for dkimpy, which verifies postern's DKIM signatures
 #                 (tests/tests/checks_auth.rs)
+#   python3-authres  Authentication-Results parsing dkimpy needs to add an ARC set
+#                 (tests/tests/checks_auth.rs)
 #   openssl       the key of the independent dkimpy signer (tests/tests/checks_auth.rs)
 #   publicsuffix  the Public Suffix List file [checks.dmarc] reads by default
 PACKAGES=(systemd make mariadb-server mariadb-client postgresql postgresql-client passwd
   postfix swaks libnet-ssleay-perl fetchmail mutt isync s-nail
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd dnsmasq-base prometheus bind9-utils bind9
   clamav-daemon opendkim opendkim-tools python3-milter python3-dkim
-  python3-nacl openssl publicsuffix)
+  python3-nacl python3-authres openssl publicsuffix)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

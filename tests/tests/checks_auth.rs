@@ -218,15 +218,20 @@ fn find_with(dir: &Path, subject: &str, also: &str) -> String {
     }
 }
 
-/// The `Authentication-Results` field of a stored message, unfolded.
+/// Our `Authentication-Results` field (authserv-id mail.example.test) of
+/// a stored message, unfolded; there must be exactly one.
 fn auth_results(msg: &str) -> String {
     let head = msg.split("\r\n\r\n").next().unwrap();
     let unfolded = head.replace("\r\n\t", " ").replace("\r\n ", " ");
     let fields: Vec<&str> = unfolded
         .lines()
-        .filter(|l| l.starts_with("Authentication-Results:"))
+        .filter(|l| l.starts_with("Authentication-Results: mail.example.test"))
         .collect();
-    assert_eq!(fields.len(), 1, "one Authentication-Results in\n{head}");
+    assert_eq!(
+        fields.len(),
+        1,
+        "one Authentication-Results of ours in\n{head}"
+    );
     fields[0].to_string()
 }
 
@@ -742,4 +747,85 @@ fn dkim_signatures_verify_both_ways_and_satisfy_dmarc() {
         "{ar}"
     );
     assert!(ar.contains("dmarc=pass header.from=signer.test"), "{ar}");
+
+    // 5. An ARC set added by dkimpy (a forwarder, authserv-id
+    //    forwarder.test, sealing with the signer.test key): arc=pass; the
+    //    same message changed after sealing: not pass (From arc.test has no
+    //    DMARC record, so it is delivered either way).
+    let raw = String::from_utf8(message(
+        "news@arc.test",
+        "arc",
+        "Authentication-Results: forwarder.test; spf=pass smtp.mailfrom=news@arc.test; arc=none\r\n",
+    ))
+    .unwrap();
+    let arc_signed = python_sign(
+        &raw,
+        &format!(
+            "h = dkim.arc_sign(msg, b'py', b'signer.test', open({:?}, 'rb').read(), b'forwarder.test', include_headers=[b'from', b'to', b'subject', b'date', b'message-id'])\n\
+             sys.stdout.buffer.write(b''.join(h) + msg)\n",
+            signer_key.display().to_string()
+        ),
+    );
+    assert!(
+        arc_signed.starts_with("ARC-Seal: i=1; cv=none;"),
+        "{arc_signed}"
+    );
+    let (code, text) = send(
+        &env,
+        None,
+        "news@arc.test",
+        "bob@example.test",
+        arc_signed.as_bytes(),
+    );
+    assert_eq!(code, 250, "{text}");
+    let ar = auth_results(&find(&bob, "arc"));
+    assert!(ar.contains("arc=pass smtp.remote-ip=127.0.0.1"), "{ar}");
+    let broken = arc_signed
+        .replace("Subject: arc", "Subject: arc2")
+        .replace("hello arc", "hello changed");
+    let (code, text) = send(
+        &env,
+        None,
+        "news@arc.test",
+        "bob@example.test",
+        broken.as_bytes(),
+    );
+    assert_eq!(code, 250, "{text}");
+    let ar = auth_results(&find(&bob, "arc2"));
+    // mail-auth reports a broken body hash as neutral (not fail).
+    assert!(!ar.contains("arc=pass"), "{ar}");
+    assert!(
+        ar.contains("arc=neutral (body hash did not verify)") || ar.contains("arc=fail"),
+        "{ar}"
+    );
+}
+
+/// Run `code` with Debian's python3 (dkimpy), `msg` (bytes of `message`)
+/// defined; returns its standard output with CRLF line ends.
+fn python_sign(message: &str, code: &str) -> String {
+    let script = format!("import dkim, sys\nmsg = sys.stdin.buffer.read()\n{code}");
+    let mut child = Command::new(DEBIAN_PYTHON)
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dkimpy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n")
 }
