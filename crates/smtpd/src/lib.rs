@@ -48,7 +48,12 @@
 //! queue stream and is the reply; `discard` aborts it and answers `250 2.0.0
 //! Ok: discarded`; otherwise header fields to add, a hold reason, a redirect
 //! and archive copies travel with the message's End to queue-manager, which
-//! applies them before the 250.
+//! applies them before the 250. Actions other than refusals given at
+//! connect, HELO, MAIL or RCPT go with the message too. The flood check
+//! has two hooks in the session loop: on MX listeners the greeting waits
+//! `checks.flood` `greet_wait` and a client that talks first gets `554
+//! 5.5.1` (postscreen's pre-greet test); after `smtpd_soft_error_limit`
+//! error replies each further error reply is delayed (tarpit).
 //!
 //! # SECURITY
 //! Runs as the `postern` user; needs `CAP_NET_BIND_SERVICE` only for ports
@@ -82,7 +87,8 @@
 //! `authenticated` (user), `recipient refused`, `queued` (queue id),
 //! `missing header fields added`, `check verdict` (stage, check, action,
 //! reason), `check verdict applied` (with the queue id), `refused at
-//! connect`, `message refused by check`, `timeout`, `disconnected`; `enqueue
+//! connect`, `message refused by check`, `pregreet: client talked before
+//! the greeting`, `tarpit`, `timeout`, `disconnected`; `enqueue
 //! failed` (error level, with the queue's reason) before a 4xx/5xx after
 //! DATA, `authd unavailable` before a 4xx at AUTH.
 //! Exit status 0 after a clean stop, 78 for a configuration error, 1 otherwise.
