@@ -620,6 +620,84 @@ mod tests {
         assert_eq!(header_safe("\"x;y\"@b\r\n.example"), "?x?y?@b??.example");
     }
 
+    fn session(dmarc: DmarcConfig) -> AuthSession {
+        use hickory_resolver::TokioResolver;
+        use hickory_resolver::config::ResolverConfig;
+        use hickory_resolver::name_server::TokioConnectionProvider;
+        // No server: nothing here looks anything up.
+        let resolver = TokioResolver::builder_with_config(
+            ResolverConfig::new(),
+            TokioConnectionProvider::default(),
+        )
+        .build();
+        let check = AuthCheck::new(
+            SpfConfig::default(),
+            DkimConfig::default(),
+            ArcConfig::default(),
+            dmarc,
+            MessageAuthenticator(resolver),
+            OrgDomains::default(),
+        );
+        AuthSession {
+            check: Arc::new(check),
+            parts: Parts {
+                spf: true,
+                dkim: true,
+                arc: false,
+                dmarc: true,
+            },
+            txn: Txn::default(),
+        }
+    }
+
+    fn eval(policy: Policy) -> DmarcEval {
+        DmarcEval {
+            result: "fail",
+            domain: "example.net".into(),
+            policy,
+        }
+    }
+
+    #[tokio::test]
+    async fn policy_knobs() {
+        let d = DmarcConfig::default();
+        let v = session(d.clone())
+            .policy_action(&eval(Policy::Reject))
+            .unwrap();
+        assert!(matches!(
+            v.action,
+            Action::Reject { code: 550, enhanced: (5, 7, 1), ref text } if text.contains("DMARC policy of example.net")
+        ));
+        let v = session(d.clone())
+            .policy_action(&eval(Policy::Quarantine))
+            .unwrap();
+        assert!(
+            matches!(v.action, Action::AddHeader { ref name, ref value } if name == JUNK_HEADER && value.starts_with("yes"))
+        );
+        assert!(
+            session(d.clone())
+                .policy_action(&eval(Policy::None))
+                .is_none()
+        );
+
+        let mut q = d.clone();
+        q.reject_action = DmarcRejectAction::Quarantine;
+        q.quarantine_action = DmarcQuarantineAction::Hold;
+        let v = session(q.clone())
+            .policy_action(&eval(Policy::Reject))
+            .unwrap();
+        assert!(matches!(v.action, Action::Hold { .. }));
+        q.quarantine_action = DmarcQuarantineAction::Record;
+        assert!(
+            session(q.clone())
+                .policy_action(&eval(Policy::Quarantine))
+                .is_none()
+        );
+        let mut r = d;
+        r.reject_action = DmarcRejectAction::Record;
+        assert!(session(r).policy_action(&eval(Policy::Reject)).is_none());
+    }
+
     #[test]
     fn exempt_clients() {
         let mut c = Connection {
