@@ -249,6 +249,15 @@ postscreen_dnsbl_timeout = "10s"
 dns_servers = ["{dns}"]
 "#;
 
+/// smtpd's log once it has a line with `needle` (its output is read by
+/// another thread: a line logged before a reply may arrive after it).
+fn smtpd_log_with(st: &Stack, needle: &str) -> String {
+    st.smtpd()
+        .wait_output(needle, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    st.smtpd().output()
+}
+
 #[test]
 fn dnsbl_listed_client_refused_unlisted_and_allowlisted_accepted() {
     let mut st = start(DNSBL, true);
@@ -281,7 +290,7 @@ fn dnsbl_listed_client_refused_unlisted_and_allowlisted_accepted() {
         assert_eq!(data.unwrap().0, 250, "{src}");
     }
     wait_for_messages(&maildir(&st.env, "alice"), 3, Duration::from_secs(30)).unwrap();
-    let log = st.smtpd().output();
+    let log = smtpd_log_with(&st, "DNSBL score");
     assert!(
         log.contains("DNSBL score") && log.contains("bl.test*2"),
         "{log}"
@@ -392,7 +401,7 @@ fn greylisting_defers_then_accepts_after_the_delay_and_remembers_across_restarts
     wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30)).unwrap();
     wait_for_messages(&maildir(&st.env, "bob"), 2, Duration::from_secs(30)).unwrap();
     assert!(st.env.path().join("lib/greylist.sqlite").exists());
-    let log = st.smtpd().output();
+    let log = smtpd_log_with(&st, "greylisted");
     assert!(log.contains("greylisted"), "{log}");
 }
 
@@ -485,7 +494,7 @@ fn an_authenticated_submitter_over_the_rate_limit_gets_450() {
     // The limit is per user: alice still sends.
     assert_eq!(submit(&st, "alice@example.test", "pw-alice"), "ok");
     wait_for_messages(&maildir(&st.env, "alice"), 3, Duration::from_secs(30)).unwrap();
-    let log = st.smtpd().output();
+    let log = smtpd_log_with(&st, "user_message_rate");
     assert!(
         log.contains("rate limit exceeded") && log.contains("user_message_rate"),
         "{log}"
@@ -629,7 +638,7 @@ fn sender_address_rates_with_a_permanent_reply_code() {
     assert_eq!(s.cmd("RSET").0, 250);
     assert_eq!(s.cmd("MAIL FROM:<>").0, 250);
     assert_eq!(s.cmd("QUIT").0, 221);
-    let log = st.smtpd().output();
+    let log = smtpd_log_with(&st, "sender_recipient_rate");
     assert!(
         log.contains("rate limit exceeded") && log.contains("sender_recipient_rate"),
         "{log}"
@@ -663,6 +672,6 @@ fn a_client_on_an_allow_list_skips_greylisting() {
     );
     assert_eq!(rcpt.0, 450, "{rcpt:?}");
     wait_for_messages(&maildir(&st.env, "alice"), 1, Duration::from_secs(30)).unwrap();
-    let log = st.smtpd().output();
+    let log = smtpd_log_with(&st, "DNSBL allowlisted");
     assert!(log.contains("DNSBL allowlisted"), "{log}");
 }
