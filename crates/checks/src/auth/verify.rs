@@ -34,6 +34,15 @@ use super::on;
 use super::resolver::{OrgDomains, resolver_from_config};
 use crate::{Action, Check, CheckSession, Connection, Envelope, Verdict};
 
+/// Bound on the DKIM signatures verified per message (each costs a DNS
+/// lookup and a signature check; OpenDKIM verifies 3 by default). Later
+/// ones are ignored.
+const MAX_DKIM_SIGNATURES: usize = 10;
+/// Bound on verifying a message's DKIM signatures (and, separately, its ARC
+/// chain, at most 50 sets in mail-auth), DNS included; past it the result
+/// is `temperror` (DMARC is then not enforced).
+const DKIM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The check (one per smtpd, shared by its connections).
 pub struct AuthCheck {
     spf: SpfConfig,
@@ -437,13 +446,26 @@ impl AuthSession {
                 summary.push(format!("spf={}", spf_name(m.result())));
             }
         }
-        let parsed = AuthenticatedMessage::parse(message);
+        let mut parsed = AuthenticatedMessage::parse(message);
+        if let Some(m) = parsed.as_mut()
+            && m.dkim_headers.len() > MAX_DKIM_SIGNATURES
+        {
+            tracing::info!(session = %conn.session_id, signatures = m.dkim_headers.len(), "only the first DKIM signatures are verified");
+            m.dkim_headers.truncate(MAX_DKIM_SIGNATURES);
+        }
         let empty = AuthenticatedMessage::default();
         let msg = parsed.as_ref().unwrap_or(&empty);
         let dkim: Vec<DkimOutput> = if parts.need_dkim() && parsed.is_some() {
-            c.auth
-                .verify_dkim(msg)
-                .await
+            let verified = match tokio::time::timeout(DKIM_TIMEOUT, c.auth.verify_dkim(msg)).await {
+                Ok(v) => v,
+                Err(_) => {
+                    tracing::warn!(session = %conn.session_id, "DKIM verification timed out: temperror");
+                    vec![DkimOutput::temp_err(mail_auth::Error::DnsError(
+                        "verification timed out".into(),
+                    ))]
+                }
+            };
+            verified
                 .into_iter()
                 .map(|d| {
                     if !dkim_dns_temporary(d.result()) {
@@ -481,7 +503,12 @@ impl AuthSession {
             }
         }
         if parts.arc && parsed.is_some() {
-            let arc = c.auth.verify_arc(msg).await;
+            let arc = match tokio::time::timeout(DKIM_TIMEOUT, c.auth.verify_arc(msg)).await {
+                Ok(a) => a,
+                Err(_) => mail_auth::ArcOutput::default().with_result(DkimResult::TempError(
+                    mail_auth::Error::DnsError("verification timed out".into()),
+                )),
+            };
             summary.push(format!("arc={}", dkim_name(arc.result())));
             ar = ar.with_arc_result(&arc, conn.ip);
         }
