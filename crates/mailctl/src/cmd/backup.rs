@@ -9,7 +9,7 @@
 //! | `directory.sqlite` | with the SQLite backend, a consistent copy of the database (`VACUUM INTO`, safe while authd runs), mode 0600 |
 //! | `spool/` | `queue.spool_directory`: the queues and status logs (not `tmp/`) |
 //! | `mail/` | `lmtp.mail_directory`: every Maildir, with its indexes |
-//! | `dkim/` | the DKIM signing keys (`<state_directory>/dkim`, where `mailctl dkim` keeps them), when there are any |
+//! | `dkim/` | the DKIM signing keys (`checks.dkim_sign.key_directory`, default `<state_directory>/dkim`, where `mailctl dkim` keeps them), when there are any |
 //!
 //! **Consistency on a live system.** The directory is read in one pass
 //! (a SQL snapshot for SQLite). Maildir files never change once written,
@@ -102,9 +102,12 @@ pub fn run_restore(file: &Path, cmd: RestoreCmd) -> u8 {
     }
 }
 
-/// Where `mailctl dkim` keeps the signing keys (its default).
+/// Where `mailctl dkim` keeps the signing keys (`checks.dkim_sign.key_directory`,
+/// by default `<state_directory>/dkim`).
 fn dkim_dir(cfg: &Config) -> PathBuf {
-    cfg.global.state_directory.join("dkim")
+    cfg.checks
+        .dkim_sign
+        .key_directory(&cfg.global.state_directory)
 }
 
 fn is_empty_dir(p: &Path) -> bool {
