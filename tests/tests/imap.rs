@@ -116,11 +116,29 @@ fn raw_literals_sasl_bounds() {
         l = line(&mut r);
     }
     assert!(l.starts_with("e OK"), "{l}");
-    // A literal over the bound ends the connection.
-    w.write_all(b"f NOOP {99999999}\r\n").unwrap();
+    // A literal over the bound: `{n}` is refused before its data is sent
+    // (tagged BAD, no `+`, the session goes on); `{n+}` data is already on
+    // its way, so that one ends the connection.
+    w.write_all(b"f LOGIN {99999999}\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("f BAD"), "{l}");
+    w.write_all(b"g NOOP\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("g OK"), "{l}");
+    w.write_all(b"h LOGIN bob {99999999+}\r\n").unwrap();
+    let l = line(&mut r);
+    assert!(l.starts_with("h BAD"), "{l}");
     let l = line(&mut r);
     assert!(l.starts_with("* BYE"), "{l}");
     assert_eq!(line(&mut r), "");
+    // A command line over 64 KiB: tagged BAD, then BYE.
+    let (mut w, mut r) = connect(env.ports["imap"]);
+    let mut long = b"i NOOP ".to_vec();
+    long.resize(70_000, b'x');
+    let _ = w.write_all(&long);
+    let l = line(&mut r);
+    assert!(l.starts_with("i BAD"), "{l}");
+    assert!(line(&mut r).starts_with("* BYE"));
 
     // With plaintext allowed: SASL-IR PLAIN works, AUTH=LOGIN with challenges.
     let text = std::fs::read_to_string(&env.config_path).unwrap();

@@ -100,24 +100,49 @@
 //! literal8 `~{n}`, and `~{n}` literals are accepted in commands.
 //!
 //! Tested with Python's imaplib (`tests/tests/imap.rs`,
-//! `tests/tests/imap_features.rs`) and Debian's real clients
+//! `tests/tests/imap_features.rs`, `tests/tests/imap_rev2.rs`) and Debian's real clients
 //! (`tests/tests/imap_clients.rs`): mbsync syncing INBOX and two folders
 //! both ways over STARTTLS with certificate verification, fetchmail over
 //! IMAP, mutt reading and moving a message, and mutt resynchronising with
 //! its header cache through CONDSTORE/QRESYNC.
 //!
+//! IMAP4rev2 (RFC 9051) is advertised beside IMAP4rev1; after `ENABLE
+//! IMAP4rev2` a session gets the rev2 forms: mailbox names in UTF-8 both
+//! ways (quoted strings may hold UTF-8; names stay modified UTF-7 on disk,
+//! so IMAP4rev1 sessions see the same mailboxes), SELECT/EXAMINE without
+//! `* n RECENT` and `[UNSEEN]` but with the mailbox's `* LIST` line, SEARCH
+//! and UID SEARCH answered with `* ESEARCH` (a plain SEARCH is `RETURN
+//! (ALL)`). In both modes: `[CLOSED]` when SELECT/EXAMINE closes a
+//! mailbox (rev2 or QRESYNC enabled), STATUS `DELETED` and `SIZE`, LIST
+//! `\NonExistent` (IMAP4rev1 without LIST-EXTENDED syntax: `\Noselect`)
+//! for hierarchy parents without a mailbox of their own (`a` of `a.b`) and,
+//! with `(SUBSCRIBED)`, for subscriptions whose mailbox is gone.
+//!
+//! **Grammar.** Commands are decoded by imap-codec (the `codec` module,
+//! the one place that knows it): [`parse::frame`] finds a command's end and
+//! its literals (sending `+` for `{n}`, not for `{n+}`), imap-codec parses
+//! it into imap-types, and `codec` lowers that into the session's tokens;
+//! what a mailbox, flag, set or search key means is imapd's own. imap-codec
+//! has no grammar for LIST-EXTENDED/LIST-STATUS command syntax, ESEARCH
+//! `RETURN (..)` and SEARCHRES `$`: commands of exactly those shapes fall
+//! back to the old bounded tokenizer (`parse::tokenize`); see `codec`.
+//!
 //! **Not implemented yet:** charsets
-//! other than UTF-8/US-ASCII in SEARCH, IMAP4rev2, SCRAM-SHA-256
-//! over IMAP.
-//! An IMAP codec crate (imap-codec) is not used yet: commands are read by a
-//! small bounded, hand-written tokenizer (`parse`).
+//! other than UTF-8/US-ASCII in SEARCH, SCRAM-SHA-256 over IMAP,
+//! IMAP4rev2's LIST `OLDNAME` (UTF-8 names are not NFC-normalised).
 //!
 //! # SECURITY
 //! LOGIN and AUTHENTICATE are refused before STARTTLS (`LOGINDISABLED` is
 //! advertised) unless `imapd.allow_plaintext_auth` (a warning is logged at
-//! start). Anything pipelined after STARTTLS is discarded. Commands with
-//! their literals are limited to `parse::MAX_COMMAND` (64 KiB; larger gets
-//! `* BYE`); `session::MAX_FAILED_COMMANDS` failed commands close the
+//! start). Anything pipelined after STARTTLS is discarded. Command lines,
+//! and before login commands with their literals, are limited to
+//! `parse::MAX_COMMAND` (64 KiB): a longer line gets a tagged `BAD` and
+//! `* BYE`; a `{n}` literal over the bound is refused before the client
+//! sends it (tagged `BAD`, or `NO [TOOBIG]` for APPEND after login) and the
+//! session goes on, a `{n+}` one (its data is already on the way) gets the
+//! same answer and `* BYE`. Anything imap-codec cannot decode is answered
+//! `BAD` (search nesting is bounded by imap-codec too);
+//! `session::MAX_FAILED_COMMANDS` failed commands close the
 //! connection; idle sessions are closed after 30 minutes once logged in
 //! (RFC 9051) and after 60 seconds before. Folder names containing `/`,
 //! `..`, starting with `.`, longer than `session::MAX_FOLDER_NAME`, not
@@ -128,7 +153,8 @@
 //! brute-force delay. Runs as `vmail`, the owner of the mailboxes.
 //!
 //! # STANDARDS
-//! RFC 3501 (IMAP4rev1; IMAP4rev2/RFC 9051 is not advertised), RFC 2177
+//! RFC 3501 (IMAP4rev1), RFC 9051 (IMAP4rev2, after `ENABLE IMAP4rev2`),
+//! RFC 2177
 //! (IDLE), RFC 2342 (NAMESPACE), RFC 3691 (UNSELECT), RFC 2971 (ID),
 //! RFC 3348 (CHILDREN), RFC 7162 (CONDSTORE), RFC 8438 (STATUS=SIZE),
 //! RFC 9208 (QUOTA), RFC 4978 (COMPRESS), RFC 3516 (BINARY), RFC 5182 (SEARCHRES), RFC 4731 (ESEARCH), RFC 5256 (SORT, THREAD), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS),
@@ -165,6 +191,7 @@ use postern_common::listen::accept_tcp;
 use postern_common::{Config, ConfigError, Context};
 use postern_ipc::auth::v1 as pb;
 
+pub mod codec;
 pub mod parse;
 pub mod search;
 pub mod session;

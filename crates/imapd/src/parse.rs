@@ -1,9 +1,19 @@
-//! A small, bounded IMAP command reader and tokenizer (hand-written: there was
-//! no time to evaluate an IMAP codec crate against rustc 1.95, see the crate
-//! docs). Handles synchronizing `{n}` and non-synchronizing `{n+}` literals.
+//! IMAP input framing and small helpers. [`frame`] finds where a command
+//! (line plus `{n}`/`{n+}`/`~{n}` literals) ends, so that the session can
+//! send `+` continuations, refuse literals over the bounds before they are
+//! sent, and hand whole commands to the grammar in `codec.rs` (imap-codec).
+//! [`tokenize`] is the tokenizer imapd used before imap-codec: it survives
+//! only as `codec.rs`'s narrow fallback for extension syntax imap-codec has
+//! no grammar for (LIST-EXTENDED, ESEARCH, SEARCHRES; see there).
+//!
+//! Why not imap-codec's own `Fragmentizer`: it has one size bound for the
+//! life of the connection (imapd allows `APPEND_LIMIT` only after login),
+//! and it keeps reading (and dropping) an oversized literal, where imapd
+//! refuses a synchronizing literal before the client sends it.
 
-/// Longest command, literals included (there is no APPEND yet, so commands
-/// are small).
+/// Longest command line, and longest command with its literals before login
+/// (RFC 9051 sets no limit; 64 KiB is far above any real command line,
+/// which Dovecot bounds at 64 KiB as well: `imap_max_line_length`).
 pub const MAX_COMMAND: usize = 64 * 1024;
 
 /// What the reader found at the start of the input.
@@ -14,8 +24,14 @@ pub enum Framed {
     /// More input is needed; if `Some(pos)`, a synchronizing literal whose
     /// announcing line ends at `pos` waits for a `+` continuation.
     Incomplete(Option<usize>),
-    /// Over `MAX_COMMAND`.
+    /// A line over `MAX_COMMAND`, or lines and literals together over the
+    /// limit: the command's end cannot be found safely.
     TooLong,
+    /// A literal announced on the line ending at `line_end` would take the
+    /// command over the limit; `sync`: a `{n}` literal, whose data the
+    /// client sends only after a `+` (so the command can be refused and the
+    /// session go on), else `{n+}`, whose data is already on its way.
+    LiteralTooBig { line_end: usize, sync: bool },
 }
 
 /// Largest APPEND message (advertised as `APPENDLIMIT`); literals this big
@@ -46,7 +62,10 @@ pub fn frame(input: &[u8], limit: usize) -> Framed {
             None => return Framed::Command(end),
             Some((n, sync)) => {
                 if end + n > limit {
-                    return Framed::TooLong;
+                    return Framed::LiteralTooBig {
+                        line_end: end,
+                        sync,
+                    };
                 }
                 if input.len() < end + n {
                     return Framed::Incomplete(sync.then_some(end));
@@ -281,6 +300,30 @@ pub fn astring_out(s: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A mailbox name in a response: as stored (modified UTF-7, RFC 3501), or
+/// with `utf8` (IMAP4rev2 enabled) decoded to UTF-8 in a quoted string,
+/// which RFC 9051 allows to hold UTF-8.
+pub fn mailbox_out(name: &str, utf8: bool, out: &mut Vec<u8>) {
+    let decoded = if utf8 {
+        crate::codec::mutf7_to_utf8(name)
+    } else {
+        None
+    };
+    match decoded {
+        Some(u) if u.len() < 1000 && !u.chars().any(char::is_control) => {
+            out.push(b'"');
+            for c in u.bytes() {
+                if c == b'"' || c == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(c);
+            }
+            out.push(b'"');
+        }
+        _ => astring_out(name.as_bytes(), out),
+    }
+}
+
 /// Convert stored form (LF) to the wire form (CRLF).
 pub fn to_crlf(stored: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(stored.len() + stored.len() / 30);
@@ -377,14 +420,35 @@ mod tests {
             frame(b"a LOGIN {3}\r\nabc x\r\n", MAX_COMMAND),
             Framed::Command(20)
         );
-        assert_eq!(frame(b"a X {999999999}\r\n", MAX_COMMAND), Framed::TooLong);
+        assert_eq!(
+            frame(b"a X {999999999}\r\n", MAX_COMMAND),
+            Framed::LiteralTooBig {
+                line_end: 17,
+                sync: true
+            }
+        );
+        assert_eq!(
+            frame(b"a X {3}\r\nabc {99999+}\r\n", MAX_COMMAND),
+            Framed::LiteralTooBig {
+                line_end: 23,
+                sync: false
+            }
+        );
+        // Only a whole line's worth may wait for its end.
+        assert_eq!(
+            frame(&[b'a'; MAX_COMMAND], MAX_COMMAND),
+            Framed::Incomplete(None)
+        );
         assert_eq!(
             frame(&vec![b'a'; MAX_COMMAND + 1], MAX_COMMAND),
             Framed::TooLong
         );
         assert_eq!(
             frame(b"a APPEND x {70000}\r\n", MAX_COMMAND),
-            Framed::TooLong
+            Framed::LiteralTooBig {
+                line_end: 20,
+                sync: true
+            }
         );
         assert_eq!(
             frame(b"a APPEND x {70000}\r\n", APPEND_LIMIT + MAX_COMMAND),
@@ -450,6 +514,12 @@ mod tests {
         let mut o = Vec::new();
         astring_out(b"a\"b", &mut o);
         assert_eq!(o, b"\"a\\\"b\"");
+        let mut o = Vec::new();
+        mailbox_out("Entw&APw-rfe \"x\"", true, &mut o);
+        assert_eq!(o, "\"Entwürfe \\\"x\\\"\"".as_bytes());
+        let mut o = Vec::new();
+        mailbox_out("Entw&APw-rfe", false, &mut o);
+        assert_eq!(o, b"\"Entw&APw-rfe\"");
     }
 }
 

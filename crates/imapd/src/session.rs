@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Channel;
 
+use crate::codec;
 use crate::parse::{self, Framed, Token};
 
 /// RFC 9051 section 5.4: at least 30 minutes once authenticated.
@@ -195,6 +196,9 @@ struct Session {
     condstore: bool,
     /// RFC 7162 QRESYNC enabled: expunges are reported as `* VANISHED`.
     qresync: bool,
+    /// `ENABLE IMAP4rev2` (RFC 9051): mailbox names in UTF-8, no RECENT,
+    /// SEARCH answered with ESEARCH, a LIST line and `[CLOSED]` at SELECT.
+    rev2: bool,
     /// RFC 5182 SEARCHRES: the UIDs of the last `RETURN (SAVE)` search
     /// (`$`); cleared when a mailbox is selected or closed.
     saved: Vec<u32>,
@@ -266,6 +270,7 @@ pub async fn run(
         cont_sent: None,
         condstore: false,
         qresync: false,
+        rev2: false,
         saved: Vec::new(),
         deflate: None,
         _userip: None,
@@ -682,7 +687,7 @@ fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
 impl Session {
     fn capabilities(&self, shared: &Shared) -> String {
         let mut c = String::from(
-            "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
+            "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR IDLE NAMESPACE UNSELECT ID ENABLE UIDPLUS MOVE CHILDREN \
              CONDSTORE STATUS=SIZE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE SORT \
              THREAD=ORDEREDSUBJECT THREAD=REFERENCES QUOTA QUOTA=RES-STORAGE QRESYNC SEARCHRES \
              COMPRESS=DEFLATE BINARY",
@@ -781,9 +786,34 @@ impl Session {
                     return Ok(Some(self.input.drain(..n).collect()));
                 }
                 Framed::TooLong => {
+                    let (tag, _) = codec::tag_and_verb(&self.input);
+                    self.reply(&tag, "BAD Command line too long");
                     self.out
                         .extend_from_slice(b"* BYE Command line or literal too long\r\n");
                     return Ok(None);
+                }
+                Framed::LiteralTooBig { line_end, sync } => {
+                    // Refused before the data is sent (`{n}`: the client
+                    // waits for `+`, so the session goes on); a `{n+}`
+                    // literal is already on its way: the connection ends.
+                    let (tag, verb) = codec::tag_and_verb(&self.input);
+                    let text = if verb.as_deref() == Some("APPEND") && self.user.is_some() {
+                        "NO [TOOBIG] Message larger than APPENDLIMIT"
+                    } else {
+                        "BAD Literal too big"
+                    };
+                    self.input.drain(..line_end);
+                    self.cont_sent = None;
+                    let close = self.fail(&tag, text);
+                    if !sync && !close {
+                        self.out
+                            .extend_from_slice(b"* BYE Command line or literal too long\r\n");
+                    }
+                    if close || !sync {
+                        return Ok(None);
+                    }
+                    self.flush().await?;
+                    continue;
                 }
                 Framed::Incomplete(Some(pos)) if self.cont_sent != Some(pos) => {
                     self.cont_sent = Some(pos);
@@ -838,25 +868,17 @@ impl Session {
         raw: &[u8],
         shutdown: &Shutdown,
     ) -> std::io::Result<Flow> {
-        let toks = match parse::tokenize(raw) {
-            Ok(t) => t,
-            Err(e) => {
-                let tag = raw
-                    .split(|&b| b == b' ')
-                    .next()
-                    .filter(|t| !t.is_empty() && t.iter().all(|b| b.is_ascii_graphic()))
-                    .map(|t| String::from_utf8_lossy(t).into_owned())
-                    .unwrap_or_else(|| "*".into());
-                return Ok(self.bad(&tag, &format!("BAD {e}")));
-            }
+        // The grammar is imap-codec's (codec.rs); the meaning is ours.
+        let names = if self.rev2 {
+            codec::Names::Utf8
+        } else {
+            codec::Names::Mutf7
         };
-        let (tag, verb) = match (toks.first(), toks.get(1)) {
-            (Some(Token::Atom(t)), Some(Token::Atom(v))) if !t.contains(['[', '<', '*', '+']) => {
-                (t.clone(), v.to_ascii_uppercase())
-            }
-            _ => return Ok(self.bad("*", "BAD Missing tag or command")),
+        let cmd = match codec::decode_with(raw, names) {
+            Ok(c) => c,
+            Err(r) => return Ok(self.bad(&r.tag, &r.text)),
         };
-        let args = &toks[2..];
+        let (tag, verb, args) = (cmd.tag, cmd.verb, &cmd.args[..]);
         let authed = self.user.is_some();
         match (verb.as_str(), authed) {
             ("CAPABILITY", _) => {
@@ -898,6 +920,10 @@ impl Session {
                     self.condstore = true;
                     self.qresync = true;
                     enabled.push_str(" QRESYNC");
+                }
+                if args.iter().any(|t| t.is_atom("IMAP4rev2")) {
+                    self.rev2 = true;
+                    enabled.push_str(" IMAP4rev2");
                 }
                 enabled.push_str("\r\n");
                 self.out.extend_from_slice(enabled.as_bytes());
@@ -1276,6 +1302,64 @@ impl Session {
         subscribed.push("INBOX".into());
         let only_subscribed = verb == "LSUB" || select_subscribed;
         let all = folders(&root);
+        // Names LIST reports without a mailbox of their own (RFC 5258
+        // section 3, RFC 9051 section 6.3.9): parents in the hierarchy of
+        // existing folders (`a` of `a.b`) and, with the SUBSCRIBED
+        // selection option, subscriptions whose mailbox is gone.
+        let mut phantoms: Vec<(String, bool)> = Vec::new();
+        if verb == "LIST" {
+            for f in &all {
+                let mut at = 0;
+                while let Some(dot) = f[at..].find('.') {
+                    let parent = &f[..at + dot];
+                    if !all.iter().any(|x| x == parent)
+                        && !phantoms.iter().any(|(p, _)| p == parent)
+                    {
+                        phantoms.push((parent.to_string(), true));
+                    }
+                    at += dot + 1;
+                }
+            }
+            if select_subscribed {
+                for s in &subscribed {
+                    if !all.iter().any(|x| x == s) && !phantoms.iter().any(|(p, _)| p == s) {
+                        phantoms.push((s.clone(), false));
+                    }
+                }
+            }
+        }
+        for (p, has_children) in &phantoms {
+            if !patterns
+                .iter()
+                .any(|pat| parse::list_match(format!("{reference}{pat}").as_bytes(), p.as_bytes()))
+            {
+                continue;
+            }
+            let is_subscribed = subscribed.iter().any(|x| x == p);
+            if (only_subscribed && !is_subscribed) || select_special {
+                continue;
+            }
+            // `\NonExistent` implies `\Noselect` (RFC 5258); an IMAP4rev1
+            // client without LIST-EXTENDED syntax gets the RFC 3501 word.
+            let extended = self.rev2 || select_subscribed || return_subscribed;
+            let mut attrs = vec![if extended {
+                "\\NonExistent"
+            } else {
+                "\\Noselect"
+            }];
+            attrs.push(if *has_children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            });
+            if is_subscribed && (select_subscribed || return_subscribed) {
+                attrs.push("\\Subscribed");
+            }
+            let mut line = format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes();
+            parse::mailbox_out(p, self.rev2, &mut line);
+            line.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&line);
+        }
         for f in &all {
             let f = f.clone();
             if !patterns
@@ -1305,7 +1389,7 @@ impl Session {
                 attrs.push(u);
             }
             let mut line = format!("* {verb} ({}) \".\" ", attrs.join(" ")).into_bytes();
-            parse::astring_out(f.as_bytes(), &mut line);
+            parse::mailbox_out(&f, self.rev2, &mut line);
             line.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&line);
             if let Some(items) = &return_status
@@ -1342,8 +1426,32 @@ impl Session {
         Some((canonical, mb))
     }
 
+    /// The LIST attributes of an existing mailbox (CHILDREN, SPECIAL-USE),
+    /// for the LIST line of an IMAP4rev2 SELECT.
+    fn list_attributes(&self, name: &str) -> String {
+        let prefix = format!("{name}.");
+        let children = self
+            .root
+            .as_deref()
+            .is_some_and(|r| folders(r).iter().any(|f| f.starts_with(&prefix)));
+        let mut attrs = vec![if children {
+            "\\HasChildren"
+        } else {
+            "\\HasNoChildren"
+        }];
+        if let Some(u) = special_use(name) {
+            attrs.push(u);
+        }
+        attrs.join(" ")
+    }
+
     fn select(&mut self, tag: &str, readonly: bool, args: &[Token]) -> Flow {
-        self.sel = None;
+        // RFC 9051 section 7.1 / RFC 7162 section 3.2.11: the previous
+        // mailbox is closed first, and said so.
+        if self.sel.take().is_some() && (self.rev2 || self.qresync) {
+            self.out
+                .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
         self.saved.clear();
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD SELECT needs a mailbox");
@@ -1409,9 +1517,19 @@ impl Session {
         let unseen = mb.messages().iter().position(|m| !m.flags.contains('S'));
         let keywords = mailstore::read_keywords(mb.dir());
         let mut o = String::new();
-        o.push_str(&format!("* {} EXISTS\r\n* 0 RECENT\r\n", uids.len()));
-        if let Some(u) = unseen {
-            o.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", u + 1));
+        o.push_str(&format!("* {} EXISTS\r\n", uids.len()));
+        if self.rev2 {
+            // RFC 9051 section 6.3.2: no RECENT and no UNSEEN, but the
+            // mailbox's LIST line.
+            let mut line = format!("* LIST ({}) \".\" ", self.list_attributes(&name)).into_bytes();
+            parse::mailbox_out(&name, true, &mut line);
+            o.push_str(&String::from_utf8_lossy(&line));
+            o.push_str("\r\n");
+        } else {
+            o.push_str("* 0 RECENT\r\n");
+            if let Some(u) = unseen {
+                o.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", u + 1));
+            }
         }
         o.push_str(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n",
@@ -1511,6 +1629,12 @@ impl Session {
                     .filter(|m| !m.flags.contains('S'))
                     .count() as u64,
                 "RECENT" => 0,
+                // RFC 9051 section 6.3.11: messages with \Deleted.
+                "DELETED" => mb
+                    .messages()
+                    .iter()
+                    .filter(|m| m.flags.contains('T'))
+                    .count() as u64,
                 "SIZE" => mb.messages().iter().map(|m| m.vsize).sum(),
                 "HIGHESTMODSEQ" => {
                     self.condstore = true;
@@ -1521,7 +1645,7 @@ impl Session {
             out.push(format!("{a} {v}"));
         }
         let mut line = b"* STATUS ".to_vec();
-        parse::astring_out(name.as_bytes(), &mut line);
+        parse::mailbox_out(name, self.rev2, &mut line);
         line.extend_from_slice(format!(" ({})\r\n", out.join(" ")).as_bytes());
         Ok(line)
     }
@@ -2171,6 +2295,9 @@ impl Session {
                 }
                 (Some(opts), &rest[close + 1..])
             }
+            // IMAP4rev2 has no `* SEARCH`: a plain SEARCH is RETURN (ALL)
+            // (RFC 9051 section 6.4.4).
+            a if self.rev2 => (Some(vec!["ALL".to_string()]), a),
             a => (None, a),
         };
         let sel = self.sel.as_ref().expect("selected");

@@ -1,10 +1,13 @@
-//! Arbitrary bytes through imapd's command framing and tokenizer, and the
-//! sequence-set and LIST-pattern matchers: no panic, framing bounded and
-//! consistent with feeding the same bytes split at a data-chosen point.
+//! Arbitrary bytes through imapd's command framing and its grammar wrapper
+//! (`codec::decode`: imap-codec, lowered to the session's tokens, with the
+//! narrow tokenizer fallback), and the sequence-set and LIST-pattern
+//! matchers: no panic, framing bounded and consistent with feeding the
+//! same bytes split at a data-chosen point, decoded commands well-formed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postern_imapd::parse::{Framed, frame, list_match, sequence_set, tokenize};
+use postern_imapd::codec;
+use postern_imapd::parse::{Framed, frame, list_match, sequence_set};
 
 fuzz_target!(|data: &[u8]| {
     // Frame as the session does: whole commands off the front of the buffer.
@@ -14,7 +17,22 @@ fuzz_target!(|data: &[u8]| {
         match frame(rest, 1024 * 1024) {
             Framed::Command(n) => {
                 assert!(n > 0 && n <= rest.len());
-                let _ = tokenize(&rest[..n]);
+                // Split reads: any shorter prefix is still incomplete.
+                let k = rest.first().map_or(0, |&b| b as usize) % n;
+                assert!(
+                    matches!(frame(&rest[..k], 1024 * 1024), Framed::Incomplete(_)),
+                    "prefix {k} of a {n}-byte command"
+                );
+                match codec::decode(&rest[..n]) {
+                    Ok(c) => {
+                        assert!(!c.tag.is_empty() && !c.tag.contains([' ', '\r', '\n']));
+                        assert!(!c.verb.is_empty() && c.verb == c.verb.to_ascii_uppercase());
+                    }
+                    Err(r) => {
+                        assert!(!r.tag.is_empty() && !r.tag.contains([' ', '\r', '\n']));
+                        assert!(r.text.starts_with("BAD "));
+                    }
+                }
                 rest = &rest[n..];
                 commands += 1;
             }
@@ -24,7 +42,16 @@ fuzz_target!(|data: &[u8]| {
                 }
                 break;
             }
-            // A line over MAX_COMMAND, or a literal announced beyond the limit.
+            // A `{n}` literal over the bound is refused and the session
+            // reads on after its line; `{n+}` ends the connection.
+            Framed::LiteralTooBig { line_end, sync } => {
+                assert!(line_end > 0 && line_end <= rest.len());
+                if !sync {
+                    break;
+                }
+                rest = &rest[line_end..];
+            }
+            // A line over MAX_COMMAND.
             Framed::TooLong => break,
         }
     }
