@@ -19,6 +19,10 @@
 //!
 //! Results go to `--out` as `bench-<date>.json` and `latest.json`, a PNG
 //! chart `latest.png`, and a Markdown table on stdout (the README's).
+//! `--only imap` measures the IMAP workload alone (after the SMTP fill it
+//! needs; no POP3, no idle connections, nothing written to `--out`), e.g.
+//! `postern-bench suite --only imap --runs 1 --no-reference`.
+//!
 //! Only loopback is used; every loop is bounded by count or time; both
 //! stacks are stopped when the suite ends (drop guards).
 
@@ -61,6 +65,18 @@ pub struct SuiteArgs {
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Measure one workload only (`imap`: the mailbox is still filled over
+    /// SMTP first; POP3 and the idle connections are skipped and nothing
+    /// is written to `--out`).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// The workloads `--only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// IMAP mixed commands.
+    Imap,
 }
 
 const USER: &str = "alice@example.test";
@@ -279,9 +295,13 @@ async fn round(
     })
     .await
     .with_context(|| format!("{label}: SMTP"))?;
-    let pop3_msg_per_s = pop3(pop3_server, USER.into(), PASS.into(), label.into())
-        .await
-        .with_context(|| format!("{label}: POP3"))?;
+    let pop3_msg_per_s = if a.only == Some(Only::Imap) {
+        0.0
+    } else {
+        pop3(pop3_server, USER.into(), PASS.into(), label.into())
+            .await
+            .with_context(|| format!("{label}: POP3"))?
+    };
     let imap_cmd_per_s = crate::imap::mixed(
         &imap_server,
         USER,
@@ -344,6 +364,23 @@ pub async fn run(a: SuiteArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+
+    if a.only == Some(Only::Imap) {
+        let med = |v: &[Round]| median(v.iter().map(|r| r.imap_cmd_per_s).collect());
+        println!(
+            "\nIMAP mixed commands, median of {} runs ({} clients, {} s): postern {:.1} cmd/s{}",
+            a.runs.max(1),
+            a.imap_clients,
+            a.imap_seconds,
+            med(&ours),
+            if theirs.is_empty() {
+                String::new()
+            } else {
+                format!(", Postfix + Dovecot {:.1} cmd/s", med(&theirs))
+            }
+        );
+        return Ok(());
     }
 
     // Idle connections, once.

@@ -37,13 +37,25 @@
 //! CC, BCC, HEADER, BODY, TEXT (case-insensitive substring, first on the
 //! raw message, then on the decoded form: RFC 2047 encoded words in headers,
 //! text parts with their transfer encoding and charset undone by
-//! mail-parser; a message is read once per search however many text keys
-//! need it), UID and sequence sets, NOT, OR, parenthesised lists,
+//! mail-parser; header keys use the cached header, BODY and TEXT read a
+//! message once per search however many keys need it), UID and sequence
+//! sets, NOT, OR, parenthesised lists,
 //! `CHARSET` UTF-8/US-ASCII (others: `[BADCHARSET]`), nesting bounded by
 //! `search::MAX_SEARCH_DEPTH`; IDLE
-//! (the mailbox is polled every 500 ms; while the modification times of
-//! `new/`, `cur/` and the keyword list are unchanged and older than two
-//! seconds the poll skips the directory scan); untagged EXPUNGE/EXISTS/FETCH FLAGS
+//! (woken by the mail store's inotify watcher through `notify`: a delivery,
+//! another session's or process's index change, or a foreign change in
+//! `cur/` is reported at once; a slow poll every
+//! `session::IDLE_POLL_WATCHED` (10 s) bounds a lost wake-up; without
+//! inotify the mailbox is polled every 500 ms, skipping the directory scan
+//! while the modification times of `new/`, `cur/` and the keyword list are
+//! unchanged and older than two seconds); the selected mailbox is opened
+//! watched (`mailstore::Mailbox::open_watched`), so a command's sync reads
+//! only the index log and `new/`, not `cur/`; ENVELOPE, BODYSTRUCTURE and
+//! BODY are kept in the mail store's message cache, and header sections,
+//! header SEARCH keys and SORT/THREAD use the cached header, so they read a
+//! message file at most once in its life; APPEND and COPY add the message
+//! with its flags in one step (`mailstore::Mailbox::append`); untagged
+//! EXPUNGE/EXISTS/FETCH FLAGS
 //! (and FLAGS when the keyword list grows; flag changes are found against
 //! this session's own last view, not the shared index, so another
 //! session's change is reported even when that session synced first)
@@ -165,6 +177,7 @@
 //! # CONFIGURATION
 //! `[imapd] listener = [{ name, address, role = "imap" | "imaps" }]`,
 //! `allow_plaintext_auth` (false), `mail_max_userip_connections`
+pub mod notify;
 //! (logged-in sessions per user and client address; default 0 = no limit,
 //! Dovecot's 10 is a good production value),
 //! `client_connection_count_limit` (connections per client address, logged

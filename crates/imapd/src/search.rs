@@ -1,7 +1,9 @@
 //! SEARCH keys (RFC 3501 section 6.4.4 / RFC 9051 section 6.4.4): parsed
 //! from the command's tokens into a [`Key`] tree, then evaluated message by
-//! message. Flag, size, date and set keys use the index only; header and
-//! text keys read the message (once per message, however many keys need it).
+//! message. Flag, size, date and set keys use the index only; header keys
+//! (and SENT*) use the header from the mail store's message cache (read
+//! from the file once per message, ever); body and text keys read the
+//! message (once per message, however many keys need it).
 
 use std::path::PathBuf;
 
@@ -280,6 +282,12 @@ pub struct Candidate<'a> {
     pub path: PathBuf,
     /// The wire form, read on first need.
     pub cached: Option<Vec<u8>>,
+    /// The header (stored form, LF line ends, or the wire form when taken
+    /// from `cached`), from `mailbox`'s cache on first need. Header keys
+    /// accept either line end.
+    pub header: Option<std::sync::Arc<[u8]>>,
+    /// Where the cached header comes from (`None`: from the file).
+    pub mailbox: Option<&'a mailstore::Mailbox>,
 }
 
 impl Candidate<'_> {
@@ -291,17 +299,30 @@ impl Candidate<'_> {
         self.cached.as_deref().unwrap_or_default()
     }
 
-    fn header(&mut self) -> &[u8] {
-        let msg = self.message();
-        let end = msg
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(msg.len(), |p| p + 4);
-        &msg[..end]
+    /// The header, shared (no copy per key).
+    fn header(&mut self) -> std::sync::Arc<[u8]> {
+        if let Some(h) = &self.header {
+            return h.clone();
+        }
+        let from_cache = match (&self.cached, self.mailbox) {
+            (None, Some(mb)) => mb.header(self.uid).ok(),
+            _ => None,
+        };
+        let h = from_cache.unwrap_or_else(|| {
+            let msg = self.message();
+            let end = msg
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(msg.len(), |p| p + 4);
+            std::sync::Arc::from(&msg[..end])
+        });
+        self.header = Some(h.clone());
+        h
     }
 
     fn sent_day(&mut self) -> Option<i64> {
-        let parsed = mail_parser::MessageParser::default().parse_headers(self.header())?;
+        let header = self.header();
+        let parsed = mail_parser::MessageParser::default().parse_headers(&header)?;
         let d = parsed.date()?;
         Some(days_from_civil(
             i64::from(d.year),
@@ -330,11 +351,38 @@ impl Candidate<'_> {
             Key::SentOn(d) => self.sent_day().is_some_and(|s| s == *d),
             Key::SentSince(d) => self.sent_day().is_some_and(|s| s >= *d),
             Key::Header(field, needle) => {
-                let hdr = self.header().to_vec();
-                all_headers(&hdr, field)
-                    .iter()
-                    .any(|v| parse::contains_ci(v, needle))
-                    || decoded_header_contains(&hdr, field, needle)
+                let hdr = self.header();
+                let values = all_headers(&hdr, field);
+                if values.iter().any(|v| parse::contains_ci(v, needle)) {
+                    return true;
+                }
+                // Decoding changes nothing for an unstructured field whose
+                // values are plain ASCII (no encoded words, no tabs from
+                // folding), and an ASCII needle was compared
+                // case-insensitively already: skip the parse. Address
+                // fields are always decoded ("name address" form).
+                let plain = |v: &[u8]| {
+                    v.is_ascii() && !v.contains(&b'\t') && !v.windows(2).any(|w| w == b"=?")
+                };
+                let address = [
+                    "from",
+                    "to",
+                    "cc",
+                    "bcc",
+                    "sender",
+                    "reply-to",
+                    "resent-from",
+                    "resent-to",
+                    "resent-cc",
+                    "resent-bcc",
+                    "resent-sender",
+                ]
+                .iter()
+                .any(|a| field.eq_ignore_ascii_case(a));
+                if !address && needle.is_ascii() && values.iter().all(|v| plain(v)) {
+                    return false;
+                }
+                decoded_header_contains(&hdr, field, needle)
             }
             Key::Body(needle) => {
                 let msg = self.message();
@@ -520,6 +568,8 @@ mod tests {
             modseq: 12,
             path,
             cached: None,
+            header: None,
+            mailbox: None,
         };
         let t = |c: &mut Candidate, s: &str| c.matches(&parse(&toks(s), 5, 9).unwrap());
         assert!(t(&mut c, "SEEN UNFLAGGED KEYWORD $junk"));
@@ -555,6 +605,7 @@ mod tests {
         let mut e = Candidate {
             path: path2,
             cached: None,
+            header: None,
             keywords: Vec::new(),
             ..c
         };
@@ -629,10 +680,49 @@ mod tests {
                     modseq: 1,
                     path: path.clone(),
                     cached: None,
+                    header: None,
+                    mailbox: None,
                 };
                 let _ = c.matches(&k);
             }
         }
+    }
+
+    /// Header keys are answered from the mail store's cache: the message
+    /// file is gone, the search still finds the subject.
+    #[test]
+    fn header_keys_use_the_message_cache() {
+        let dir = tempfile_dir().join("cache");
+        let _ = std::fs::remove_dir_all(&dir);
+        mailstore::deliver(
+            &dir,
+            "",
+            b"Subject: Cached subject\r\nX-A: one\r\n\r\nbody\r\n",
+        )
+        .unwrap();
+        let mb = mailstore::Mailbox::open(&dir).unwrap();
+        let m = mb.messages()[0].clone();
+        mb.header(m.uid).unwrap();
+        std::fs::remove_file(&m.path).unwrap();
+        let mut c = Candidate {
+            msn: 1,
+            uid: m.uid,
+            flags: "",
+            keywords: Vec::new(),
+            vsize: m.vsize,
+            internal_date: m.internal_date,
+            modseq: m.modseq,
+            path: m.path.clone(),
+            cached: None,
+            header: None,
+            mailbox: Some(&mb),
+        };
+        let t = |c: &mut Candidate, s: &str| c.matches(&parse(&toks(s), 1, 9).unwrap());
+        assert!(t(&mut c, "SUBJECT cached HEADER X-A one"));
+        assert!(!t(&mut c, "SUBJECT other"));
+        // A body key needs the file, which is gone: no match.
+        assert!(!t(&mut c, "BODY body"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn tempfile_dir() -> PathBuf {

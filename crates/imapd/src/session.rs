@@ -33,6 +33,9 @@ pub const MAX_FAILED_COMMANDS: u32 = 20;
 pub const MAX_KEYWORD_LEN: usize = 128;
 /// How often an IDLE session looks for changes.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often an IDLE session on a watched mailbox looks for changes anyway
+/// (wake-ups come from [`crate::notify`]; this only bounds a lost one).
+pub const IDLE_POLL_WATCHED: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 16 * 1024;
 /// Read size while no command is in progress (see `Session::fill`).
 const IDLE_READ_CHUNK: usize = 1024;
@@ -627,6 +630,20 @@ fn decode_mutf7_run(run: &[u8]) -> Option<String> {
 }
 
 /// A section of a message in wire form.
+/// Message cache fields (`mailstore::cache`) of FETCH items; the suffix is
+/// a format version, bumped when the computation changes so that old
+/// entries are not used.
+const CACHE_ENVELOPE: &str = "imap.envelope.1";
+const CACHE_BODYSTRUCTURE: &str = "imap.bodystructure.1";
+const CACHE_BODY: &str = "imap.body.1";
+
+/// A message's header in wire form (CRLF), from the mail store's cache.
+fn header_wire(sel: &Selected, uid: u32) -> Result<Vec<u8>, String> {
+    tokio::task::block_in_place(|| sel.mb.header(uid))
+        .map(|h| parse::to_crlf(&h))
+        .map_err(|e| format!("NO [SERVERBUG] Cannot read message: {e}"))
+}
+
 fn section(msg: &[u8], spec: &str) -> Option<Vec<u8>> {
     let hdr_end = msg
         .windows(4)
@@ -1342,6 +1359,10 @@ impl Session {
             // `\NonExistent` implies `\Noselect` (RFC 5258); an IMAP4rev1
             // client without LIST-EXTENDED syntax gets the RFC 3501 word.
             let extended = self.rev2 || select_subscribed || return_subscribed;
+    fn open_folder(&self, name: &str) -> Option<(String, Mailbox)> {
+        self.open_folder_with(name, false)
+    }
+
             let mut attrs = vec![if extended {
                 "\\NonExistent"
             } else {
@@ -1443,6 +1464,10 @@ impl Session {
             attrs.push(u);
         }
         attrs.join(" ")
+    }
+
+    fn open_folder(&self, name: &str) -> Option<(String, Mailbox)> {
+        self.open_folder_with(name, false)
     }
 
     fn select(&mut self, tag: &str, readonly: bool, args: &[Token]) -> Flow {
@@ -2504,17 +2529,15 @@ impl Session {
             if !tokio::task::block_in_place(|| c.matches(&key)) {
                 continue;
             }
-            let raw = tokio::task::block_in_place(|| std::fs::read(&m.path)).unwrap_or_default();
-            let end = raw
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map_or(raw.len(), |p| p + 2);
+            // The header from the mail store's cache (read once, ever).
+            let header = tokio::task::block_in_place(|| sel.mb.header(uid))
+                .unwrap_or_else(|_| std::sync::Arc::from(&b""[..]));
             keys.push(crate::sort::SortKeys::from_header(
                 i as u32 + 1,
                 uid,
                 m.internal_date,
                 m.vsize,
-                &raw[..end],
+                &header,
             ));
         }
         let id = |k: &crate::sort::SortKeys| if uid_mode { k.uid } else { k.msn };
@@ -2708,6 +2731,7 @@ impl Session {
     fn put(
         &self,
         name: &str,
+        dest: &mut Option<Mailbox>,
         data: &[u8],
         flags: &str,
         internal_date: Option<u64>,
@@ -2738,7 +2762,7 @@ impl Session {
         let Some(name) = args.first().and_then(Token::astring) else {
             return self.bad(tag, "BAD APPEND needs a mailbox");
         };
-        let Some((name, _)) = self.open_folder(&name) else {
+        let Some((name, _)) = self.folder_dir(&name) else {
             return self.bad(tag, "NO [TRYCREATE] No such mailbox");
         };
         let mut i = 1;
@@ -2780,7 +2804,7 @@ impl Session {
         if data.len() > parse::APPEND_LIMIT {
             return self.bad(tag, "NO [TOOBIG] Message too big");
         }
-        match self.put(&name, data, &letters, date) {
+        match self.put(&name, &mut None, data, &letters, date) {
             Ok((v, Some(u))) => {
                 self.updates();
                 self.reply(tag, &format!("OK [APPENDUID {v} {u}] APPEND completed"));
@@ -2809,7 +2833,7 @@ impl Session {
         let Some(targets) = self.resolve(&set, uid_mode) else {
             return self.bad(tag, "BAD Invalid sequence set");
         };
-        let Some((dest, _)) = self.open_folder(&dest) else {
+        let Some((dest, _)) = self.folder_dir(&dest) else {
             return self.bad(tag, "NO [TRYCREATE] No such mailbox");
         };
         if verb == "MOVE" && self.sel.as_ref().is_some_and(|s| s.readonly) {
@@ -2891,6 +2915,7 @@ impl Session {
             }
             targets = rest;
         }
+        let mut dest_mb = None;
         for &(_, uid) in &targets {
             let sel = self.sel.as_ref().expect("selected");
             let Some(m) = sel.mb.messages().iter().find(|m| m.uid == uid).cloned() else {
@@ -2911,7 +2936,7 @@ impl Session {
                 Err(e) => return self.bad(tag, &e),
             }
             // COPY keeps the internal date (RFC 3501 section 6.4.7).
-            match self.put(&dest, &data, &flags, Some(m.internal_date)) {
+            match self.put(&dest, &mut dest_mb, &data, &flags, Some(m.internal_date)) {
                 Ok((v, Some(u))) => {
                     validity = v;
                     src.push(uid.to_string());
@@ -2955,6 +2980,7 @@ impl Session {
         self.flush().await?;
         let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
         let mut buf = vec![0u8; 1024];
+        let mut check = false;
         loop {
             if let Some(p) = self.input.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.input.drain(..=p).collect();
@@ -2967,6 +2993,18 @@ impl Session {
             }
             if self.input.len() > 1024 {
                 return Ok(self.bad(tag, "BAD Expected DONE"));
+            }
+            // Registered before looking, so a change made while we look
+            // still wakes us.
+            let notified = wake.as_deref().map(tokio::sync::Notify::notified);
+            tokio::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            if check {
+                check = false;
+                self.updates();
+                self.flush().await?;
             }
             tokio::select! {
                 _ = shutdown.triggered() => {
@@ -2983,10 +3021,13 @@ impl Session {
                     Ok(0) | Err(_) => return Ok(Flow::Close),
                     Ok(n) => self.absorb(&buf[..n])?,
                 },
-                _ = tokio::time::sleep(IDLE_POLL) => {
-                    self.updates();
-                    self.flush().await?;
-                }
+                () = async {
+                    match notified.as_mut().as_pin_mut() {
+                        Some(n) => n.await,
+                        None => std::future::pending().await,
+                    }
+                } => check = true,
+                _ = tokio::time::sleep(poll) => check = true,
             }
         }
     }

@@ -9,7 +9,9 @@
 //! <root>/cur/ new/ tmp/                INBOX
 //! <root>/.Sent/cur/ new/ tmp/ maildirfolder   folders, Maildir++ (`.` separated)
 //! <root>/subscriptions                  subscribed folders, one per line
-//! <root>/postern-uidlist                the INBOX index (per folder: in the folder)
+//! <root>/postern-uidlist                the INBOX index snapshot (per folder: in the folder)
+//! <root>/postern-uidlist.log            its change log
+//! <root>/postern-cache                  the message cache (headers, IMAP ENVELOPE, ...)
 //! ```
 //!
 //! Message files are named `<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<vsize>`
@@ -24,27 +26,66 @@
 //! [`deliver`] writes `tmp/<name>`, fsyncs it, renames it into `new/` and
 //! fsyncs `new/`; only then does it return, so lmtp-delivery's per-recipient
 //! 250 means the message is on disk. Directories it creates are fsynced in
-//! their parent too.
+//! their parent too. [`Mailbox::append`] (IMAP APPEND and COPY) does the
+//! same into `cur/` with the flags in the name, then logs the UID. A flag
+//! change renames the file, fsyncs `cur/` and appends one log record with
+//! one `fdatasync` ([`Mailbox::set_flags_many`]: one of each for a batch); an expunge
+//! unlinks, fsyncs `cur/` and logs. So every change acknowledged to a client
+//! is on disk, and the Maildir file names stay the truth for flags.
 //!
 //! ## The index and who locks what
 //!
-//! `postern-uidlist` maps each message's base name to its UID and MODSEQ,
-//! with the mailbox's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ:
+//! The index maps each message's base name to its UID and MODSEQ, with the
+//! mailbox's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ. It is a snapshot,
+//! `postern-uidlist`, plus an append-only change log,
+//! `postern-uidlist.log` (formats and crash rules in the `index` module):
 //!
 //! ```text
 //! postern-uidlist 1 V<uidvalidity> N<uidnext> M<highestmodseq>
 //! <uid> <modseq> :<flags at last sync> <base name>
+//!
+//! postern-uidlist.log 1 V<uidvalidity> I<inode of the snapshot>
+//! <checksum> + <uid> <modseq> :<flags> <base name>
+//! <checksum> - <uid> <modseq>
 //! ```
 //!
-//! The file name is the truth for flags (so a flag change by mutt is seen);
+//! A change (new UIDs, flags, expunges) appends records to the log; the
+//! snapshot is rewritten atomically (temp file, fsync, rename) only when the
+//! log has grown past 256 KiB, and a new log is started for it. A torn
+//! record at the end of the log (a crash while writing it) is ignored and
+//! cut before the next append; a log that belongs to an older snapshot is
+//! ignored.
+//!
+//! A [`Mailbox`] keeps the state in memory and [`Mailbox::sync`] brings it
+//! up to date: it reads only what was appended to the log since (another
+//! session's or process's changes), moves `new/` to `cur/` numbering what
+//! it finds, and reads `cur/` only when something else may have changed it:
+//! always for [`Mailbox::open`] (pop3d, mailctl), and for
+//! [`Mailbox::open_watched`] (imapd) only when the inotify watcher
+//! ([`watch`]) saw a change in `cur/` that this process did not make
+//! itself (mutt renamed or deleted a file, a Maildir was copied in). The
+//! file name is the truth for flags (so a flag change by mutt is seen);
 //! the index remembers the flags of the last sync only to notice such a
-//! change, which bumps the message's MODSEQ. The file is replaced atomically (temp file, fsync,
-//! rename). Readers ([`Mailbox::open`], [`Mailbox::sync`]) take an
-//! exclusive `flock` on `postern-uidlist.lock` while they read the
-//! directories and update the index; lmtp-delivery takes no lock: it only
+//! change, which bumps the message's MODSEQ. Mail written by another program
+//! into `new/` or `cur/` gets new UIDs in delivery order.
+//!
+//! Every reader and writer of the index takes an exclusive `flock` on
+//! `postern-uidlist.lock` while it reads the
+//! log and directories and appends; lmtp-delivery takes no lock: it only
 //! adds files to `new/`, which the next sync picks up and numbers in
-//! delivery order. A missing or unreadable index is rebuilt with a new
+//! delivery order. A missing or unreadable snapshot is rebuilt with a new
 //! UIDVALIDITY (clients then resynchronise, as the IMAP rules require).
+//!
+//! ## The message cache
+//!
+//! `postern-cache` ([`cache`]) keeps data derived from message files, which
+//! never change once delivered: the header ([`Mailbox::header`]: read once,
+//! cached, up to 64 KiB) and fields a reader stores by name
+//! ([`Mailbox::cached`], [`Mailbox::cache_put`]; imapd keeps ENVELOPE,
+//! BODYSTRUCTURE and BODY there). One copy in memory per mailbox and
+//! process, shared by its [`Mailbox`]es; records are appended unsynced with
+//! checksums (a lost or torn one is only computed again) and entries of
+//! expunged messages are dropped when the file is compacted.
 //!
 //! POP3's maildrop lock is a separate `flock` ([`Pop3Lock`]) so that only one
 //! POP3 session uses a mailbox while IMAP sessions go on.
@@ -60,18 +101,27 @@
 //! deletes) seen at sync, folder creation, keywords as the letters `a`..`z`
 //! with Dovecot's `dovecot-keywords` list ([`read_keywords`],
 //! [`keyword_letters`]). Folder names are stored as IMAP sends them
-//! (modified UTF-7, as Dovecot does by default). Not yet: quotas, cached
-//! envelope/bodystructure.
+//! (modified UTF-7, as Dovecot does by default); the incremental index
+//! (snapshot + change log), the message cache, inotify watching. Not yet:
+//! quotas; the message cache of a very large mailbox is held in memory
+//! whole once used.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod cache;
+mod index;
 pub mod name;
+pub mod watch;
+
+use index::Index;
+pub use index::LOG_FILE;
 mod adopt;
 pub use adopt::{Adopted, adopt_uids};
 
@@ -259,20 +309,17 @@ pub fn deliver_dated(
     deliver_inner(root, folder, message, internal_date, |_| {})
 }
 
-fn deliver_inner(
-    root: &Path,
-    folder: &str,
-    message: &[u8],
-    internal_date: Option<u64>,
-    before_rename: impl FnOnce(&str),
-) -> Result<Delivered> {
-    create_maildir(root)?;
-    let dir = folder_path(root, folder);
-    if !dir.join("new").exists() {
-        ensure_maildir_dirs(&dir)?;
-        let marker = dir.join("maildirfolder");
-        File::create(&marker).map_err(io_err(&marker))?;
-    }
+/// A message written and fsynced in `tmp/`, not yet renamed.
+struct TmpMessage {
+    tmp: PathBuf,
+    base: String,
+    size: u64,
+    vsize: u64,
+}
+
+/// Write `message` (converted to the stored form) to `dir/tmp/` under a new
+/// base name and fsync it.
+fn write_tmp(dir: &Path, message: &[u8], internal_date: Option<u64>) -> Result<TmpMessage> {
     let (stored, vsize) = to_stored_form(message);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -304,16 +351,38 @@ fn deliver_inner(
         let _ = fs::remove_file(&tmp);
         return Err(io_err(&tmp)(e));
     }
-    drop(f);
-    before_rename(&base);
+    Ok(TmpMessage {
+        tmp,
+        base,
+        size: stored.len() as u64,
+        vsize,
+    })
+}
+
+fn deliver_inner(
+    root: &Path,
+    folder: &str,
+    message: &[u8],
+    internal_date: Option<u64>,
+    before_rename: impl FnOnce(&str),
+) -> Result<Delivered> {
+    create_maildir(root)?;
+    let dir = folder_path(root, folder);
+    if !dir.join("new").exists() {
+        ensure_maildir_dirs(&dir)?;
+        let marker = dir.join("maildirfolder");
+        File::create(&marker).map_err(io_err(&marker))?;
+    }
+    let t = write_tmp(&dir, message, internal_date)?;
+    before_rename(&t.base);
     let new_dir = dir.join("new");
-    let dest = new_dir.join(&base);
-    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    let dest = new_dir.join(&t.base);
+    fs::rename(&t.tmp, &dest).map_err(io_err(&dest))?;
     fsync_dir(&new_dir)?;
     Ok(Delivered {
         path: dest,
-        size: stored.len() as u64,
-        vsize,
+        size: t.size,
+        vsize: t.vsize,
     })
 }
 
@@ -428,73 +497,6 @@ pub struct Changes {
     pub new: Vec<u32>,
     pub expunged: Vec<u32>,
     pub flags_changed: Vec<u32>,
-}
-
-#[derive(Debug, Clone)]
-struct Index {
-    uidvalidity: u32,
-    uidnext: u32,
-    highest_modseq: u64,
-    /// base name -> (uid, modseq, flags seen at the last sync)
-    entries: HashMap<String, (u32, u64, String)>,
-}
-
-impl Index {
-    fn fresh() -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        Self {
-            uidvalidity: (now as u32).max(1),
-            uidnext: 1,
-            highest_modseq: 1,
-            entries: HashMap::new(),
-        }
-    }
-
-    /// Parse; `None` when the file is not a valid index (rebuild).
-    fn parse(text: &str) -> Option<Self> {
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next()?.split(' ').collect();
-        if header.len() != 5 || header[0] != INDEX_FILE || header[1] != INDEX_VERSION.to_string() {
-            return None;
-        }
-        let uidvalidity = header[2].strip_prefix('V')?.parse().ok()?;
-        let uidnext = header[3].strip_prefix('N')?.parse().ok()?;
-        let highest_modseq = header[4].strip_prefix('M')?.parse().ok()?;
-        let mut entries = HashMap::new();
-        for line in lines {
-            let mut f = line.splitn(4, ' ');
-            let uid: u32 = f.next()?.parse().ok()?;
-            let modseq: u64 = f.next()?.parse().ok()?;
-            let flags = f.next()?.strip_prefix(':')?.to_string();
-            let base = f.next()?.to_string();
-            if uid == 0 || uid >= uidnext {
-                return None;
-            }
-            entries.insert(base, (uid, modseq, flags));
-        }
-        Some(Self {
-            uidvalidity,
-            uidnext,
-            highest_modseq,
-            entries,
-        })
-    }
-
-    fn render(&self) -> String {
-        let mut rows: Vec<(&String, &(u32, u64, String))> = self.entries.iter().collect();
-        rows.sort_by_key(|(_, (uid, _, _))| *uid);
-        let mut s = format!(
-            "{INDEX_FILE} {INDEX_VERSION} V{} N{} M{}\n",
-            self.uidvalidity, self.uidnext, self.highest_modseq
-        );
-        for (base, (uid, modseq, flags)) in rows {
-            s.push_str(&format!("{uid} {modseq} :{flags} {base}\n"));
-        }
-        s
-    }
 }
 
 /// An exclusive `flock` held until dropped.
@@ -617,6 +619,10 @@ pub fn keyword_letters(dir: &Path, names: &[&str], create: bool) -> Result<Vec<O
 }
 
 /// An opened mailbox (INBOX or a folder): its messages in UID order.
+///
+/// The state lives in memory and is brought up to date by [`Mailbox::sync`]
+/// (and before every change) from the index log, `new/` and, when needed,
+/// `cur/`; see the crate documentation.
 #[derive(Debug)]
 pub struct Mailbox {
     dir: PathBuf,
@@ -624,9 +630,46 @@ pub struct Mailbox {
     uidnext: u32,
     highest_modseq: u64,
     messages: Vec<Message>,
+    /// Base name → UID of every message in `messages`.
+    by_base: HashMap<String, u32>,
+    /// The snapshot file the state was loaded from (`None`: not loaded).
+    snapshot: Option<FileId>,
+    /// The log's inode when it is valid for `snapshot` (`None`: no log, or
+    /// a stale one; a new one is started at the next change).
+    log_ino: Option<u64>,
+    /// Bytes of the log applied (the end of its last good record).
+    log_offset: u64,
+    /// The log has a torn tail past `log_offset`: cut it before appending.
+    log_torn: bool,
+    /// Foreign messages whose sizes are not known yet (measured at the
+    /// next scan of `cur/`, which has their real paths).
+    unmeasured: Vec<u32>,
+    watch: Option<watch::WatchGuard>,
+    /// `cur/`'s watch generation at our last scan of it.
+    cur_generation: Option<u64>,
+    cache: std::sync::OnceLock<cache::Shared>,
 }
 
-/// A file seen in `cur/` during a sync.
+/// Identity of a file version: inode, size, modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
+/// A file seen in `cur/` during a scan.
 struct Found {
     base: String,
     flags: String,
@@ -680,10 +723,54 @@ fn count_vsize(path: &Path) -> io::Result<u64> {
     }
 }
 
+/// Sizes of a message from its name, else measured from the file.
+fn sizes(p: &name::FileName<'_>, path: &Path) -> (u64, u64) {
+    let size = match p.size {
+        Some(s) => s,
+        None => fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    };
+    let vsize = match p.vsize {
+        Some(v) => v,
+        None => count_vsize(path).unwrap_or(size),
+    };
+    (size, vsize)
+}
+
+fn internal_date_of(base: &str, path: &Path) -> u64 {
+    name_time(base).unwrap_or_else(|| {
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+/// A directory entry that names a message file we can index.
+fn message_name(entry: &fs::DirEntry, dir: &Path) -> Option<String> {
+    let Some(fname) = entry.file_name().to_str().map(str::to_string) else {
+        tracing::warn!(dir = %dir.display(), "skipping a file name that is not UTF-8");
+        return None;
+    };
+    (name::is_message(&fname) && !fname.contains(['\n', '\r'])).then_some(fname)
+}
+
 impl Mailbox {
     /// Open the mailbox at `dir` (a Maildir root for INBOX, or a folder
     /// directory), creating its directories if needed, and sync it.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_inner(dir, false)
+    }
+
+    /// [`Mailbox::open`], watching the mailbox (see [`watch`]) when inotify
+    /// is available: later syncs then scan `cur/` only when something other
+    /// than this process's own operations changed it, and the watcher's
+    /// listener hears of changes. For long-lived readers (imapd sessions).
+    pub fn open_watched(dir: &Path) -> Result<Self> {
+        Self::open_inner(dir, true)
+    }
+
+    fn open_inner(dir: &Path, watched: bool) -> Result<Self> {
         ensure_maildir_dirs(dir)?;
         let mut mb = Self {
             dir: dir.to_path_buf(),
@@ -691,7 +778,19 @@ impl Mailbox {
             uidnext: 1,
             highest_modseq: 1,
             messages: Vec::new(),
+            by_base: HashMap::new(),
+            snapshot: None,
+            log_ino: None,
+            log_offset: 0,
+            log_torn: false,
+            unmeasured: Vec::new(),
+            watch: None,
+            cur_generation: None,
+            cache: std::sync::OnceLock::new(),
         };
+        if watched {
+            mb.watch = watch::global().and_then(|w| w.watch(dir));
+        }
         mb.sync()?;
         Ok(mb)
     }
@@ -712,58 +811,424 @@ impl Mailbox {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// Whether the mailbox is watched (see [`Mailbox::open_watched`]).
+    pub fn is_watched(&self) -> bool {
+        self.watch.is_some()
+    }
 
-    /// Re-read the directories: number new files (moving them from `new/`
-    /// to `cur/`), notice files removed or renamed by other programs, bump
-    /// MODSEQs, persist the index. Never opens message files, except to
-    /// measure foreign files without `S=`/`W=` in their names.
+    /// The index lock (opened each time rather than kept open, so that
+    /// thousands of idle sessions do not hold a descriptor each).
+    fn lock_index(&self) -> Result<FileLock> {
+        lock(&self.dir.join(INDEX_LOCK), false)?.ok_or_else(|| {
+            io_err(&self.dir.join(INDEX_LOCK))(io::Error::from(io::ErrorKind::WouldBlock))
+        })
+    }
+
+    /// Bring the state up to date: apply what other sessions and processes
+    /// wrote to the index log, number new files (moving them from `new/` to
+    /// `cur/`), notice files removed or renamed by other programs (scanning
+    /// `cur/` when it may have changed), bump MODSEQs, log the changes.
+    /// Never opens message files, except to measure foreign files without
+    /// `S=`/`W=` in their names.
     pub fn sync(&mut self) -> Result<Changes> {
-        let _guard = lock(&self.dir.join(INDEX_LOCK), false)?;
-        let index_path = self.dir.join(INDEX_FILE);
-        let mut index = match fs::read_to_string(&index_path) {
-            Ok(text) => Index::parse(&text).unwrap_or_else(|| {
-                tracing::warn!(index = %index_path.display(), "unreadable mailbox index, rebuilding with a new UIDVALIDITY");
-                Index::fresh()
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Index::fresh(),
-            Err(e) => return Err(io_err(&index_path)(e)),
+        let _guard = self.lock_index()?;
+        let mut ch = Changes::default();
+        let mut recs = Vec::new();
+        self.catch_up(&mut ch)?;
+        self.scan_new(&mut ch, &mut recs)?;
+        if let Some(generation) = self.cur_needs_scan() {
+            self.scan_cur(generation, &mut ch, &mut recs)?;
+        }
+        self.commit(&recs)?;
+        ch.tidy();
+        Ok(ch)
+    }
+
+    /// `Some(generation to record)` when `cur/` must be scanned.
+    fn cur_needs_scan(&self) -> Option<Option<u64>> {
+        let generation = match (&self.watch, watch::global()) {
+            (Some(_), Some(w)) => w.cur_generation(&self.dir),
+            _ => None,
         };
-        let mut changed = index.uidvalidity != self.uidvalidity;
-        // Move new/ to cur/ (with an empty info part), as Dovecot does.
+        if generation.is_some() && generation == self.cur_generation {
+            None
+        } else {
+            Some(generation)
+        }
+    }
+
+    fn position(&self, uid: u32) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// Read what changed in the index files since we last looked.
+    fn catch_up(&mut self, ch: &mut Changes) -> Result<()> {
+        let snap = self.dir.join(INDEX_FILE);
+        let id = match fs::metadata(&snap) {
+            Ok(m) => Some(FileId::of(&m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&snap)(e)),
+        };
+        if id.is_none() || id != self.snapshot {
+            return self.reload(ch);
+        }
+        let log = self.dir.join(index::LOG_FILE);
+        let meta = match fs::metadata(&log) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.log_ino = None;
+                return Ok(());
+            }
+            Err(e) => return Err(io_err(&log)(e)),
+        };
+        let ino = FileId::of(&meta).ino;
+        if Some(ino) != self.log_ino {
+            self.read_log(ch, true)
+        } else if meta.len() < self.log_offset {
+            // Cut by someone else: trust nothing we derived from it.
+            self.reload(ch)
+        } else if meta.len() > self.log_offset && !self.log_torn {
+            self.read_log(ch, false)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Apply the log: all of it (`whole`, after checking its header) or
+    /// what was appended since `log_offset`.
+    fn read_log(&mut self, ch: &mut Changes, whole: bool) -> Result<()> {
+        let path = self.dir.join(index::LOG_FILE);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.log_ino = None;
+                return Ok(());
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let meta = f.metadata().map_err(io_err(&path))?;
+        let mut data = Vec::new();
+        let start = if whole {
+            f.read_to_end(&mut data).map_err(io_err(&path))?;
+            let snapshot_ino = self.snapshot.map_or(0, |s| s.ino);
+            match index::parse_log_header(&data) {
+                Some((v, i, len)) if v == self.uidvalidity && i == snapshot_ino => len,
+                _ => {
+                    // Another snapshot's log (or none readable): ignored,
+                    // replaced at the next change.
+                    self.log_ino = None;
+                    return Ok(());
+                }
+            }
+        } else {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(self.log_offset))
+                .map_err(io_err(&path))?;
+            f.read_to_end(&mut data).map_err(io_err(&path))?;
+            0
+        };
+        let (records, used) = index::decode_records(&data[start..]);
+        for r in records {
+            self.apply(r, ch);
+        }
+        let base = if whole { 0 } else { self.log_offset };
+        self.log_ino = Some(FileId::of(&meta).ino);
+        self.log_offset = base + (start + used) as u64;
+        self.log_torn = start + used < data.len();
+        if self.log_torn {
+            tracing::warn!(log = %path.display(), "index log ends in a torn record; ignoring it");
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, r: index::Record, ch: &mut Changes) {
+        match r {
+            index::Record::Set {
+                uid,
+                modseq,
+                flags,
+                base,
+            } => {
+                self.uidnext = self.uidnext.max(uid.saturating_add(1));
+                self.highest_modseq = self.highest_modseq.max(modseq);
+                let path = self.dir.join("cur").join(name::with_flags(&base, &flags));
+                match self.position(uid) {
+                    Some(i) => {
+                        let m = &mut self.messages[i];
+                        if m.flags != flags {
+                            ch.flags_changed.push(uid);
+                        }
+                        m.modseq = modseq;
+                        m.flags = flags;
+                        m.path = path;
+                    }
+                    None => {
+                        if let Some(old) = self.by_base.get(&base).copied() {
+                            // Renumbered (should not happen): keep one.
+                            self.remove_uid(old);
+                        }
+                        let p = name::parse(&base);
+                        let (size, vsize) = sizes(&p, &path);
+                        let internal_date = internal_date_of(&base, &path);
+                        let at = self.messages.partition_point(|m| m.uid < uid);
+                        self.by_base.insert(base.clone(), uid);
+                        self.messages.insert(
+                            at,
+                            Message {
+                                uid,
+                                modseq,
+                                base,
+                                path,
+                                flags,
+                                size,
+                                vsize,
+                                internal_date,
+                            },
+                        );
+                        ch.new.push(uid);
+                    }
+                }
+            }
+            index::Record::Expunged { uid, modseq } => {
+                self.highest_modseq = self.highest_modseq.max(modseq);
+                if self.remove_uid(uid) {
+                    ch.expunged.push(uid);
+                }
+            }
+        }
+    }
+
+    fn remove_uid(&mut self, uid: u32) -> bool {
+        match self.position(uid) {
+            Some(i) => {
+                let m = self.messages.remove(i);
+                self.by_base.remove(&m.base);
+                if let Some(c) = self.cache.get() {
+                    c.lock().unwrap_or_else(|e| e.into_inner()).forget(&m.base);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Load the snapshot and its log from scratch (first sync, or another
+    /// process rewrote the snapshot). A missing or unreadable snapshot is
+    /// replaced by a fresh one with a new UIDVALIDITY.
+    fn reload(&mut self, ch: &mut Changes) -> Result<()> {
+        let snap = self.dir.join(INDEX_FILE);
+        let index = match fs::read_to_string(&snap) {
+            Ok(text) => match Index::parse(&text) {
+                Some(i) => Some(i),
+                None => {
+                    tracing::warn!(index = %snap.display(), "unreadable mailbox index, rebuilding with a new UIDVALIDITY");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&snap)(e)),
+        };
+        let index = match index {
+            Some(i) => i,
+            None => {
+                let fresh = Index::fresh();
+                write_atomic(&snap, fresh.render().as_bytes())?;
+                fresh
+            }
+        };
+        let meta = fs::metadata(&snap).map_err(io_err(&snap))?;
+        let same_validity = index.uidvalidity == self.uidvalidity;
+        let old: HashMap<u32, (String, u64, u64)> = self
+            .messages
+            .drain(..)
+            .map(|m| (m.uid, (m.flags, m.size, m.vsize)))
+            .collect();
+        self.by_base.clear();
+        self.unmeasured.clear();
+        self.uidvalidity = index.uidvalidity;
+        self.uidnext = index.uidnext;
+        self.highest_modseq = index.highest_modseq;
+        let mut rows: Vec<(String, (u32, u64, String))> = index.entries.into_iter().collect();
+        rows.sort_by_key(|(_, (uid, _, _))| *uid);
+        for (base, (uid, modseq, flags)) in rows {
+            let p = name::parse(&base);
+            let path = self.dir.join("cur").join(name::with_flags(&base, &flags));
+            let (size, vsize) = match (p.size, p.vsize, old.get(&uid)) {
+                (Some(s), Some(v), _) => (s, v),
+                (_, _, Some((_, s, v))) if same_validity => (*s, *v),
+                _ => {
+                    self.unmeasured.push(uid);
+                    (p.size.unwrap_or(0), p.vsize.or(p.size).unwrap_or(0))
+                }
+            };
+            let internal_date = match name_time(&base) {
+                Some(t) => t,
+                None => {
+                    // From the file's mtime, at the next scan of `cur/`.
+                    if !self.unmeasured.contains(&uid) {
+                        self.unmeasured.push(uid);
+                    }
+                    0
+                }
+            };
+            self.by_base.insert(base.clone(), uid);
+            self.messages.push(Message {
+                uid,
+                modseq,
+                base,
+                path,
+                flags,
+                size,
+                vsize,
+                internal_date,
+            });
+        }
+        self.snapshot = Some(FileId::of(&meta));
+        self.log_ino = None;
+        self.log_offset = 0;
+        self.log_torn = false;
+        // Paths are guesses until `cur/` is read again.
+        self.cur_generation = None;
+        let mut log_changes = Changes::default();
+        self.read_log(&mut log_changes, true)?;
+        for m in &self.messages {
+            match old.get(&m.uid) {
+                Some((flags, _, _)) if same_validity => {
+                    if *flags != m.flags {
+                        ch.flags_changed.push(m.uid);
+                    }
+                }
+                _ => ch.new.push(m.uid),
+            }
+        }
+        if same_validity {
+            ch.expunged
+                .extend(old.keys().filter(|u| self.position(**u).is_none()));
+        }
+        Ok(())
+    }
+
+    /// Move what is in `new/` to `cur/` (with an empty info part, as
+    /// Dovecot does) and number it in delivery order.
+    fn scan_new(&mut self, ch: &mut Changes, recs: &mut Vec<index::Record>) -> Result<()> {
         let new_dir = self.dir.join("new");
         let cur_dir = self.dir.join("cur");
-        let mut moved = false;
+        let mut moved = Vec::new();
         for entry in fs::read_dir(&new_dir).map_err(io_err(&new_dir))? {
             let entry = entry.map_err(io_err(&new_dir))?;
-            let Some(fname) = entry.file_name().to_str().map(str::to_string) else {
+            let Some(fname) = message_name(&entry, &new_dir) else {
                 continue;
             };
-            if !name::is_message(&fname) {
-                continue;
-            }
             let p = name::parse(&fname);
-            let dest = cur_dir.join(name::with_flags(p.base, p.flags));
+            let dest_name = name::with_flags(p.base, p.flags);
+            let dest = cur_dir.join(&dest_name);
+            self.expect(watch::Expect::MovedTo, &dest_name);
             match fs::rename(entry.path(), &dest) {
-                Ok(()) => moved = true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // taken by another reader
-                Err(e) => return Err(io_err(&dest)(e)),
+                Ok(()) => moved.push(Found {
+                    base: p.base.to_string(),
+                    flags: name::normalize_flags(p.flags),
+                    path: dest,
+                    size: p.size,
+                    vsize: p.vsize,
+                }),
+                Err(e) => {
+                    self.unexpect(watch::Expect::MovedTo, &dest_name);
+                    if e.kind() != io::ErrorKind::NotFound {
+                        return Err(io_err(&dest)(e));
+                    }
+                    // Taken by another reader.
+                }
             }
         }
-        if moved {
-            fsync_dir(&new_dir)?;
-            fsync_dir(&cur_dir)?;
+        if moved.is_empty() {
+            return Ok(());
         }
-        // Scan cur/.
+        fsync_dir(&new_dir)?;
+        fsync_dir(&cur_dir)?;
+        moved.sort_by(|a, b| delivery_key(&a.base).cmp(&delivery_key(&b.base)));
+        for f in moved {
+            self.found(f, ch, recs);
+        }
+        Ok(())
+    }
+
+    /// A file seen in `cur/`: known (flags and path brought up to date) or
+    /// new (numbered).
+    fn found(&mut self, f: Found, ch: &mut Changes, recs: &mut Vec<index::Record>) {
+        if let Some(uid) = self.by_base.get(&f.base).copied()
+            && let Some(i) = self.position(uid)
+        {
+            let measure = self.unmeasured.contains(&uid);
+            let m = &mut self.messages[i];
+            m.path = f.path;
+            if measure {
+                let fname = m.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let (size, vsize) = sizes(&name::parse(fname), &m.path);
+                m.size = size;
+                m.vsize = vsize;
+                m.internal_date = internal_date_of(&m.base, &m.path);
+            }
+            if m.flags != f.flags {
+                self.highest_modseq += 1;
+                m.modseq = self.highest_modseq;
+                m.flags = f.flags;
+                ch.flags_changed.push(uid);
+                recs.push(index::Record::Set {
+                    uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                    base: m.base.clone(),
+                });
+            }
+            return;
+        }
+        let uid = self.uidnext;
+        self.uidnext += 1;
+        self.highest_modseq += 1;
+        let size = match f.size {
+            Some(s) => s,
+            None => fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0),
+        };
+        let vsize = match f.vsize {
+            Some(v) => v,
+            None => count_vsize(&f.path).unwrap_or(size),
+        };
+        let internal_date = internal_date_of(&f.base, &f.path);
+        recs.push(index::Record::Set {
+            uid,
+            modseq: self.highest_modseq,
+            flags: f.flags.clone(),
+            base: f.base.clone(),
+        });
+        self.by_base.insert(f.base.clone(), uid);
+        self.messages.push(Message {
+            uid,
+            modseq: self.highest_modseq,
+            base: f.base,
+            path: f.path,
+            flags: f.flags,
+            size,
+            vsize,
+            internal_date,
+        });
+        ch.new.push(uid);
+    }
+
+    /// Read `cur/`: new files numbered, renamed ones' flags taken, missing
+    /// ones expunged. `generation`: the watch generation read before.
+    fn scan_cur(
+        &mut self,
+        generation: Option<u64>,
+        ch: &mut Changes,
+        recs: &mut Vec<index::Record>,
+    ) -> Result<()> {
+        let cur_dir = self.dir.join("cur");
         let mut found: Vec<Found> = Vec::new();
         for entry in fs::read_dir(&cur_dir).map_err(io_err(&cur_dir))? {
             let entry = entry.map_err(io_err(&cur_dir))?;
-            let Some(fname) = entry.file_name().to_str().map(str::to_string) else {
-                tracing::warn!(dir = %cur_dir.display(), "skipping a file name that is not UTF-8");
+            let Some(fname) = message_name(&entry, &cur_dir) else {
                 continue;
             };
-            if !name::is_message(&fname) {
-                continue;
-            }
             let p = name::parse(&fname);
             found.push(Found {
                 base: p.base.to_string(),
@@ -776,105 +1241,122 @@ impl Mailbox {
         // New base names get UIDs in delivery order (time, microseconds,
         // per-process counter; compared as numbers, not as text).
         found.sort_by(|a, b| delivery_key(&a.base).cmp(&delivery_key(&b.base)));
-        let mut changes = Changes::default();
         let mut seen = std::collections::HashSet::with_capacity(found.len());
-        let mut messages = Vec::with_capacity(found.len());
-        for Found {
-            base,
-            flags,
-            path,
-            size,
-            vsize,
-        } in found
-        {
-            if !seen.insert(base.clone()) {
-                tracing::warn!(file = %path.display(), "two files with the same base name; ignoring this one");
+        for f in found {
+            if !seen.insert(f.base.clone()) {
+                tracing::warn!(file = %f.path.display(), "two files with the same base name; ignoring this one");
                 continue;
             }
-            let (uid, modseq) = match index.entries.get_mut(&base) {
-                Some((uid, modseq, old_flags)) => {
-                    if *old_flags != flags {
-                        index.highest_modseq += 1;
-                        *modseq = index.highest_modseq;
-                        *old_flags = flags.clone();
-                        changes.flags_changed.push(*uid);
-                        changed = true;
-                    }
-                    (*uid, *modseq)
-                }
-                None => {
-                    let uid = index.uidnext;
-                    index.uidnext += 1;
-                    index.highest_modseq += 1;
-                    let modseq = index.highest_modseq;
-                    index
-                        .entries
-                        .insert(base.clone(), (uid, modseq, flags.clone()));
-                    changes.new.push(uid);
-                    changed = true;
-                    (uid, modseq)
-                }
-            };
-            let size = match size {
-                Some(s) => s,
-                None => fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-            };
-            let vsize = match vsize {
-                Some(v) => v,
-                None => count_vsize(&path).unwrap_or(size),
-            };
-            let internal_date = name_time(&base).unwrap_or_else(|| {
-                fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs())
-            });
-            messages.push(Message {
-                uid,
-                modseq,
-                base,
-                path,
-                flags,
-                size,
-                vsize,
-                internal_date,
-            });
+            self.found(f, ch, recs);
         }
-        let gone: Vec<String> = index
-            .entries
-            .keys()
-            .filter(|b| !seen.contains(b.as_str()))
-            .cloned()
+        let gone: Vec<u32> = self
+            .messages
+            .iter()
+            .filter(|m| !seen.contains(m.base.as_str()))
+            .map(|m| m.uid)
             .collect();
-        for base in gone {
-            if let Some((uid, _, _)) = index.entries.remove(&base) {
-                changes.expunged.push(uid);
-                changed = true;
+        if !gone.is_empty() {
+            self.highest_modseq += 1;
+            for uid in gone {
+                self.remove_uid(uid);
+                ch.expunged.push(uid);
+                recs.push(index::Record::Expunged {
+                    uid,
+                    modseq: self.highest_modseq,
+                });
             }
         }
-        if !changes.expunged.is_empty() {
-            index.highest_modseq += 1;
+        self.unmeasured.clear();
+        self.cur_generation = generation;
+        Ok(())
+    }
+
+    fn expect(&self, kind: watch::Expect, name: &str) {
+        if self.watch.is_some()
+            && let Some(w) = watch::global()
+        {
+            w.expect(&self.dir, kind, name);
         }
-        messages.sort_by_key(|m| m.uid);
-        changes.new.sort_unstable();
-        changes.expunged.sort_unstable();
-        changes.flags_changed.sort_unstable();
-        if changed || !index_path.exists() {
-            write_atomic(&index_path, index.render().as_bytes())?;
+    }
+
+    fn unexpect(&self, kind: watch::Expect, name: &str) {
+        if self.watch.is_some()
+            && let Some(w) = watch::global()
+        {
+            w.unexpect(&self.dir, kind, name);
         }
-        self.uidvalidity = index.uidvalidity;
-        self.uidnext = index.uidnext;
-        self.highest_modseq = index.highest_modseq;
-        self.messages = messages;
-        Ok(changes)
+    }
+
+    /// Append records to the log (one write, one fdatasync), starting a log
+    /// first when there is none for the current snapshot; rewrite the
+    /// snapshot when the log has grown large.
+    fn commit(&mut self, recs: &[index::Record]) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(index::LOG_FILE);
+        if self.log_ino.is_none() {
+            let header = index::log_header(self.uidvalidity, self.snapshot.map_or(0, |s| s.ino));
+            write_atomic(&path, header.as_bytes())?;
+            let meta = fs::metadata(&path).map_err(io_err(&path))?;
+            self.log_ino = Some(FileId::of(&meta).ino);
+            self.log_offset = header.len() as u64;
+            self.log_torn = false;
+        }
+        let f = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if self.log_torn {
+            f.set_len(self.log_offset).map_err(io_err(&path))?;
+            self.log_torn = false;
+        }
+        let mut buf = Vec::with_capacity(recs.len() * 96);
+        for r in recs {
+            r.encode(&mut buf);
+        }
+        (&f).write_all(&buf)
+            .and_then(|()| f.sync_data())
+            .map_err(io_err(&path))?;
+        self.log_offset += buf.len() as u64;
+        if self.log_offset > index::COMPACT_AT
+            && self.log_offset > self.snapshot.map_or(0, |s| s.len)
+        {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite the snapshot from the state and start a new log for it.
+    fn compact(&mut self) -> Result<()> {
+        let snap = self.dir.join(INDEX_FILE);
+        let index = Index {
+            uidvalidity: self.uidvalidity,
+            uidnext: self.uidnext,
+            highest_modseq: self.highest_modseq,
+            entries: self
+                .messages
+                .iter()
+                .map(|m| (m.base.clone(), (m.uid, m.modseq, m.flags.clone())))
+                .collect(),
+        };
+        write_atomic(&snap, index.render().as_bytes())?;
+        let meta = fs::metadata(&snap).map_err(io_err(&snap))?;
+        self.snapshot = Some(FileId::of(&meta));
+        let path = self.dir.join(index::LOG_FILE);
+        let header = index::log_header(self.uidvalidity, FileId::of(&meta).ino);
+        write_atomic(&path, header.as_bytes())?;
+        let lmeta = fs::metadata(&path).map_err(io_err(&path))?;
+        self.log_ino = Some(FileId::of(&lmeta).ino);
+        self.log_offset = header.len() as u64;
+        self.log_torn = false;
+        Ok(())
     }
 
     fn find(&self, uid: u32) -> Result<&Message> {
-        self.messages
-            .binary_search_by_key(&uid, |m| m.uid)
+        self.position(uid)
             .map(|i| &self.messages[i])
-            .map_err(|_| StoreError::NoSuchMessage(uid))
+            .ok_or(StoreError::NoSuchMessage(uid))
     }
 
     /// Open a message for reading.
@@ -892,55 +1374,288 @@ impl Mailbox {
         Ok(buf)
     }
 
+    fn cache(&self) -> &cache::Shared {
+        self.cache.get_or_init(|| cache::open(&self.dir))
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut cache::Inner) -> T) -> T {
+        let mut c = self.cache().lock().unwrap_or_else(|e| e.into_inner());
+        let live: std::collections::HashSet<&str> = if c.needs_load() {
+            self.messages.iter().map(|m| m.base.as_str()).collect()
+        } else {
+            Default::default()
+        };
+        c.load(&live);
+        f(&mut c)
+    }
+
+    /// A field of the message cache ([`cache`]) for message `uid`.
+    pub fn cached(&self, uid: u32, field: &str) -> Option<Arc<[u8]>> {
+        let base = &self.find(uid).ok()?.base;
+        self.with_cache(|c| c.get(base, field))
+    }
+
+    /// Store a field in the message cache for message `uid` (kept for the
+    /// message's life; best effort). Returns the data as shared bytes.
+    pub fn cache_put(&self, uid: u32, field: &str, data: &[u8]) -> Arc<[u8]> {
+        match self.find(uid) {
+            Ok(m) => {
+                let base = m.base.clone();
+                self.with_cache(|c| c.put(&base, field, data))
+            }
+            Err(_) => Arc::from(data),
+        }
+    }
+
+    /// The message's header (stored form, up to and including the empty
+    /// line that ends it), from the cache or read from the file once and
+    /// cached (headers up to [`cache::MAX_CACHED_HEADER`]).
+    pub fn header(&self, uid: u32) -> Result<Arc<[u8]>> {
+        if let Some(h) = self.cached(uid, cache::HEADER) {
+            return Ok(h);
+        }
+        let m = self.find(uid)?;
+        let mut f = File::open(&m.path).map_err(io_err(&m.path))?;
+        let mut buf = Vec::with_capacity(8192);
+        (&mut f)
+            .take(cache::MAX_CACHED_HEADER as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err(&m.path))?;
+        if let Some(end) = header_end(&buf) {
+            buf.truncate(end);
+            return Ok(self.cache_put(uid, cache::HEADER, &buf));
+        }
+        if buf.len() <= cache::MAX_CACHED_HEADER {
+            // No body: the whole message is its header.
+            return Ok(self.cache_put(uid, cache::HEADER, &buf));
+        }
+        // A header too large to cache.
+        f.read_to_end(&mut buf).map_err(io_err(&m.path))?;
+        let end = header_end(&buf).unwrap_or(buf.len());
+        buf.truncate(end);
+        Ok(Arc::from(buf))
+    }
+
     /// Replace a message's flags (renames the file) and bump its MODSEQ.
     ///
     /// Another session may have renamed the file (its own flag change) or
-    /// expunged it since our last sync: on `NotFound` the index is synced and
-    /// the rename retried once under the new name; a message that is gone
-    /// is left alone (`Ok`, like a STORE on a message another session
-    /// expunged; the expunge is reported at the next sync).
+    /// expunged it since our last sync: on `NotFound` `cur/` is read again
+    /// and the rename retried once under the new name; a message that is
+    /// gone is left alone (`Ok`, like a STORE on a message another session
+    /// expunged; the expunge is reported at the next sync). An unknown UID
+    /// is [`StoreError::NoSuchMessage`].
     pub fn set_flags(&mut self, uid: u32, flags: &str) -> Result<()> {
-        let flags = name::normalize_flags(flags);
-        for attempt in 0..2 {
-            let m = match self.find(uid) {
-                Ok(m) => m.clone(),
-                Err(_) if attempt > 0 => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            if flags == m.flags {
-                return Ok(());
-            }
-            let dest = self.dir.join("cur").join(name::with_flags(&m.base, &flags));
-            match fs::rename(&m.path, &dest) {
-                Ok(()) => {
-                    self.sync()?;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
-                    self.sync()?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io_err(&m.path)(e)),
-            }
-        }
-        Ok(())
+        self.find(uid)?;
+        self.set_flags_many(&[(uid, flags.to_string())])
     }
 
-    /// Remove messages (unlink, then update the index). Unknown UIDs are
+    /// [`Mailbox::set_flags`] for several messages: renames, one fsync of
+    /// `cur/`, one log append. UIDs not in the mailbox are skipped.
+    pub fn set_flags_many(&mut self, changes: &[(u32, String)]) -> Result<()> {
+        let _guard = self.lock_index()?;
+        let mut ch = Changes::default();
+        let mut recs = Vec::new();
+        self.catch_up(&mut ch)?;
+        let mut retry = Vec::new();
+        for (uid, flags) in changes {
+            if !self.rename_flags(*uid, flags, &mut recs)? {
+                retry.push((*uid, flags));
+            }
+        }
+        if !retry.is_empty() {
+            let generation = self.cur_needs_scan().flatten();
+            self.scan_cur(generation, &mut ch, &mut recs)?;
+            for (uid, flags) in retry {
+                self.rename_flags(uid, flags, &mut recs)?;
+            }
+        }
+        if !recs.is_empty() {
+            fsync_dir(&self.dir.join("cur"))?;
+        }
+        self.commit(&recs)
+    }
+
+    /// Rename one message for new flags; `false` when its file was not
+    /// found under the name we know.
+    fn rename_flags(
+        &mut self,
+        uid: u32,
+        flags: &str,
+        recs: &mut Vec<index::Record>,
+    ) -> Result<bool> {
+        let flags = name::normalize_flags(flags);
+        let Some(i) = self.position(uid) else {
+            return Ok(true);
+        };
+        if self.messages[i].flags == flags {
+            return Ok(true);
+        }
+        let from = self.messages[i].path.clone();
+        let from_name = from
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let to_name = name::with_flags(&self.messages[i].base, &flags);
+        let to = self.dir.join("cur").join(&to_name);
+        self.expect(watch::Expect::MovedFrom, &from_name);
+        self.expect(watch::Expect::MovedTo, &to_name);
+        match fs::rename(&from, &to) {
+            Ok(()) => {
+                self.highest_modseq += 1;
+                let m = &mut self.messages[i];
+                m.modseq = self.highest_modseq;
+                m.flags = flags;
+                m.path = to;
+                recs.push(index::Record::Set {
+                    uid,
+                    modseq: m.modseq,
+                    flags: m.flags.clone(),
+                    base: m.base.clone(),
+                });
+                Ok(true)
+            }
+            Err(e) => {
+                self.unexpect(watch::Expect::MovedFrom, &from_name);
+                self.unexpect(watch::Expect::MovedTo, &to_name);
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(io_err(&from)(e))
+                }
+            }
+        }
+    }
+
+    /// Remove messages (unlink, then log the expunge). Unknown UIDs are
     /// ignored (already gone).
     pub fn expunge(&mut self, uids: &[u32]) -> Result<()> {
+        let _guard = self.lock_index()?;
+        let mut ch = Changes::default();
+        let mut recs = Vec::new();
+        self.catch_up(&mut ch)?;
+        let mut missing = false;
         for &uid in uids {
-            if let Ok(m) = self.find(uid) {
-                match fs::remove_file(&m.path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&m.path)(e)),
-                }
+            if !self.unlink(uid)? {
+                missing = true;
+            }
+        }
+        if missing {
+            // Renamed by someone else meanwhile: find the new names.
+            let generation = self.cur_needs_scan().flatten();
+            self.scan_cur(generation, &mut ch, &mut recs)?;
+            for &uid in uids {
+                self.unlink(uid)?;
             }
         }
         fsync_dir(&self.dir.join("cur"))?;
-        self.sync()?;
-        Ok(())
+        let gone: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| {
+                self.position(*u).is_some() && !self.find(*u).is_ok_and(|m| m.path.exists())
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.highest_modseq += 1;
+            for uid in gone {
+                self.remove_uid(uid);
+                recs.push(index::Record::Expunged {
+                    uid,
+                    modseq: self.highest_modseq,
+                });
+            }
+        }
+        self.commit(&recs)
+    }
+
+    /// Unlink a message's file; `false` when it was not found under the
+    /// name we know.
+    fn unlink(&mut self, uid: u32) -> Result<bool> {
+        let Ok(m) = self.find(uid) else {
+            return Ok(true);
+        };
+        let path = m.path.clone();
+        let fname = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        self.expect(watch::Expect::Deleted, &fname);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.unexpect(watch::Expect::Deleted, &fname);
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(io_err(&path)(e))
+                }
+            }
+        }
+    }
+
+    /// Add a message to this mailbox (an IMAP APPEND or COPY): written to
+    /// `tmp/`, fsynced, renamed into `cur/` with its flags, numbered and
+    /// logged; its header goes into the message cache. Returns its UID.
+    pub fn append(
+        &mut self,
+        message: &[u8],
+        flags: &str,
+        internal_date: Option<u64>,
+    ) -> Result<u32> {
+        let t = write_tmp(&self.dir, message, internal_date)?;
+        let flags = name::normalize_flags(flags);
+        let dest_name = name::with_flags(&t.base, &flags);
+        let dest = self.dir.join("cur").join(&dest_name);
+        let _guard = self.lock_index()?;
+        let mut ch = Changes::default();
+        let mut recs = Vec::new();
+        self.catch_up(&mut ch)?;
+        self.expect(watch::Expect::MovedTo, &dest_name);
+        if let Err(e) = fs::rename(&t.tmp, &dest) {
+            self.unexpect(watch::Expect::MovedTo, &dest_name);
+            let _ = fs::remove_file(&t.tmp);
+            return Err(io_err(&dest)(e));
+        }
+        fsync_dir(&self.dir.join("cur"))?;
+        let base = t.base.clone();
+        self.found(
+            Found {
+                base: t.base,
+                flags,
+                path: dest,
+                size: Some(t.size),
+                vsize: Some(t.vsize),
+            },
+            &mut ch,
+            &mut recs,
+        );
+        self.commit(&recs)?;
+        let uid = self.by_base.get(&base).copied().unwrap_or(0);
+        let (stored, _) = to_stored_form(message);
+        let end = header_end(&stored).unwrap_or(stored.len());
+        if end <= cache::MAX_CACHED_HEADER {
+            self.cache_put(uid, cache::HEADER, &stored[..end]);
+        }
+        Ok(uid)
+    }
+}
+
+/// Where a stored-form header ends (after its empty line), if it does.
+fn header_end(data: &[u8]) -> Option<usize> {
+    if data.starts_with(b"\n") {
+        return Some(1);
+    }
+    data.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
+}
+
+impl Changes {
+    fn tidy(&mut self) {
+        for v in [&mut self.new, &mut self.expunged, &mut self.flags_changed] {
+            v.sort_unstable();
+            v.dedup();
+        }
     }
 }
 

@@ -329,3 +329,185 @@ fn dated_delivery_sets_internal_date_and_mtime() {
     let mb = Mailbox::open(root).unwrap();
     assert_eq!(mb.messages()[0].internal_date, 760_000_000);
 }
+
+#[test]
+fn changes_go_to_the_log_and_other_mailboxes_replay_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..3 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mut a = Mailbox::open(root).unwrap();
+    let mut b = Mailbox::open(root).unwrap();
+    let snapshot = fs::read(root.join(INDEX_FILE)).unwrap();
+    a.set_flags(2, "S").unwrap();
+    a.expunge(&[3]).unwrap();
+    // The snapshot is not rewritten for small changes: the log has them.
+    assert_eq!(fs::read(root.join(INDEX_FILE)).unwrap(), snapshot);
+    let ch = b.sync().unwrap();
+    assert_eq!(ch.flags_changed, [2]);
+    assert_eq!(ch.expunged, [3]);
+    assert_eq!(b.messages()[1].flags, "S");
+    assert_eq!(b.messages()[1].modseq, a.messages()[1].modseq);
+    assert_eq!(b.highest_modseq(), a.highest_modseq());
+    // A new process sees the same.
+    let c = Mailbox::open(root).unwrap();
+    assert_eq!(c.messages(), a.messages());
+    assert_eq!(c.uidnext(), 4);
+}
+
+#[test]
+fn a_torn_log_tail_is_ignored_and_cut_before_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for n in 0..3 {
+        deliver(root, "", &msg(n)).unwrap();
+    }
+    let mut a = Mailbox::open(root).unwrap();
+    a.set_flags(1, "F").unwrap();
+    let modseq = a.messages()[0].modseq;
+    drop(a);
+    // A crash in the middle of the next record.
+    let log = root.join(LOG_FILE);
+    let good = fs::read(&log).unwrap();
+    let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"0badc0de + 2 99 :S 17000").unwrap();
+    drop(f);
+    let mut b = Mailbox::open(root).unwrap();
+    assert_eq!(b.messages()[0].flags, "F");
+    assert_eq!(b.messages()[0].modseq, modseq);
+    assert_eq!(b.messages()[1].flags, "", "the torn record is not applied");
+    assert!(b.highest_modseq() < 99);
+    // The next change cuts the torn bytes, so its record is readable.
+    b.set_flags(3, "S").unwrap();
+    let text = fs::read(&log).unwrap();
+    assert!(text.starts_with(&good));
+    assert!(!String::from_utf8_lossy(&text).contains("0badc0de"));
+    let c = Mailbox::open(root).unwrap();
+    assert_eq!(c.messages()[2].flags, "S");
+    assert_eq!(c.messages(), b.messages());
+}
+
+#[test]
+fn a_large_log_is_compacted_into_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    deliver(root, "", &msg(0)).unwrap();
+    let mut a = Mailbox::open(root).unwrap();
+    let mut b = Mailbox::open(root).unwrap();
+    let mut i = 0;
+    while fs::metadata(root.join(LOG_FILE)).map_or(0, |m| m.len()) < index::COMPACT_AT / 2 || i < 10
+    {
+        a.set_flags(1, if i % 2 == 0 { "S" } else { "F" }).unwrap();
+        i += 1;
+        if i > 20_000 {
+            break;
+        }
+    }
+    // Keep going until a compaction happened (the log starts again).
+    let before = fs::metadata(root.join(LOG_FILE)).unwrap().len();
+    loop {
+        a.set_flags(1, if i % 2 == 0 { "S" } else { "F" }).unwrap();
+        i += 1;
+        if fs::metadata(root.join(LOG_FILE)).unwrap().len() < before {
+            break;
+        }
+    }
+    let snap = Index::parse(&fs::read_to_string(root.join(INDEX_FILE)).unwrap()).unwrap();
+    assert!(snap.highest_modseq > 100, "the snapshot was rewritten");
+    b.sync().unwrap();
+    assert_eq!(b.messages(), a.messages());
+    assert_eq!(b.highest_modseq(), a.highest_modseq());
+    assert_eq!(Mailbox::open(root).unwrap().messages(), a.messages());
+}
+
+#[test]
+fn append_numbers_the_message_and_caches_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    create_maildir(root).unwrap();
+    let mut a = Mailbox::open(root).unwrap();
+    let uid = a
+        .append(
+            b"Subject: cached\r\nFrom: a@b\r\n\r\nbody\r\n",
+            "S",
+            Some(1_700_000_000),
+        )
+        .unwrap();
+    assert_eq!(uid, 1);
+    let m = a.messages()[0].clone();
+    assert_eq!(
+        (m.flags.as_str(), m.internal_date, m.vsize),
+        ("S", 1_700_000_000, 36)
+    );
+    assert!(m.path.starts_with(root.join("cur")));
+    // The header comes from the cache, not the file: empty the file.
+    fs::write(&m.path, b"").unwrap();
+    assert_eq!(&*a.header(uid).unwrap(), b"Subject: cached\nFrom: a@b\n\n");
+    a.cache_put(uid, "envelope", b"(NIL)");
+    drop(a);
+    // Another process (the in-memory copy is gone with the last mailbox)
+    // reads the cache file.
+    let b = Mailbox::open(root).unwrap();
+    assert_eq!(&*b.header(uid).unwrap(), b"Subject: cached\nFrom: a@b\n\n");
+    assert_eq!(b.cached(uid, "envelope").as_deref(), Some(&b"(NIL)"[..]));
+    assert_eq!(b.cached(uid, "body"), None);
+}
+
+#[test]
+fn header_is_read_once_then_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    deliver(root, "", b"Subject: one\r\n\r\nbody\r\n").unwrap();
+    deliver(root, "", b"Subject: no body").unwrap();
+    let mb = Mailbox::open(root).unwrap();
+    assert_eq!(&*mb.header(1).unwrap(), b"Subject: one\n\n");
+    assert_eq!(&*mb.header(2).unwrap(), b"Subject: no body");
+    fs::remove_file(&mb.messages()[0].path).unwrap();
+    assert_eq!(&*mb.header(1).unwrap(), b"Subject: one\n\n");
+    assert_eq!(
+        mb.cached(1, cache::HEADER).as_deref(),
+        Some(&b"Subject: one\n\n"[..])
+    );
+}
+
+#[test]
+fn watched_mailboxes_see_foreign_and_own_changes() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    for n in 0..3 {
+        deliver(&root, "", &msg(n)).unwrap();
+    }
+    let Some(w) = watch::global() else {
+        eprintln!("no inotify here: nothing to test");
+        return;
+    };
+    static HEARD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    w.set_listener(|d| HEARD.lock().unwrap().push(d.to_path_buf()));
+    let mut a = Mailbox::open_watched(&root).unwrap();
+    let mut b = Mailbox::open_watched(&root).unwrap();
+    assert!(a.is_watched() && b.is_watched());
+    // Our own change reaches the other mailbox through the log.
+    a.set_flags(1, "S").unwrap();
+    assert_eq!(b.sync().unwrap().flags_changed, [1]);
+    assert_eq!(b.messages()[0].flags, "S");
+    // mutt renames a file and removes another: a watched mailbox rescans.
+    let m2 = b.messages()[1].clone();
+    fs::rename(&m2.path, root.join("cur").join(format!("{}:2,F", m2.base))).unwrap();
+    fs::remove_file(&b.messages()[2].path).unwrap();
+    let ch = b.sync().unwrap();
+    assert_eq!((ch.flags_changed, ch.expunged), (vec![2], vec![3]));
+    let ch = a.sync().unwrap();
+    assert_eq!((ch.flags_changed, ch.expunged), (vec![2], vec![3]));
+    // A delivery is heard by the listener.
+    HEARD.lock().unwrap().clear();
+    deliver(&root, "", &msg(7)).unwrap();
+    w.drain();
+    assert!(HEARD.lock().unwrap().contains(&root));
+    assert_eq!(a.sync().unwrap().new, [4]);
+    assert_eq!(b.sync().unwrap().new, [4]);
+    drop(a);
+    drop(b);
+    assert!(!w.is_watched(&root));
+}
