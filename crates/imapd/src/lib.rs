@@ -177,7 +177,6 @@
 //! # CONFIGURATION
 //! `[imapd] listener = [{ name, address, role = "imap" | "imaps" }]`,
 //! `allow_plaintext_auth` (false), `mail_max_userip_connections`
-pub mod notify;
 //! (logged-in sessions per user and client address; default 0 = no limit,
 //! Dovecot's 10 is a good production value),
 //! `client_connection_count_limit` (connections per client address, logged
@@ -205,6 +204,7 @@ use postern_common::{Config, ConfigError, Context};
 use postern_ipc::auth::v1 as pb;
 
 pub mod codec;
+pub mod notify;
 pub mod parse;
 pub mod search;
 pub mod session;

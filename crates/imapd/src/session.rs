@@ -31,7 +31,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_FAILED_COMMANDS: u32 = 20;
 /// Longest keyword name accepted (Dovecot's limit is also in this range).
 pub const MAX_KEYWORD_LEN: usize = 128;
-/// How often an IDLE session looks for changes.
+/// How often an IDLE session looks for changes when the mailbox is not
+/// watched (no inotify).
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How often an IDLE session on a watched mailbox looks for changes anyway
 /// (wake-ups come from [`crate::notify`]; this only bounds a lost one).
@@ -1359,10 +1360,6 @@ impl Session {
             // `\NonExistent` implies `\Noselect` (RFC 5258); an IMAP4rev1
             // client without LIST-EXTENDED syntax gets the RFC 3501 word.
             let extended = self.rev2 || select_subscribed || return_subscribed;
-    fn open_folder(&self, name: &str) -> Option<(String, Mailbox)> {
-        self.open_folder_with(name, false)
-    }
-
             let mut attrs = vec![if extended {
                 "\\NonExistent"
             } else {
@@ -1428,7 +1425,8 @@ impl Session {
         self.reply(tag, &format!("OK {verb} completed"));
     }
 
-    fn open_folder(&self, name: &str) -> Option<(String, Mailbox)> {
+    /// The canonical name and directory of an existing folder.
+    fn folder_dir(&self, name: &str) -> Option<(String, PathBuf)> {
         let root = self.root.as_ref()?;
         let canonical = if name.eq_ignore_ascii_case("INBOX") {
             "INBOX".to_string()
@@ -1441,7 +1439,21 @@ impl Session {
         if !dir.join("cur").is_dir() {
             return None;
         }
-        let mb = tokio::task::block_in_place(|| Mailbox::open(&dir));
+        Some((canonical, dir))
+    }
+
+    /// Open a folder; `watched` for the selected one (later syncs read
+    /// only the index log and new/ unless something else changed cur/, and
+    /// IDLE is woken by changes).
+    fn open_folder_with(&self, name: &str, watched: bool) -> Option<(String, Mailbox)> {
+        let (canonical, dir) = self.folder_dir(name)?;
+        let mb = tokio::task::block_in_place(|| {
+            if watched {
+                Mailbox::open_watched(&dir)
+            } else {
+                Mailbox::open(&dir)
+            }
+        });
         postern_common::metrics::mailstore_op("open", mb.is_ok());
         let mb = mb.ok()?;
         Some((canonical, mb))
@@ -1535,7 +1547,7 @@ impl Session {
         } else if args.len() > 1 {
             return self.bad(tag, "BAD Unsupported SELECT parameters");
         }
-        let Some((name, mb)) = self.open_folder(&name) else {
+        let Some((name, mb)) = self.open_folder_with(&name, true) else {
             return self.bad(tag, "NO [NONEXISTENT] No such mailbox");
         };
         let uids: Vec<u32> = mb.messages().iter().map(|m| m.uid).collect();
@@ -1679,7 +1691,13 @@ impl Session {
     /// removed), EXISTS, flag changes.
     fn updates(&mut self) {
         let Some(sel) = self.sel.as_mut() else { return };
-        let stamp = mailbox_stamp(sel.mb.dir());
+        // A watched mailbox syncs cheaply (index log and new/ only, unless
+        // something else changed cur/): no stamps needed.
+        let stamp = if sel.mb.is_watched() {
+            None
+        } else {
+            mailbox_stamp(sel.mb.dir())
+        };
         let settled = stamp.is_some_and(|s| {
             s.iter()
                 .all(|t| t.elapsed().is_ok_and(|age| age > STAMP_SETTLE))
@@ -2066,9 +2084,34 @@ impl Session {
                         format!("INTERNALDATE \"{}\"", parse::internal_date(m.internal_date))
                             .as_bytes(),
                     ),
-                    "ENVELOPE" => p.extend_from_slice(&parse::envelope(&load(sel)?)),
-                    "BODYSTRUCTURE" => p.extend_from_slice(&parse::bodystructure(&load(sel)?)),
-                    "BODY" => p.extend_from_slice(&parse::body(&load(sel)?)),
+                    // Cached in the mail store's message cache: computed
+                    // once per message (ENVELOPE from the cached header).
+                    "ENVELOPE" => match sel.mb.cached(uid, CACHE_ENVELOPE) {
+                        Some(v) => p.extend_from_slice(&v),
+                        None => {
+                            let v = parse::envelope(&header_wire(sel, uid)?);
+                            p.extend_from_slice(&sel.mb.cache_put(uid, CACHE_ENVELOPE, &v));
+                        }
+                    },
+                    "BODYSTRUCTURE" | "BODY" => {
+                        let field = if u == "BODY" {
+                            CACHE_BODY
+                        } else {
+                            CACHE_BODYSTRUCTURE
+                        };
+                        match sel.mb.cached(uid, field) {
+                            Some(v) => p.extend_from_slice(&v),
+                            None => {
+                                let msg = load(sel)?;
+                                let v = if u == "BODY" {
+                                    parse::body(&msg)
+                                } else {
+                                    parse::bodystructure(&msg)
+                                };
+                                p.extend_from_slice(&sel.mb.cache_put(uid, field, &v));
+                            }
+                        }
+                    }
                     _ if u.starts_with("BINARY") => {
                         let open = item.find('[').unwrap_or(0);
                         let close = item.find(']').unwrap_or(item.len());
@@ -2108,13 +2151,17 @@ impl Session {
                         }
                     }
                     "RFC822" | "RFC822.HEADER" | "RFC822.TEXT" => {
-                        let msg = load(sel)?;
+                        let msg = if u == "RFC822.HEADER" {
+                            section(&header_wire(sel, uid)?, "HEADER").unwrap_or_default()
+                        } else {
+                            load(sel)?
+                        };
                         let data = match u.as_str() {
                             "RFC822" => {
                                 set_seen = true;
                                 msg
                             }
-                            "RFC822.HEADER" => section(&msg, "HEADER").unwrap_or_default(),
+                            "RFC822.HEADER" => msg,
                             _ => {
                                 set_seen = true;
                                 section(&msg, "TEXT").unwrap_or_default()
@@ -2129,7 +2176,13 @@ impl Session {
                         let close = item.find(']').unwrap_or(item.len());
                         let spec = &item[open + 1..close];
                         let partial = &item[close + 1..];
-                        let msg = load(sel)?;
+                        // Top-level header sections come from the cached
+                        // header; everything else reads the message.
+                        let msg = if spec.to_ascii_uppercase().starts_with("HEADER") {
+                            header_wire(sel, uid)?
+                        } else {
+                            load(sel)?
+                        };
                         let mut data = section(&msg, spec).unwrap_or_default();
                         let mut origin = String::new();
                         if !partial.is_empty() {
@@ -2352,25 +2405,29 @@ impl Session {
             sel.mb.messages().iter().map(|m| (m.uid, m)).collect();
         let mut hits = Vec::new();
         let mut max_modseq = 0;
-        for (i, &uid) in sel.uids.iter().enumerate() {
-            // Expunged by another session but not reported yet: no match.
-            let Some(m) = by_uid.get(&uid) else { continue };
-            let mut c = crate::search::Candidate {
-                msn: i as u32 + 1,
-                uid,
-                flags: &m.flags,
-                keywords: keyword_names(&m.flags, &sel.keywords),
-                vsize: m.vsize,
-                internal_date: m.internal_date,
-                modseq: m.modseq,
-                path: m.path.clone(),
-                cached: None,
-            };
-            if tokio::task::block_in_place(|| c.matches(&key)) {
-                hits.push(if uid_mode { uid } else { i as u32 + 1 });
-                max_modseq = max_modseq.max(m.modseq);
+        tokio::task::block_in_place(|| {
+            for (i, &uid) in sel.uids.iter().enumerate() {
+                // Expunged by another session but not reported yet: no match.
+                let Some(m) = by_uid.get(&uid) else { continue };
+                let mut c = crate::search::Candidate {
+                    msn: i as u32 + 1,
+                    uid,
+                    flags: &m.flags,
+                    keywords: keyword_names(&m.flags, &sel.keywords),
+                    vsize: m.vsize,
+                    internal_date: m.internal_date,
+                    modseq: m.modseq,
+                    path: m.path.clone(),
+                    cached: None,
+                    header: None,
+                    mailbox: Some(&sel.mb),
+                };
+                if c.matches(&key) {
+                    hits.push(if uid_mode { uid } else { i as u32 + 1 });
+                    max_modseq = max_modseq.max(m.modseq);
+                }
             }
-        }
+        });
         let with_modseq = key.uses_modseq() && !hits.is_empty();
         if let Some(opts) = esearch.as_ref()
             && opts.iter().any(|o| o == "SAVE")
@@ -2525,6 +2582,8 @@ impl Session {
                 modseq: m.modseq,
                 path: m.path.clone(),
                 cached: None,
+                header: None,
+                mailbox: Some(&sel.mb),
             };
             if !tokio::task::block_in_place(|| c.matches(&key)) {
                 continue;
@@ -2728,8 +2787,12 @@ impl Session {
     /// Deliver an APPENDed message; `(uidvalidity, Some(uid))`, or `None`
     /// for the UID when another session expunged the message before its
     /// UID could be read back (then there is no APPENDUID to give).
+    ///
+    /// Into the selected mailbox it goes through the session's own
+    /// [`Mailbox`] (no reopening); elsewhere through `dest`, opened on
+    /// first use and kept by the caller for the next message of a COPY.
     fn put(
-        &self,
+        &mut self,
         name: &str,
         dest: &mut Option<Mailbox>,
         data: &[u8],
@@ -2737,23 +2800,18 @@ impl Session {
         internal_date: Option<u64>,
     ) -> Result<(u32, Option<u32>), String> {
         let root = self.root.clone().expect("authenticated");
+        let dir = mailstore::folder_path(&root, name);
         tokio::task::block_in_place(|| {
-            let d = mailstore::deliver_dated(&root, name, data, internal_date)
-                .map_err(|e| e.to_string())?;
-            let dir = mailstore::folder_path(&root, name);
-            let mut mb = Mailbox::open(&dir).map_err(|e| e.to_string())?;
-            let base = d
-                .path
-                .file_name()
-                .and_then(|f| f.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let Some(uid) = mb.messages().iter().find(|m| m.base == base).map(|m| m.uid) else {
-                return Ok((mb.uidvalidity(), None));
+            let mb = match self.sel.as_mut() {
+                Some(sel) if sel.mb.dir() == dir.as_path() => &mut sel.mb,
+                _ => match dest {
+                    Some(mb) => mb,
+                    None => dest.insert(Mailbox::open(&dir).map_err(|e| e.to_string())?),
+                },
             };
-            if !flags.is_empty() {
-                mb.set_flags(uid, flags).map_err(|e| e.to_string())?;
-            }
+            let uid = mb
+                .append(data, flags, internal_date)
+                .map_err(|e| e.to_string())?;
             Ok((mb.uidvalidity(), Some(uid)))
         })
     }
@@ -2976,6 +3034,16 @@ impl Session {
 
     async fn idle(&mut self, tag: &str, shutdown: &Shutdown) -> std::io::Result<Flow> {
         self.out.extend_from_slice(b"+ idling\r\n");
+        let wake = self
+            .sel
+            .as_ref()
+            .filter(|s| s.mb.is_watched())
+            .and_then(|s| crate::notify::subscribe(s.mb.dir()));
+        let poll = if wake.is_some() {
+            IDLE_POLL_WATCHED
+        } else {
+            IDLE_POLL
+        };
         self.updates();
         self.flush().await?;
         let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
