@@ -835,8 +835,11 @@ impl Mailbox {
         let mut ch = Changes::default();
         let mut recs = Vec::new();
         self.catch_up(&mut ch)?;
-        self.scan_new(&mut ch, &mut recs)?;
-        if let Some(generation) = self.cur_needs_scan() {
+        let cur_scan = self.cur_needs_scan();
+        // When cur/ is read anyway, files moved from new/ are numbered
+        // there, together with any found in cur/, in delivery order.
+        self.scan_new(cur_scan.is_none(), &mut ch, &mut recs)?;
+        if let Some(generation) = cur_scan {
             self.scan_cur(generation, &mut ch, &mut recs)?;
         }
         self.commit(&recs)?;
@@ -1109,8 +1112,13 @@ impl Mailbox {
     }
 
     /// Move what is in `new/` to `cur/` (with an empty info part, as
-    /// Dovecot does) and number it in delivery order.
-    fn scan_new(&mut self, ch: &mut Changes, recs: &mut Vec<index::Record>) -> Result<()> {
+    /// Dovecot does) and, when `number`, number it in delivery order.
+    fn scan_new(
+        &mut self,
+        number: bool,
+        ch: &mut Changes,
+        recs: &mut Vec<index::Record>,
+    ) -> Result<()> {
         let new_dir = self.dir.join("new");
         let cur_dir = self.dir.join("cur");
         let mut moved = Vec::new();
@@ -1145,6 +1153,9 @@ impl Mailbox {
         }
         fsync_dir(&new_dir)?;
         fsync_dir(&cur_dir)?;
+        if !number {
+            return Ok(());
+        }
         moved.sort_by(|a, b| delivery_key(&a.base).cmp(&delivery_key(&b.base)));
         for f in moved {
             self.found(f, ch, recs);

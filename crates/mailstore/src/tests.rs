@@ -511,3 +511,19 @@ fn watched_mailboxes_see_foreign_and_own_changes() {
     drop(b);
     assert!(!w.is_watched(&root));
 }
+
+#[test]
+fn new_and_cur_files_are_numbered_together_in_delivery_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    create_maildir(root).unwrap();
+    // An older file copied into cur/ by another program, a newer delivery
+    // in new/: the older one gets the lower UID.
+    fs::write(root.join("cur/1600000000.M1P7Q1.h,S=2,W=3:2,S"), b"x\n").unwrap();
+    let d = deliver(root, "", b"Subject: newer\r\n\r\n").unwrap();
+    let mb = Mailbox::open(root).unwrap();
+    let bases: Vec<&str> = mb.messages().iter().map(|m| m.base.as_str()).collect();
+    let newer = d.path.file_name().unwrap().to_str().unwrap();
+    assert_eq!(bases, ["1600000000.M1P7Q1.h,S=2,W=3", newer]);
+    assert_eq!(mb.messages()[0].uid, 1);
+}
