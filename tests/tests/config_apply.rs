@@ -256,3 +256,97 @@ fn apply_changes_hashes_quotas_transports_and_refuses_a_bad_document() {
             .contains("bob@example.test")
     );
 }
+
+/// DKIM selectors travel in the document: export lists them with the one
+/// that signs; apply switches the signing selector back to the document's,
+/// and a selector whose key is not here is reported (exit 1) rather than
+/// invented.
+#[test]
+fn dkim_selectors_are_exported_and_applied() {
+    let env = TestEnv::new();
+    setup_users(&env, "");
+    ok(run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "generate", "example.test", "--selector", "s1"],
+    ));
+    ok(run_tool(
+        &env,
+        "mailctl",
+        &[
+            "dkim",
+            "generate",
+            "example.test",
+            "--selector",
+            "s2",
+            "--algorithm",
+            "ed25519",
+        ],
+    ));
+    ok(run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "activate", "example.test", "s2"],
+    ));
+    let (doc, _) = ok(run_tool(
+        &env,
+        "mailctl",
+        &["config", "export", "--format", "json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let dkim: Vec<(String, String, String, bool)> = v["dkim"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no dkim in {doc}"))
+        .iter()
+        .map(|k| {
+            (
+                k["domain"].as_str().unwrap().to_string(),
+                k["selector"].as_str().unwrap().to_string(),
+                k["algorithm"].as_str().unwrap().to_string(),
+                k["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dkim,
+        [
+            ("example.test".into(), "s1".into(), "rsa".into(), false),
+            ("example.test".into(), "s2".into(), "ed25519".into(), true),
+        ]
+    );
+    let file = env.path().join("state.json");
+    std::fs::write(&file, &doc).unwrap();
+
+    // Someone switched back to s1: apply makes s2 sign again.
+    ok(run_tool(
+        &env,
+        "mailctl",
+        &["dkim", "activate", "example.test", "s1"],
+    ));
+    let (out, _) = ok(run_tool(
+        &env,
+        "mailctl",
+        &["config", "apply", file.to_str().unwrap()],
+    ));
+    assert_eq!(out, "~ dkim example.test: signing with selector s2\n");
+    let (list, _) = ok(run_tool(&env, "mailctl", &["dkim", "list", "example.test"]));
+    let active: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains("active") && !l.contains("inactive"))
+        .collect();
+    assert!(active.len() == 1 && active[0].contains("s2"), "{list}");
+
+    // A selector whose key is not in the key directory: reported, exit 1.
+    let other = doc.replace("\"s1\"", "\"s9\"");
+    std::fs::write(&file, other).unwrap();
+    let (code, out, err) = run_tool(
+        &env,
+        "mailctl",
+        &["config", "apply", file.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("! dkim example.test selector s9 (rsa): no key here"),
+        "{out}"
+    );
+}

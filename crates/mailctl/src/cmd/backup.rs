@@ -417,7 +417,7 @@ fn restore(cfg: &Config, file: &Path, from: &Path, force: bool) -> anyhow::Resul
             for c in &changes {
                 println!("{}", c.line());
             }
-            state::apply(&dir, &changes).await?;
+            state::apply(&dir, &state::key_store(cfg), &changes).await?;
             if !changes.is_empty() {
                 state::reload_authd(&dir);
             }

@@ -19,12 +19,20 @@
 //! aliases:
 //! - source: team@example.org   # or @example.org (catch-all)
 //!   destination: alice@example.org
+//! dkim:                        # only when there are DKIM keys
+//! - domain: example.org
+//!   selector: ed-20261203
+//!   algorithm: ed25519
+//!   active: true               # the selector that signs
 //! ```
 //!
 //! The export holds password **hashes** (never passwords): keep the file
-//! like `/etc/shadow` (`-o` writes it with mode 0600). DKIM keys are not
-//! part of it: `mailctl dkim` keeps them as files (`<state_directory>/dkim`),
-//! not in the directory; `mailctl backup` copies them.
+//! like `/etc/shadow` (`-o` writes it with mode 0600). DKIM private keys
+//! are not part of it (`mailctl dkim` keeps them as files in
+//! `checks.dkim_sign.key_directory`; `mailctl backup` copies them), only
+//! the selectors: `apply` makes the document's active selector sign again
+//! and reports (`!`, exit 1) a selector whose key is not in the key
+//! directory; it never deletes a key.
 //!
 //! `apply` computes the difference between the file and the live directory
 //! and makes the directory match: missing domains, users and aliases are
@@ -50,6 +58,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use directory::{Directory, Secret, User};
+use postern_checks::auth::keys::KeyStore;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::admin;
@@ -74,6 +83,51 @@ pub struct State {
     pub users: Vec<UserEntry>,
     #[serde(default)]
     pub aliases: Vec<AliasEntry>,
+    /// DKIM selectors held in `checks.dkim_sign.key_directory` (the keys
+    /// themselves are files and stay out of the document: `mailctl backup`
+    /// copies them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<DkimEntry>,
+}
+
+/// One DKIM selector of a domain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimEntry {
+    pub domain: String,
+    pub selector: String,
+    /// `rsa` or `ed25519`.
+    pub algorithm: String,
+    /// The selector that signs the domain's mail.
+    #[serde(default)]
+    pub active: bool,
+}
+
+/// The DKIM selectors in `store`, sorted.
+pub fn read_dkim(store: &KeyStore) -> Vec<DkimEntry> {
+    let mut out: Vec<DkimEntry> = store
+        .domains()
+        .iter()
+        .flat_map(|d| store.keys(d))
+        .flatten()
+        .map(|k| DkimEntry {
+            domain: k.domain,
+            selector: k.selector,
+            algorithm: k.algorithm.k().to_string(),
+            active: k.active,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The key store of `cfg` (`checks.dkim_sign.key_directory`).
+pub fn key_store(cfg: &postern_common::Config) -> KeyStore {
+    KeyStore::new(
+        cfg.checks
+            .dkim_sign
+            .key_directory(&cfg.global.state_directory),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +213,7 @@ pub async fn read(dir: &Directory) -> anyhow::Result<State> {
         domains,
         users,
         aliases,
+        dkim: Vec::new(),
     })
 }
 
@@ -198,6 +253,11 @@ pub enum Change {
     DelAlias(AliasEntry),
     DelUser(String),
     DelDomain(String),
+    /// Make this selector the one that signs the domain's mail.
+    DkimActivate(DkimEntry),
+    /// The document names a selector whose key is not here: apply cannot
+    /// make a private key, so it says so and fails.
+    DkimMissing(DkimEntry),
 }
 
 impl Change {
@@ -231,6 +291,13 @@ impl Change {
             Change::DelAlias(a) => format!("- alias {} {}", a.source, a.destination),
             Change::DelUser(a) => format!("- user {a}"),
             Change::DelDomain(d) => format!("- domain {d}"),
+            Change::DkimActivate(k) => {
+                format!("~ dkim {}: signing with selector {}", k.domain, k.selector)
+            }
+            Change::DkimMissing(k) => format!(
+                "! dkim {} selector {} ({}): no key here; copy its key file into the key directory (from `mailctl backup`) or `mailctl dkim generate`",
+                k.domain, k.selector, k.algorithm
+            ),
         }
     }
 }
@@ -310,6 +377,20 @@ pub fn diff(live: &State, want: &State) -> Vec<Change> {
             out.push(Change::DelDomain(name.to_string()));
         }
     }
+    // DKIM last. Keys are never deleted by apply; a selector the document
+    // does not name stays (not signing once another is active).
+    for w in &want.dkim {
+        let here = live
+            .dkim
+            .iter()
+            .find(|l| l.domain == w.domain && l.selector == w.selector);
+        match here {
+            Some(l) if l.algorithm != w.algorithm => out.push(Change::DkimMissing(w.clone())),
+            Some(l) if w.active && !l.active => out.push(Change::DkimActivate(w.clone())),
+            Some(_) => {}
+            None => out.push(Change::DkimMissing(w.clone())),
+        }
+    }
     out
 }
 
@@ -335,8 +416,8 @@ async fn add_user(dir: &Directory, u: &UserEntry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Carry out `changes`, in order.
-pub async fn apply(dir: &Directory, changes: &[Change]) -> anyhow::Result<()> {
+/// Carry out `changes`, in order (DKIM selectors in `keys`).
+pub async fn apply(dir: &Directory, keys: &KeyStore, changes: &[Change]) -> anyhow::Result<()> {
     for c in changes {
         let r: anyhow::Result<()> = async {
             match c {
@@ -367,6 +448,8 @@ pub async fn apply(dir: &Directory, changes: &[Change]) -> anyhow::Result<()> {
                 Change::DelAlias(a) => dir.alias_del(&a.source, Some(&a.destination)).await?,
                 Change::DelUser(a) => dir.user_del(a).await?,
                 Change::DelDomain(d) => dir.domain_del(d).await?,
+                Change::DkimActivate(k) => keys.activate(&k.domain, &k.selector)?,
+                Change::DkimMissing(_) => bail!("the key is missing"),
             }
             Ok(())
         }
@@ -409,7 +492,15 @@ pub fn run_export(file: &Path, format: Format, output: Option<&Path>) -> u8 {
             Ok(d) => d,
             Err(code) => return code,
         };
-        let text = match read(&dir).await.and_then(|s| render(&s, format)) {
+        let keys = key_store(&cfg);
+        let text = match read(&dir)
+            .await
+            .map(|s| State {
+                dkim: read_dkim(&keys),
+                ..s
+            })
+            .and_then(|s| render(&s, format))
+        {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("mailctl: config export: {e:#}");
@@ -466,8 +557,15 @@ pub fn run_apply(file: &Path, input: &Path, dry_run: bool) -> u8 {
             Ok(d) => d,
             Err(code) => return code,
         };
+        let keys = key_store(&cfg);
         let changes = match read(&dir).await {
-            Ok(live) => diff(&live, &want),
+            Ok(live) => diff(
+                &State {
+                    dkim: read_dkim(&keys),
+                    ..live
+                },
+                &want,
+            ),
             Err(e) => {
                 eprintln!("mailctl: config apply: {e:#}");
                 return 1;
@@ -484,7 +582,7 @@ pub fn run_apply(file: &Path, input: &Path, dry_run: bool) -> u8 {
             eprintln!("mailctl: dry run: {} change(s) not made", changes.len());
             return 0;
         }
-        let r = apply(&dir, &changes).await;
+        let r = apply(&dir, &keys, &changes).await;
         reload_authd(&dir);
         match r {
             Ok(()) => {
@@ -516,6 +614,15 @@ mod tests {
         }
     }
 
+    fn dkim(d: &str, s: &str, active: bool) -> DkimEntry {
+        DkimEntry {
+            domain: d.into(),
+            selector: s.into(),
+            algorithm: "rsa".into(),
+            active,
+        }
+    }
+
     fn dom(n: &str) -> DomainEntry {
         DomainEntry {
             name: n.into(),
@@ -534,6 +641,11 @@ mod tests {
                 source: "t@old.test".into(),
                 destination: "y@old.test".into(),
             }],
+            dkim: vec![
+                dkim("a.test", "s1", true),
+                dkim("a.test", "s2", false),
+                dkim("old.test", "s1", true),
+            ],
         };
         let mut moved = user("x@a.test", "{PLAIN}3");
         moved.quota_bytes = 5;
@@ -542,6 +654,11 @@ mod tests {
             domains: vec![dom("a.test"), dom("new.test")],
             users: vec![moved, user("z@new.test", "{PLAIN}4")],
             aliases: vec![],
+            dkim: vec![
+                dkim("a.test", "s1", false),
+                dkim("a.test", "s2", true),
+                dkim("new.test", "s9", true),
+            ],
         };
         let lines: Vec<String> = diff(&live, &want).iter().map(Change::line).collect();
         assert_eq!(
@@ -554,6 +671,8 @@ mod tests {
                 "~ user x@a.test: quota 5",
                 "+ user z@new.test",
                 "- domain old.test",
+                "~ dkim a.test: signing with selector s2",
+                "! dkim new.test selector s9 (rsa): no key here; copy its key file into the key directory (from `mailctl backup`) or `mailctl dkim generate`",
             ]
         );
         assert!(diff(&want, &want).is_empty());
@@ -577,6 +696,7 @@ mod tests {
                 source: "@a.test".into(),
                 destination: "x@a.test".into(),
             }],
+            dkim: vec![dkim("a.test", "s1", true)],
         };
         for f in [Format::Yaml, Format::Json] {
             assert_eq!(parse(&render(&s, f).unwrap()).unwrap(), s, "{f:?}");
