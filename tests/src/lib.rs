@@ -387,6 +387,7 @@ pub fn run_tool(env: &TestEnv, name: &str, args: &[&str]) -> (i32, String, Strin
 }
 pub mod clients;
 pub mod db;
+pub mod dnsmasq;
 pub mod dovecot;
 pub mod postfix;
 pub mod stack;

@@ -12,72 +12,26 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use postern_tests::dnsmasq::Dnsmasq;
 use postern_tests::stack::{files, mailctl, maildir, setup_users};
 use postern_tests::{Daemon, TestEnv, free_port, run_tool};
 
 /// Debian's interpreter, where `python3-dkim` is installed.
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// dnsmasq on 127.0.0.1:`port` answering for `*.test` with `txt` records
 /// (name → strings of at most 255 bytes); waits until it answers.
-fn dnsmasq(dir: &Path, port: u16, txt: &BTreeMap<String, Vec<String>>) -> Guard {
-    let bin = "/usr/sbin/dnsmasq";
-    assert!(
-        Path::new(bin).exists(),
-        "dnsmasq not found: install the test dependencies (scripts/test-deps.sh, package dnsmasq-base)"
-    );
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into());
-    let mut args = vec![
-        "--no-daemon".to_string(),
-        "--keep-in-foreground".into(),
-        format!("--port={port}"),
-        "--listen-address=127.0.0.1".into(),
-        "--bind-interfaces".into(),
-        "--no-resolv".into(),
-        "--no-hosts".into(),
-        "--conf-file=/dev/null".into(),
-        format!("--user={user}"),
-        format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
-        "--local=/test/".into(),
-        "--log-queries".into(),
-    ];
-    for (name, strings) in txt {
-        // dnsmasq splits the strings at commas and keeps quotes literally:
-        // the values here have no commas and go in unquoted.
-        let quoted: Vec<&str> = strings.iter().map(String::as_str).collect();
-        args.push(format!("--txt-record={name},{}", quoted.join(",")));
-    }
-    let child = Command::new(bin)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("dnsmasq.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
-        .spawn()
-        .expect("start dnsmasq");
-    let g = Guard(child);
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "dnsmasq did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    g
+fn dnsmasq(dir: &Path, port: u16, txt: &BTreeMap<String, Vec<String>>) -> Dnsmasq {
+    // dnsmasq splits the strings at commas and keeps quotes literally: the
+    // values here have no commas and go in unquoted.
+    let records: Vec<String> = txt
+        .iter()
+        .map(|(name, strings)| format!("--txt-record={name},{}", strings.join(",")))
+        .collect();
+    Dnsmasq::start(dir, port, &records)
 }
 
 /// A TXT value as DNS character-strings of at most 255 bytes.

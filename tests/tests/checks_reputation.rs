@@ -12,84 +12,32 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use postern_tests::dnsmasq::Dnsmasq;
 use postern_tests::stack::{maildir, setup_users, wait_for_messages};
 use postern_tests::{Daemon, TestEnv, free_port};
 
-/// A child process stopped (SIGTERM, then SIGKILL) on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// dnsmasq on 127.0.0.1:`port` with the test data; waits until it answers.
-fn dnsmasq(dir: &Path, port: u16) -> Guard {
-    let bin = "/usr/sbin/dnsmasq";
-    assert!(
-        Path::new(bin).exists(),
-        "dnsmasq not found: install the test dependencies (scripts/test-deps.sh, package dnsmasq-base)"
-    );
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into());
-    let child = Command::new(bin)
-        .args([
-            "--no-daemon",
-            "--keep-in-foreground",
-            &format!("--port={port}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--conf-file=/dev/null",
-            &format!("--user={user}"),
-            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
-            "--local=/test/",
-            "--local=/127.in-addr.arpa/",
-            "--log-queries",
-            "--address=/2.0.0.127.bl.test/127.0.0.2",
-            "--address=/4.0.0.127.bl.test/127.0.0.2",
-            "--address=/5.0.0.127.bl.test/127.0.0.1",
-            "--address=/4.0.0.127.wl.test/127.0.0.2",
-            "--address=/8.0.0.127.wl.test/127.0.0.2",
-            "--host-record=good.client.test,127.0.0.3",
-            "--ptr-record=6.0.0.127.in-addr.arpa,liar.client.test",
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("dnsmasq.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
-        .spawn()
-        .expect("start dnsmasq");
-    let g = Guard(child);
-    let end = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "dnsmasq did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    g
+fn dnsmasq(dir: &Path, port: u16) -> Dnsmasq {
+    let records = [
+        "--local=/127.in-addr.arpa/",
+        "--address=/2.0.0.127.bl.test/127.0.0.2",
+        "--address=/4.0.0.127.bl.test/127.0.0.2",
+        "--address=/5.0.0.127.bl.test/127.0.0.1",
+        "--address=/4.0.0.127.wl.test/127.0.0.2",
+        "--address=/8.0.0.127.wl.test/127.0.0.2",
+        "--host-record=good.client.test,127.0.0.3",
+        "--ptr-record=6.0.0.127.in-addr.arpa,liar.client.test",
+    ];
+    Dnsmasq::start(dir, port, &records.map(String::from))
 }
 
 struct Stack {
     env: TestEnv,
     daemons: Vec<Daemon>,
-    _dns: Option<Guard>,
+    _dns: Option<Dnsmasq>,
 }
 
 impl Stack {

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use postern_ipc::queue::v1 as qpb;
+use postern_tests::dnsmasq::Dnsmasq;
 use postern_tests::stack::{files, mailctl, maildir, setup_users, wait_for_messages};
 use postern_tests::{Daemon, TestEnv, free_port};
 
@@ -43,62 +44,23 @@ impl Drop for Guard {
 }
 
 /// dnsmasq on 127.0.0.1:`port` with the test zone; waits until it answers.
-fn dnsmasq(dir: &Path, port: u16) -> Guard {
-    let bin = "/usr/sbin/dnsmasq";
-    assert!(
-        Path::new(bin).exists(),
-        "dnsmasq not found: install the test dependencies (scripts/test-deps.sh, package dnsmasq-base)"
-    );
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into());
-    let log = dir.join("dnsmasq.log");
-    let child = Command::new(bin)
-        .args([
-            "--no-daemon",
-            "--keep-in-foreground",
-            &format!("--port={port}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--conf-file=/dev/null",
-            &format!("--user={user}"),
-            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
-            "--local=/test/",
-            "--log-queries",
-            "--mx-host=remote.test,mx.remote.test,10",
-            "--host-record=mx.remote.test,127.0.0.1",
-            // Null MX: preference 0, root exchange (RFC 7505).
-            "--dns-rr=nullmx.test,15,000000",
-            "--host-record=direct.test,127.0.0.1",
-            "--mx-host=other.test,mx.other.test,10",
-            "--host-record=mx.other.test,127.0.0.1",
-            "--mx-host=pf.test,mx.pf.test,10",
-            "--host-record=mx.pf.test,127.0.0.1",
-            // We (mail.example.test) are the best MX; the worse one must
-            // not get the mail (backup-MX cut-off).
-            "--mx-host=ownbest.test,mail.example.test,10",
-            "--mx-host=ownbest.test,mx.remote.test,20",
-        ])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap())
-        .spawn()
-        .expect("start dnsmasq");
-    let g = Guard {
-        name: "dnsmasq",
-        child,
-    };
-    // Ready once it answers a query over TCP (it binds UDP and TCP together).
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "dnsmasq did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    g
+fn dnsmasq(dir: &Path, port: u16) -> Dnsmasq {
+    let records = [
+        "--mx-host=remote.test,mx.remote.test,10",
+        "--host-record=mx.remote.test,127.0.0.1",
+        // Null MX: preference 0, root exchange (RFC 7505).
+        "--dns-rr=nullmx.test,15,000000",
+        "--host-record=direct.test,127.0.0.1",
+        "--mx-host=other.test,mx.other.test,10",
+        "--host-record=mx.other.test,127.0.0.1",
+        "--mx-host=pf.test,mx.pf.test,10",
+        "--host-record=mx.pf.test,127.0.0.1",
+        // We (mail.example.test) are the best MX; the worse one must
+        // not get the mail (backup-MX cut-off).
+        "--mx-host=ownbest.test,mail.example.test,10",
+        "--mx-host=ownbest.test,mx.remote.test,20",
+    ];
+    Dnsmasq::start(dir, port, &records.map(String::from))
 }
 
 /// The scripted remote SMTP server with `cert`; returns the guard and its
@@ -136,7 +98,7 @@ struct Stack {
     env: TestEnv,
     sink_dir: PathBuf,
     daemons: Vec<Daemon>,
-    _dns: Guard,
+    _dns: Dnsmasq,
     _sink: Guard,
 }
 
